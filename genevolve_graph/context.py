@@ -1,0 +1,92 @@
+"""Runtime context: the static settings of a run (policy, budgets, backends).
+
+The field descriptions become LangGraph Studio's configuration form
+(``graph.get_context_jsonschema()``). Defaults are the released GenEvolve runtime's where
+one exists, and the offline backends otherwise, so a run works with no network.
+Secrets (API keys) are never stored here: backends read them from the environment, so
+they never reach a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+Protocol = Literal["genevolve", "native"]
+
+
+def _env(*names: str, default: str = "") -> str:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return default
+
+
+@dataclass(kw_only=True)
+class AgentContext:
+    """Settings of one trajectory. Every field has a default; pass only what differs."""
+
+    policy: str = field(
+        default="rules",
+        metadata={"description": "Planner policy: 'openai' (an OpenAI-compatible endpoint such as vLLM serving the GenEvolve checkpoint) or 'rules' (the offline rule-based baseline)."},
+    )
+    base_url: str = field(
+        default="",
+        metadata={"description": "OpenAI-compatible endpoint for policy 'openai', e.g. http://127.0.0.1:8000/v1. Defaults to GENEVOLVE_BASE_URL or OPENAI_BASE_URL."},
+    )
+    model: str = field(
+        default="",
+        metadata={"description": "Model name served at base_url. Defaults to GENEVOLVE_MODEL."},
+    )
+    protocol: Protocol = field(
+        default="genevolve",
+        metadata={"description": "'genevolve': the released checkpoint's text protocol (<tool_call>/<answer> in plain text, tools in the system prompt). 'native': OpenAI tool calling via bind_tools."},
+    )
+    temperature: float = field(default=0.6, metadata={"description": "Policy sampling temperature."})
+    top_p: float = field(default=0.9, metadata={"description": "Policy nucleus sampling."})
+    max_tokens: int = field(default=4096, metadata={"description": "Maximum tokens per policy round."})
+    max_rounds: int = field(default=11, metadata={"description": "Maximum policy rounds; the last one must answer."})
+    max_tool_calls: int = field(default=10, metadata={"description": "Maximum tool calls in a trajectory."})
+    n_max_reference_images: int = field(default=2, metadata={"description": "Maximum reference images in a program."})
+    top_k: int = field(default=5, metadata={"description": "Default number of results per search when the policy gives none."})
+    request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
+    max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})
+    retry_initial_delay: float = field(default=1.0, metadata={"description": "First backoff delay in seconds; it doubles per retry, with jitter."})
+    search: str = field(default="local", metadata={"description": "Text search backend: 'local' (BM25 over a JSONL corpus) or a web backend."})
+    corpus: str = field(default="", metadata={"description": "JSONL corpus for the local search backend (title, url, text per line). Empty: the bundled example corpus."})
+    image_search: str = field(default="local", metadata={"description": "Image search backend: 'local' (a folder of captioned images) or a web backend."})
+    image_dir: str = field(default="", metadata={"description": "Image folder for the local image search backend. Empty: the bundled example images."})
+    skills_dir: str = field(default="", metadata={"description": "Folder of extra or overriding skill guides (NAME.md)."})
+    system_prompt_file: str = field(default="", metadata={"description": "File with another system prompt; '{tools}' in it is replaced by the tool signatures."})
+    renderer: str = field(default="preview", metadata={"description": "Generator backend: 'preview' (offline storyboard), 'none' to skip rendering, or another installed backend."})
+    output_dir: str = field(default="", metadata={"description": "Where rendered images go. Empty: a folder under the user's cache directory."})
+    seed: int = field(default=0, metadata={"description": "Render seed."})
+    experiment: str = field(default="", metadata={"description": "Experiment tag recorded in checkpoint metadata."})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"description": "Backend-specific options (for example service URLs or a pipeline path)."})
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            self.base_url = _env("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL")
+        if not self.model:
+            self.model = _env("GENEVOLVE_MODEL")
+
+    def with_updates(self, **changes: Any) -> "AgentContext":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @classmethod
+    def coerce(cls, value: "AgentContext | dict[str, Any] | None") -> "AgentContext":
+        """Accept a context object, a plain dict (Studio, the SDK) or nothing."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(f"unknown context field(s) {unknown}; known fields: {sorted(known)}")
+            return cls(**value)
+        raise TypeError(f"context must be an AgentContext or a dict, not {type(value).__name__}")
