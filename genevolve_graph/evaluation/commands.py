@@ -15,13 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
-from genevolve_graph.evaluation.judge_client import JudgeClient
-from genevolve_graph.evaluation.results_io import EvalInputError
-from genevolve_graph.evaluation.rubric import rubric_from_file
-from genevolve_graph.evaluation.runner import JudgeConfigurationError
-
+# The judge stack (openai, PIL, pydantic models) is imported inside the commands so that
+# registering them keeps `genevolve-graph --help` quick.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_SIDE = 4096  # = images.DEFAULT_MAX_SIDE (checked by a test)
+DEFAULT_JPEG_QUALITY = 100  # = images.DEFAULT_JPEG_QUALITY
 
 JudgeModel = Annotated[str, typer.Option("--judge-model", envvar="GENEVOLVE_JUDGE_MODEL",
                                          help="Judge model name at the endpoint (the paper: gemini-3.1-pro-preview).")]
@@ -47,6 +45,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _run(coro_factory: Callable[[], Any]) -> Any:
     """Run an evaluation coroutine, turning input and configuration errors into one line + exit 2."""
+    from genevolve_graph.evaluation.results_io import EvalInputError
+    from genevolve_graph.evaluation.runner import JudgeConfigurationError
+
     try:
         return asyncio.run(coro_factory())
     except (EvalInputError, ValueError) as exc:
@@ -56,6 +57,8 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
 
 
 def _rubric(path: Path | None, builtin: str) -> tuple[str | None, str]:
+    from genevolve_graph.evaluation.rubric import rubric_from_file
+
     if path is None:
         return None, f"builtin:{builtin}"
     try:
@@ -112,6 +115,7 @@ def register(app: typer.Typer) -> None:
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
     ) -> None:
         """Score generated images against the ground truth with the KScore judge (DESIGN.md §4)."""
+        from genevolve_graph.evaluation.judge_client import JudgeClient
         from genevolve_graph.evaluation.runner import EVAL_LOG_NAME, SUMMARY_CSV, SUMMARY_JSON, EvaluateOptions, evaluate_kscore_results
 
         if resume and overwrite:
@@ -167,6 +171,7 @@ def register(app: typer.Typer) -> None:
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
     ) -> None:
         """Score images on WISE with the original protocol (WiScore; the original judge: gpt-4o-2024-05-13)."""
+        from genevolve_graph.evaluation.judge_client import JudgeClient
         from genevolve_graph.evaluation.wise import EVAL_LOG_NAME, PROTOCOL, SUMMARY_CSV, SUMMARY_JSON, WiseOptions, evaluate_wise
 
         if resume and overwrite:
@@ -206,6 +211,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare evaluated runs side by side: terminal tables, report.md and bar charts."""
         from genevolve_graph.evaluation.report import build_report
+        from genevolve_graph.evaluation.results_io import EvalInputError
 
         try:
             files = build_report(list(runs), out, labels=list(label) if label else None)

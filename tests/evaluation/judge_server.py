@@ -85,8 +85,10 @@ class ScriptedJudge:
 
     # -- script
     def on(self, marker: str, *replies: Reply) -> None:
-        """Requests whose text contains ``marker`` get ``replies`` in order (the last repeats)."""
+        """Requests whose text contains ``marker`` get ``replies`` in order (the last repeats);
+        a second call for the same marker replaces its script."""
         with self._lock:
+            self._scripts = [(m, r) for m, r in self._scripts if m != marker]
             self._scripts.append((marker, list(replies)))
 
     def default(self, *replies: Reply) -> None:
