@@ -187,3 +187,18 @@ def test_bad_input_is_one_line_and_exit_2(app: typer.Typer, judge: ScriptedJudge
     assert message in result.output and result.output.startswith("error: ")
     assert result.output.count("\n") == 1
     assert judge.requests == []
+
+
+def test_a_streak_of_judge_failures_stops_the_run(app: typer.Typer, judge: ScriptedJudge, tmp_path: Path) -> None:
+    """An endpoint that only answers 500 stops the run after a streak instead of burning every sample."""
+    image = make_image(tmp_path / "x.png")
+    rows = [{"id": f"s{i}", "prompt": f"case-down {i}", "gt_image": str(image), "output_path": str(image)} for i in range(12)]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    judge.on("case-down", error(500))
+    result = invoke(app, "evaluate", "--results", str(results), "--judge-model", "m", "--judge-base-url", judge.base_url,
+                    "--max-workers", "1", "--max-retries", "0")
+    assert result.exit_code == 2
+    assert "the judge failed 8 samples in a row" in result.output and "HTTP 500" in result.output
+    assert len(judge.requests) == 8
+    assert len((tmp_path / "results_eval.jsonl").read_text().splitlines()) == 8

@@ -129,3 +129,13 @@ def test_rate_limiter_reservations_are_spaced() -> None:
         RateLimiter(0)
     start = time.monotonic()
     assert time.monotonic() - start < 0.1  # reserve never sleeps
+
+
+async def test_timeouts_are_retried_then_reported(judge: ScriptedJudge) -> None:
+    from tests.evaluation.judge_server import Reply
+
+    judge.on("case-slow", Reply(text="late", delay=1.0))
+    async with client_for(judge, max_retries=1, timeout=0.3) as client:
+        with pytest.raises(JudgeError, match="failed after 2 attempts: APITimeoutError"):
+            await client.complete(user("case-slow"))
+    assert len(judge.requests_for("case-slow")) == 2
