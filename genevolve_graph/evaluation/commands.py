@@ -79,13 +79,14 @@ def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[dict[st
 
     def on_plan(todo: int, skipped: int) -> None:
         if skipped:
-            console.print(f"resuming: {skipped} samples already scored, {todo} to judge")
+            console.print(f"resuming: {skipped} samples already scored, {todo} to judge", highlight=False)
         progress.start()
         state["task"] = progress.add_task(label, total=todo)
 
     def on_record(record: dict[str, Any]) -> None:
         if record.get("status") != "scored":
-            console.print(f"  {record.get('id')}: {record.get('status')}: {str(record.get('error'))[:200]}")
+            console.print(f"  {record.get('id')}: {record.get('status')}: {str(record.get('error'))[:300]}",
+                          soft_wrap=True, markup=False, highlight=False)
         if "task" in state:
             progress.advance(state["task"])
 
