@@ -17,7 +17,7 @@ import httpx
 import openai
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_openai import ChatOpenAI
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.protocol import policy_messages, tool_schemas
@@ -138,7 +138,7 @@ class OpenAIChatPolicy:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_transient),
                 stop=stop_after_attempt(self.max_retries + 1),
-                wait=wait_exponential_jitter(initial=self.retry_initial_delay, max=60.0),
+                wait=wait_random_exponential(multiplier=self.retry_initial_delay, max=60.0),
                 reraise=True,
             ):
                 with attempt:
