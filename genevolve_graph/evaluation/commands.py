@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         max_side: MaxSide = DEFAULT_MAX_SIDE,
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
     ) -> None:
-        """Score generated images against the ground truth with the KScore judge (DESIGN.md §4)."""
+        """Score generated images against their ground truth with the KScore judge (GenEvolve-Bench protocol)."""
         from genevolve_graph.evaluation.judge_client import JudgeClient
         from genevolve_graph.evaluation.runner import EVAL_LOG_NAME, SUMMARY_CSV, SUMMARY_JSON, EvaluateOptions, evaluate_kscore_results
 
