@@ -16,6 +16,7 @@ import pytest
 from genevolve_graph.context import AgentContext
 from genevolve_graph.state import Program
 
+from ..scripts import PARIS, PARIS_SCRIPT
 from .conftest import ROOT
 from .dev_server import bound_port, langgraph_dev
 
@@ -34,7 +35,7 @@ def test_bound_port_is_read_from_the_log():
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env):
+def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env, scripted_server):
     trace_db = tmp_path / "studio" / "traces.sqlite"
     out_dir = tmp_path / "renders"
     env = dict(subprocess_env, GENEVOLVE_TRACE_DB=str(trace_db))
@@ -77,6 +78,14 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
             steps = [h["metadata"]["step"] for h in history]
             assert steps == list(range(steps[0], -2, -1))  # newest first, every superstep down to the input
             assert history[-1]["metadata"]["source"] == "input" and history[0]["next"] == []
+
+            # A served policy too: HTTP to an OpenAI-compatible endpoint from inside the server.
+            policy = scripted_server({PARIS: PARIS_SCRIPT})
+            served = client.threads.create()
+            final = client.runs.wait(served["thread_id"], "genevolve", input={"request": PARIS},
+                                     context={"policy": "openai", "base_url": policy.base_url, "model": "genevolve-8b", "renderer": "none"})
+            assert final["termination"] == "answer" and final["program"]["reference_images"][0]["img_id"] == "IMG_001"
+            assert len(policy.successful_bodies()) == len(PARIS_SCRIPT)
         log = server.log()
     assert server.process.poll() is not None  # stopped by its pid
     assert "BlockingError" not in log and "Blocking call" not in log

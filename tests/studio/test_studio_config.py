@@ -55,3 +55,26 @@ def test_studio_forms_exist_for_input_output_and_context():
     assert graph.get_input_jsonschema()["properties"] == {"request": {"title": "Request", "type": "string"}}
     assert {"program", "termination", "render", "messages"} <= set(graph.get_output_jsonschema()["properties"])
     assert graph.get_context_jsonschema()["properties"]["renderer"]["default"] == "preview"
+
+
+async def test_services_are_built_off_the_event_loop_and_cached_per_loop(monkeypatch):
+    """Async nodes get their policy, backends and renderer from ``Services.aget_*``: a miss is
+    built in a worker thread (building may read files), a hit is the same object."""
+    import threading
+
+    from genevolve_graph import services as services_module
+
+    built_in: list[int] = []
+    original = services_module.make_renderer
+
+    def recording_make_renderer(context):
+        built_in.append(threading.get_ident())
+        return original(context)
+
+    monkeypatch.setattr(services_module, "make_renderer", recording_make_renderer)
+    services = services_module.Services()
+    ctx = AgentContext(renderer="preview", experiment="services-test")
+    first = await services.aget_renderer(ctx)
+    second = await services.aget_renderer(ctx)
+    assert first is second and len(built_in) == 1 and built_in[0] != threading.get_ident()
+    assert "text_rendering" in (await services.aget_skills(ctx)).names()
