@@ -93,6 +93,20 @@ def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[dict[st
     return on_plan, on_record, progress.stop
 
 
+def _judge_all(label: str, evaluate: Callable[..., Any], opts: Any, client: Any) -> dict[str, Any]:
+    """Run one evaluation with a progress display; the client is closed however it ends."""
+    on_plan, on_record, stop = _progress(label)
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await evaluate(client, opts, on_record=on_record, on_plan=on_plan)
+        finally:
+            stop()
+            await client.aclose()
+
+    return _run(go)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate``, ``evaluate-wise`` and ``report`` to ``app``."""
 
@@ -126,18 +140,8 @@ def register(app: typer.Typer) -> None:
             results=results, out_dir=out_dir, gt_roots=list(gt_root or []), max_workers=max_workers, resume=resume,
             overwrite=overwrite, rubric=rubric, rubric_source=rubric_source, max_side=max_side, jpeg_quality=jpeg_quality,
         )
-        on_plan, on_record, stop = _progress("KScore")
-
-        async def go() -> dict[str, Any]:
-            client = JudgeClient(judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries,
-                                 timeout=timeout, max_tokens=max_tokens)
-            try:
-                return await evaluate_kscore_results(client, opts, on_record=on_record, on_plan=on_plan)
-            finally:
-                stop()
-                await client.aclose()
-
-        summary = _run(go)
+        summary = _judge_all("KScore", evaluate_kscore_results, opts, JudgeClient(
+            judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
         out = Path(out_dir) if out_dir else Path(results).resolve().parent
         a = summary["all"]
         typer.echo(
@@ -183,18 +187,8 @@ def register(app: typer.Typer) -> None:
             max_workers=max_workers, resume=resume, overwrite=overwrite, rubric=rubric, rubric_source=rubric_source,
             max_side=max_side, jpeg_quality=jpeg_quality,
         )
-        on_plan, on_record, stop = _progress("WISE")
-
-        async def go() -> dict[str, Any]:
-            client = JudgeClient(judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries,
-                                 timeout=timeout, max_tokens=max_tokens)
-            try:
-                return await evaluate_wise(client, opts, on_record=on_record, on_plan=on_plan)
-            finally:
-                stop()
-                await client.aclose()
-
-        summary = _run(go)
+        summary = _judge_all("WISE", evaluate_wise, opts, JudgeClient(
+            judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
         if summary["overall"] is not None:
             typer.echo(f"{PROTOCOL} overall WiScore {summary['overall']} (missing=0: {summary['overall_missing_zero']})")
         else:
