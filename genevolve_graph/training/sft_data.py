@@ -211,7 +211,7 @@ def record_files(path: Path) -> list[Path]:
         for name in sorted(filenames):
             if name.endswith(RECORD_SUFFIXES) and not name.startswith("."):
                 files.append(Path(dirpath) / name)
-    return files
+    return sorted(files, key=lambda f: f.relative_to(path).as_posix())
 
 
 def _raw_rows(file: Path, rel: str, ignored: list[str]) -> Iterator[tuple[str, Any]]:
