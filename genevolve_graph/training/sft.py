@@ -186,11 +186,15 @@ def make_sft_config(out: Path, config_args: list[str] | None = None) -> Any:
         argv += [f"--{key}", str(value)]
     argv += list(config_args or [])
     try:
-        (config,) = _Parser(SFTConfig).parse_args_into_dataclasses(args=argv)
+        config, remaining = _Parser(SFTConfig, allow_abbrev=False).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, SFTSetupError):
             raise
         raise SFTSetupError(f"SFTConfig: {exc}") from None
+    if remaining:
+        raise SFTSetupError(
+            f"unknown SFTConfig option(s) {' '.join(remaining)}; any SFTConfig field is accepted as --field_name VALUE (e.g. --learning_rate 1e-5)"
+        )
     return config
 
 
