@@ -507,7 +507,8 @@ def _read_record(
     if scrubber is not None:
         dicts = scrubber(dicts)
         meta = scrubber(meta)
-    return SFTRecord(messages=[ChatMessage(**d) for d in dicts], images=images, tools=tools, meta=meta)
+    # The dicts come from the protocol layer, already in the record's shape: no need to validate again.
+    return SFTRecord.model_construct(messages=[ChatMessage.model_construct(**d) for d in dicts], images=images, tools=tools, meta=meta)
 
 
 # --------------------------------------------------------------------------- files

@@ -74,6 +74,10 @@ async def test_trl_export_writes_jsonl_and_a_dataset(cli, trace, tmp_path):
     assert dataset.column_names == ["messages"] and len(dataset) == 3
     assert dataset[0]["messages"] == rows[0]["messages"]
     assert not (tmp_path / "images").exists()
+    # train sft reads the saved dataset through the same validation: the owl never answered.
+    loaded = load_sft(tmp_path / "trl")
+    assert [r.where for r in loaded.records] == ["trl#0", "trl#1"]
+    assert loaded.problems == [("trl#2", "the last assistant turn is not a parsable <answer> (the reply has neither a <tool_call> nor an <answer>)")]
 
 
 async def test_errors_are_one_line_with_exit_2(cli, trace, tmp_path):

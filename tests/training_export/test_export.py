@@ -23,7 +23,7 @@ from genevolve_graph.training.export import (
     export_threads,
     list_threads,
 )
-from genevolve_graph.training.sft_data import record_problems
+from genevolve_graph.training.sft_data import parse_record, record_problems
 
 from ..scripts import PARIS, PARIS_SCRIPT, answer, tool
 from .helpers import record
@@ -110,6 +110,9 @@ async def test_trl_export_native_protocol_keeps_tool_calls_and_tools(scripted_se
     assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "image_search"
     assert row["messages"][3] == {"role": "tool", "content": sent[3]["content"], "tool_call_id": "call_a"}
     assert row["messages"][-1] == {"role": "assistant", "content": script[-1]}
+    # The row reads back (tools as a JSON string) and validates: bare-JSON answer, IMG ids from the tool turn.
+    parsed, problem = parse_record(json.loads(json.dumps(row)))
+    assert problem == "" and parsed.tools == tool_schemas() and record_problems(parsed, None) == []
     # sft: the same trajectory in the text protocol.
     messages = sft.to_json()["messages"]
     assert tools_block() in messages[0]["content"] and "provided through the API" not in messages[0]["content"]
