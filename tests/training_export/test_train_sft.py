@@ -22,7 +22,7 @@ from genevolve_graph.training.sft import SFTSetupError, build_trainer, freeze_vi
 from genevolve_graph.training.sft_data import JsonlWriter, SFTRecord
 
 from ..scripts import answer, tool
-from .tiny import save_tiny_model
+from .tiny import save_tiny_llava, save_tiny_model
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -186,3 +186,30 @@ def test_vision_placement_and_frozen_tower(data_dir):
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith("model.visual.") for n in frozen)
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.language_model."))
+
+
+def test_vlm_trains_with_images_in_their_turns_and_the_vision_tower_frozen(data_dir, workspace):
+    records, _ = load_training_records(data_dir)
+    model_dir = save_tiny_llava(workspace / "tiny-llava", [m.text() for r in records for m in r.messages] * 2)
+    args = FAST + ["--max_steps", "3", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--max_length", "4096"]
+    trainer = build_trainer(records, model_dir, workspace / "vlm-run", config_args=args)
+    tokenizer = trainer.processing_class.tokenizer
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    n_images = sum(len(r.images) for r in records)
+    assert n_images >= 1 and batch["pixel_values"].shape[0] == n_images
+    assert int((batch["input_ids"] == image_token).sum()) == n_images * 17  # 16 patches + CLS each
+    for row, record in enumerate(records):
+        ids = batch["input_ids"][row].tolist()
+        labels = batch["labels"][row].tolist()
+        assert [tokenizer.decode(run) for run in labelled_runs(labels, ids)] == [m.text() + "<|im_end|>\n" for m in record.messages if m.role == "assistant"]
+        if record.images:  # right after the image search observation that returned them, in the same user turn
+            text = tokenizer.decode(ids)
+            assert "--- end of image search result ---\n</tool_response>" + "<image>" * 17 * len(record.images) + "<|im_end|>" in text
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and not any("vision_tower" in n for n in changed)
+    assert any(n.startswith("model.language_model.") for n in changed) and any("multi_modal_projector" in n for n in changed)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses[-1] < losses[0]
