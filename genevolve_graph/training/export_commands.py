@@ -143,7 +143,7 @@ def import_sft(
             typer.echo(f"skipped {where}: {problem}", err=True)
     bad_records = len({where for where, _ in result.problems})
     typer.echo(
-        f"{len(result.records)} valid record(s), {bad_records} skipped, from {len(result.files)} file(s) under {result.root}"
+        f"{len(result.records)} valid record(s), {bad_records} skipped, from {len(result.files) - len(result.ignored_files)} file(s) under {result.root}"
         + (f" ({len(result.ignored_files)} JSON file(s) without records ignored)" if result.ignored_files else "")
     )
     if report_file is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from genevolve_graph import build_graph
 from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync
+from genevolve_graph.prompts import FINAL_STEP
 from genevolve_graph.protocol import tool_schemas, tools_block
 from genevolve_graph.runner import run_with_saver
 from genevolve_graph.training.export import (
@@ -85,6 +86,20 @@ async def test_sft_export_is_byte_identical_to_the_requests(checkpoint_url, scri
     for image, img_id in zip(rec.images, rec.meta["image_ids"]):
         assert (data_root / image).read_bytes() == Path(registry[img_id]).read_bytes()
     assert record_problems(rec, data_root) == []
+
+
+async def test_control_messages_are_exported_where_they_occurred(scripted_server, make_ctx, tmp_path):
+    script = ["I would draw a fox.", tool("search", queries=["red fox winter coat"]), answer("A red fox in fresh snow.")]
+    server = scripted_server({FOX: script})
+    async with open_checkpointer("memory") as saver:
+        result = await run_with_saver(FOX, make_ctx(server, max_rounds=3), saver, thread_id="ctl")
+        assert result.termination == "answer", result.error
+        (rec,) = export_threads(saver, images_dir=tmp_path / "images")
+    exported = rec.to_json()["messages"]
+    sent = server.successful_bodies()[-1]["messages"]
+    assert exported[:-1] == sent and exported[-1] == {"role": "assistant", "content": script[-1]}
+    assert "could not be used" in exported[3]["content"] and exported[-2]["content"] == FINAL_STEP
+    assert rec.images == [] and rec.meta["image_ids"] == []
 
 
 async def test_trl_export_native_protocol_keeps_tool_calls_and_tools(scripted_server, make_ctx, tmp_path):

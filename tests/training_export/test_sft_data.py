@@ -106,3 +106,25 @@ def test_records_round_trip_and_rebase(data_root, tmp_path):
     # A native answer with bare JSON counts as an answer too.
     native = SFTRecord.model_validate({"messages": [{"role": "user", "content": "fox"}, {"role": "assistant", "content": '{"gen_prompt": "a fox"}'}]})
     assert record_problems(native, None) == []
+
+
+def test_import_sft_command_reports_and_writes(data_root, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from genevolve_graph.training.export_commands import register
+
+    app = typer.Typer()
+    register(app)
+    out, report = tmp_path / "clean" / "records.jsonl", tmp_path / "problems.jsonl"
+    result = CliRunner().invoke(app, ["import-sft", "--data", str(data_root), "--out", str(out), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "skipped train.jsonl:6: the answer cites IMG_009, which no image_search returned" in result.output
+    assert "3 valid record(s), 10 skipped, from 3 file(s)" in result.output and "(1 JSON file(s) without records ignored)" in result.output
+    assert len(out.read_text().splitlines()) == 3 and len(report.read_text().splitlines()) == 10
+    assert load_sft(out).problems == []  # image paths were rebased to the output's folder
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.jsonl").write_text('{"messages": []}\n')
+    failed = CliRunner().invoke(app, ["import-sft", "--data", str(only_bad)])
+    assert failed.exit_code == 1 and "0 valid record(s), 1 skipped" in failed.output
