@@ -473,7 +473,8 @@ def _read_record(
         problem(thread_id, f"cannot render the messages: {type(exc).__name__}: {exc}")
         return None
     registry: dict[str, Reference] = values.get("images") or {}
-    ordered = sorted(registry.values(), key=lambda r: id_number(r.img_id))
+    # An image known only by URL (no local file) has nothing to copy and is not listed.
+    ordered = sorted((r for r in registry.values() if r.local_path), key=lambda r: id_number(r.img_id))
     images: list[str] = []
     if format == "sft":
         for ref in ordered:
