@@ -28,6 +28,7 @@ app = typer.Typer(
 
 COMMAND_MODULES: list[str] = [
     "genevolve_graph.evaluation.commands",
+    "genevolve_graph.training.export_commands",
 ]
 """Modules with a ``register(app)`` function adding more subcommands."""
 
