@@ -155,11 +155,11 @@ class ImageDownloader:
                 unique.append(cand)
         outcomes: dict[int, StoredImage | str] = {}
         running: dict[asyncio.Future[StoredImage], int] = {}
-        accepted = 0
+        distinct: set[str] = set()  # two URLs serving the same bytes count once
         next_index = 0
         try:
             while True:
-                while accepted + len(running) < want and next_index < len(unique):
+                while len(distinct) + len(running) < want and next_index < len(unique):
                     running[asyncio.ensure_future(self.fetch(unique[next_index].url))] = next_index
                     next_index += 1
                 if not running:
@@ -170,7 +170,7 @@ class ImageDownloader:
                     exc = task.exception()
                     if exc is None:
                         outcomes[index] = task.result()
-                        accepted += 1
+                        distinct.add(task.result().sha256)
                     elif isinstance(exc, DownloadRejected):
                         outcomes[index] = exc.reason
                     else:
