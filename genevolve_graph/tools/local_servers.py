@@ -14,7 +14,8 @@ bodies (declared or streamed), a slow drip, redirects anywhere, error statuses.
 Needs ``fastapi`` and ``uvicorn`` (the ``test`` extra).
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI must see the real classes of the
+# route parameters, which are imported inside the app factories.
 
 import asyncio
 import io
@@ -240,7 +241,8 @@ class SearchState:
     ``(api, query)``; ``max_inflight`` is the most requests handled at once.
     """
 
-    api_key: str = "test-key-0123456789"
+    serper_key: str = "serper-test-key"
+    tavily_key: str = "tavily-test-key"
     image_base: str = ""
     image_results: dict[str, list[str]] = field(default_factory=dict)
     image_results_fn: Callable[[str, int], list[str]] | None = None
@@ -297,7 +299,7 @@ def search_app(state: SearchState) -> Any:
 
     @app.post("/serper/search")
     async def serper_search(request: Request) -> JSONResponse:
-        if request.headers.get("x-api-key") != state.api_key:
+        if request.headers.get("x-api-key") != state.serper_key:
             return JSONResponse({"message": "Unauthorized."}, status_code=403)
         body = state.last_body = await request.json()
         query, num = str(body.get("q", "")), int(body.get("num", 10))
@@ -311,7 +313,7 @@ def search_app(state: SearchState) -> Any:
 
     @app.post("/serper/images")
     async def serper_images(request: Request) -> JSONResponse:
-        if request.headers.get("x-api-key") != state.api_key:
+        if request.headers.get("x-api-key") != state.serper_key:
             return JSONResponse({"message": "Unauthorized."}, status_code=403)
         body = state.last_body = await request.json()
         query, num = str(body.get("q", "")), int(body.get("num", 10))
@@ -325,7 +327,7 @@ def search_app(state: SearchState) -> Any:
 
     @app.post("/tavily/search")
     async def tavily_search(request: Request) -> JSONResponse:
-        if request.headers.get("authorization") != f"Bearer {state.api_key}":
+        if request.headers.get("authorization") != f"Bearer {state.tavily_key}":
             return JSONResponse({"detail": {"error": "Unauthorized: missing or invalid API key."}}, status_code=401)
         body = state.last_body = await request.json()
         query, num = str(body.get("query", "")), int(body.get("max_results", 5))

@@ -36,7 +36,7 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def _servers() -> Iterator[Servers]:
-    search_state, image_state = SearchState(), ImageHostState()
+    search_state, image_state = SearchState(serper_key=SERPER_KEY, tavily_key=TAVILY_KEY), ImageHostState()
     with ServerThread(search_app(search_state)) as search, ServerThread(image_host_app(image_state)) as images:
         search_state.image_base = images.url
         yield Servers(search, images, search_state, image_state)
