@@ -212,7 +212,7 @@ class ImageDownloader:
             self._memo[url] = exc.reason
 
     async def _fetch_once(self, url: str, state: _LoopState) -> StoredImage:
-        known = await asyncio.to_thread(self._lookup, url)
+        known = self._lookup(url)  # one small file read: cheaper inline than a thread hop
         if known is not None:
             self.stats.disk_hits += 1
             return known
@@ -220,14 +220,18 @@ class ImageDownloader:
             async with state.semaphore:
                 self.stats.network += 1
                 data = await self._download(url)
-            decoded = await asyncio.to_thread(decode_image, data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes)
+            # Decoding and storing are CPU and disk work: one trip to a worker thread.
+            return await asyncio.to_thread(self._accept, url, data)
         except DownloadRejected:
             self.stats.rejected += 1
             raise
         except UnsafeImageError as exc:
             self.stats.rejected += 1
             raise DownloadRejected(str(exc)) from None
-        return await asyncio.to_thread(self._store, url, data, decoded.format, decoded.frames, decoded.image)
+
+    def _accept(self, url: str, data: bytes) -> StoredImage:
+        decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes)
+        return self._store(url, data, decoded.format, decoded.frames, decoded.image)
 
     async def _download(self, url: str) -> bytes:
         limits = self.limits

@@ -29,6 +29,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from PIL import Image
@@ -36,6 +37,7 @@ from PIL import Image
 # --------------------------------------------------------------------------- image bytes
 
 
+@lru_cache(maxsize=1024)
 def image_bytes(name: str, fmt: str = "jpeg", size: tuple[int, int] = (96, 96)) -> bytes:
     """A deterministic noisy image for ``name`` (different names give different bytes)."""
     rng = random.Random(name)
@@ -132,16 +134,6 @@ def image_host_app(state: ImageHostState) -> Any:
 
     app = FastAPI()
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
-        state.hits[request.url.path] += 1
-        state.inflight += 1
-        state.max_inflight = max(state.max_inflight, state.inflight)
-        try:
-            return await call_next(request)
-        finally:
-            state.inflight -= 1
-
     @app.get("/img/{name}")
     async def img(name: str, fmt: str = "jpeg", w: int = 96, h: int = 96) -> Response:
         if state.delay:
@@ -221,7 +213,19 @@ def image_host_app(state: ImageHostState) -> Any:
     async def stats() -> dict[str, int]:
         return dict(state.hits)
 
-    return app
+    async def counted(scope: dict, receive: Any, send: Any) -> None:
+        """Plain ASGI wrapper (cheaper than HTTP middleware): count and track concurrency."""
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        state.hits[scope["path"]] += 1
+        state.inflight += 1
+        state.max_inflight = max(state.max_inflight, state.inflight)
+        try:
+            await app(scope, receive, send)
+        finally:
+            state.inflight -= 1
+
+    return counted
 
 
 # --------------------------------------------------------------------------- search APIs

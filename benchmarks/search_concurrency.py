@@ -1,0 +1,215 @@
+"""Image-search concurrency: 64 trajectories, each calling image_search for 5 results,
+against a local image host that delays every image by 50 ms.
+
+Reports the wall time against the ideal under the download concurrency bound
+(``ceil(unique images / bound) x delay``; target at most 1.3x) and checks, from the image
+host's own request log, that no image was downloaded twice. Neighbouring queries share
+images, so the once-per-URL rule is exercised.
+
+Two modes:
+  direct  64 concurrent callers of the Serper backend's ``search_images(query, 5)``.
+  graph   64 trajectories through ``build_graph`` with the rules policy and the Serper
+          backends (the rules policy asks image_search for min(top_k, 3) results per subject).
+
+The search API and the image host run in a separate process (real HTTP on 127.0.0.1), so
+the servers do not share this process's interpreter lock.
+
+    PYTHONPATH=. python benchmarks/search_concurrency.py [--mode direct|graph|both] [--bound 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SERPER_KEY = "bench-serper-key"
+SHARED = 2  # images each query shares with the next one
+STRIDE = 3  # new images per query
+
+
+def _image_urls(image_base: str, query: str, n: int) -> list[str]:
+    digits = re.findall(r"\d+", query)
+    topic = int(digits[-1]) if digits else abs(hash(query)) % 1000
+    return [f"{image_base}/img/b{STRIDE * topic + j}" for j in range(n)]
+
+
+def _serve_images(delay: float, conn: Any) -> None:
+    """Child process: the image host, until the parent says stop."""
+    from genevolve_graph.tools.local_servers import ImageHostState, ServerThread, image_host_app
+
+    with ServerThread(image_host_app(ImageHostState(delay=delay))) as images:
+        conn.send((images.url, images.port))
+        conn.recv()
+
+
+def _serve_search(image_url: str, conn: Any) -> None:
+    """Child process: the Serper-compatible API, until the parent says stop."""
+    from functools import partial
+
+    from genevolve_graph.tools.local_servers import SearchState, ServerThread, search_app
+
+    state = SearchState(serper_key=SERPER_KEY, image_base=image_url, image_results_fn=partial(_image_urls, image_url))
+    with ServerThread(search_app(state)) as search:
+        conn.send(search.url)
+        conn.recv()
+
+
+def _stats(image_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{image_url}/_stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _options(image_port: int, bound: int, directory: str) -> dict[str, Any]:
+    return {
+        "image_download_dir": directory,
+        "allow_hosts": [f"127.0.0.1:{image_port}"],
+        "download_concurrency": bound,
+    }
+
+
+async def _direct(search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str) -> tuple[float, int]:
+    from genevolve_graph.context import AgentContext
+    from genevolve_graph.tools.registry import make_image_search_backend
+
+    backend = make_image_search_backend(AgentContext(image_search="serper", options=_options(image_port, bound, directory)))
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(backend.search_images(f"landmark {i}", top_k) for i in range(n)))
+    wall = time.perf_counter() - started
+    bad = [o for o in outcomes if len(o.hits) != top_k or o.rejected]
+    if bad:
+        raise SystemExit(f"{len(bad)} callers did not get {top_k} images: {bad[0]}")
+    return wall, sum(len(o.hits) for o in outcomes)
+
+
+def _skills_dir(root: Path) -> str:
+    """Guides for the rules policy (the bundled ones are used when present)."""
+    from genevolve_graph.protocol import SKILL_NAMES
+
+    directory = root / "skills"
+    directory.mkdir(exist_ok=True)
+    for name in SKILL_NAMES:
+        (directory / f"{name}.md").write_text(
+            f"---\nname: {name}\nsummary: benchmark guide\ntriggers: [{name}]\n---\n## Constraints to write into the prompt\n- keep it right\n",
+            encoding="utf-8",
+        )
+    return str(directory)
+
+
+async def _graph(search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str) -> tuple[float, int]:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from genevolve_graph.context import AgentContext
+    from genevolve_graph.graph import build_graph, recursion_limit
+
+    try:
+        from genevolve_graph.skills import load_skills
+
+        load_skills("")
+        skills = ""
+    except Exception:  # noqa: BLE001 - bundled guides not in this checkout
+        skills = _skills_dir(Path(directory).parent)
+    ctx = AgentContext(
+        policy="rules", search="serper", image_search="serper", renderer="none", top_k=top_k, skills_dir=skills,
+        options=_options(image_port, bound, directory),
+    )
+    graph = build_graph(InMemorySaver())
+    configs = [{"configurable": {"thread_id": str(uuid.uuid4())}, "recursion_limit": recursion_limit(ctx), "max_concurrency": n} for _ in range(n)]
+    inputs = [{"request": f"A photo of the Landmark {i} at dusk"} for i in range(n)]
+    started = time.perf_counter()
+    results = await graph.abatch(inputs, configs, context=ctx)
+    wall = time.perf_counter() - started
+    images = 0
+    for result in results:
+        if result.get("termination") != "answer":
+            raise SystemExit(f"a trajectory ended with {result.get('termination')}: {result.get('error')}")
+        images += sum(len(re.findall(r"^IMG_\d+: title:", str(m.content), re.M)) for m in result["messages"] if getattr(m, "type", "") == "tool")
+    return wall, images
+
+
+def run(mode: str, n: int, top_k: int, bound: int, delay: float) -> dict[str, Any]:
+    from genevolve_graph.tools.runcache import RUN_CACHE
+
+    fork = mp.get_context("fork")
+    image_conn, image_child = fork.Pipe()
+    search_conn, search_child = fork.Pipe()
+    image_server = fork.Process(target=_serve_images, args=(delay, image_child), daemon=True)
+    image_server.start()
+    image_url, image_port = image_conn.recv()
+    search_server = fork.Process(target=_serve_search, args=(image_url, search_child), daemon=True)
+    search_server.start()
+    servers = [(image_server, image_conn), (search_server, search_conn)]
+    try:
+        search_url = search_conn.recv()
+        os.environ["SERPER_API_KEY"] = SERPER_KEY
+        os.environ["SERPER_BASE_URL"] = f"{search_url}/serper"
+        RUN_CACHE.clear()
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = str(Path(tmp) / "images")
+            runner = _direct if mode == "direct" else _graph
+            wall, images_returned = asyncio.run(runner(search_url, image_port, n, top_k, bound, directory))
+            stats = _stats(image_url)
+            stored = sum(1 for p in Path(directory).rglob("*") if p.is_file() and p.parent.name != "urls")
+    finally:
+        for process, conn in servers:
+            conn.send("stop")
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    fetched = {path: count for path, count in stats.items() if path.startswith("/img/")}
+    unique = len(fetched)
+    twice = {path: count for path, count in fetched.items() if count > 1}
+    ideal = math.ceil(unique / bound) * delay
+    return {
+        "mode": mode, "trajectories": n, "top_k": top_k, "bound": bound, "delay_s": delay,
+        "images_returned": images_returned, "unique_images": unique, "requests_to_image_host": sum(fetched.values()),
+        "stored_files": stored, "downloaded_twice": len(twice), "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
+        "ratio": round(wall / ideal, 3), "target": 1.3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["direct", "graph", "both"], default="both")
+    parser.add_argument("--trajectories", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--bound", type=int, default=16, help="download concurrency bound (options['download_concurrency'])")
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds the image host waits before each image")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode; the median is reported")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    modes = ["direct", "graph"] if args.mode == "both" else [args.mode]
+    report = []
+    for mode in modes:
+        runs = sorted((run(mode, args.trajectories, args.top_k, args.bound, args.delay) for _ in range(args.repeat)), key=lambda r: r["wall_s"])
+        median = runs[len(runs) // 2]
+        median["wall_s_all"] = [r["wall_s"] for r in runs]
+        median["downloaded_twice"] = max(r["downloaded_twice"] for r in runs)
+        report.append(median)
+        verdict = "OK" if median["ratio"] <= median["target"] and median["downloaded_twice"] == 0 else "MISSED"
+        print(
+            f"{mode:6s}  {args.trajectories} trajectories x top_k {args.top_k}: {median['images_returned']} images returned, "
+            f"{median['unique_images']} unique, {median['requests_to_image_host']} image requests, "
+            f"{median['downloaded_twice']} downloaded twice | bound {args.bound}, delay {args.delay * 1000:.0f} ms | "
+            f"wall {median['wall_s']:.3f}s (runs {median['wall_s_all']}) vs ideal {median['ideal_s']:.3f}s = {median['ratio']:.2f}x "
+            f"(target <= {median['target']}x) {verdict}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
