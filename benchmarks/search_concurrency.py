@@ -38,13 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SERPER_KEY = "bench-serper-key"
 SHARED = 2  # images each query shares with the next one
-STRIDE = 3  # new images per query
 
 
 def _image_urls(image_base: str, query: str, n: int) -> list[str]:
+    """``n`` candidates (twice top_k) for the query's topic number; neighbouring topics
+    share ``SHARED`` of the top_k images that get downloaded."""
     digits = re.findall(r"\d+", query)
     topic = int(digits[-1]) if digits else abs(hash(query)) % 1000
-    return [f"{image_base}/img/b{STRIDE * topic + j}" for j in range(n)]
+    stride = max(1, n // 2 - SHARED)
+    return [f"{image_base}/img/b{stride * topic + j}" for j in range(n)]
 
 
 def _serve_images(delay: float, conn: Any) -> None:
@@ -128,7 +130,7 @@ async def _graph(search_url: str, image_port: int, n: int, top_k: int, bound: in
     )
     graph = build_graph(InMemorySaver())
     configs = [{"configurable": {"thread_id": str(uuid.uuid4())}, "recursion_limit": recursion_limit(ctx), "max_concurrency": n} for _ in range(n)]
-    inputs = [{"request": f"A photo of the Landmark {i} at dusk"} for i in range(n)]
+    inputs = [{"request": f"A photo of Landmark{i} at dusk"} for i in range(n)]  # one named subject each
     started = time.perf_counter()
     results = await graph.abatch(inputs, configs, context=ctx)
     wall = time.perf_counter() - started

@@ -103,8 +103,36 @@ class DownloadStats:
 
 @dataclass
 class _LoopState:
+    """What belongs to one event loop: the bound, the shared downloads, the HTTP pool.
+
+    The pooled client keeps connections alive between downloads (one TLS handshake per
+    image host, not per image) and is closed as soon as no download is running, so no
+    socket outlives the work or its event loop.
+    """
+
     semaphore: asyncio.Semaphore
     inflight: dict[str, "asyncio.Future[StoredImage]"] = field(default_factory=dict)
+    client: httpx.AsyncClient | None = None
+    users: int = 0
+
+    def acquire(self, limits: "DownloadLimits", connections: int) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                trust_env=False,  # a proxy would hide the real peer from the rebinding check
+                follow_redirects=False,  # every hop is checked by hand
+                verify=ssl_context(),
+                timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
+                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+                headers={"User-Agent": USER_AGENT, "Accept": "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1"},
+            )
+        self.users += 1
+        return self.client
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.client is not None:
+            client, self.client = self.client, None
+            await asyncio.shield(client.aclose())
 
 
 class ImageDownloader:
@@ -219,7 +247,11 @@ class ImageDownloader:
         try:
             async with state.semaphore:
                 self.stats.network += 1
-                data = await self._download(url)
+                client = state.acquire(self.limits, self.concurrency)
+                try:
+                    data = await self._download(client, url)
+                finally:
+                    await state.release()
             # Decoding and storing are CPU and disk work: one trip to a worker thread.
             return await asyncio.to_thread(self._accept, url, data)
         except DownloadRejected:
@@ -233,31 +265,24 @@ class ImageDownloader:
         decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes)
         return self._store(url, data, decoded.format, decoded.frames, decoded.image)
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, client: httpx.AsyncClient, url: str) -> bytes:
         limits = self.limits
         try:
             async with asyncio.timeout(limits.total_timeout):
-                async with httpx.AsyncClient(
-                    trust_env=False,  # a proxy would hide the real peer from the rebinding check
-                    follow_redirects=False,
-                    verify=ssl_context(),
-                    timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
-                    headers={"User-Agent": USER_AGENT, "Accept": "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1"},
-                ) as client:
-                    current = url
-                    for _hop in range(limits.max_redirects + 1):
-                        await self.policy.check_destination(current)
-                        async with client.stream("GET", current) as response:
-                            stream = response.extensions.get("network_stream")
-                            self.policy.check_peer(current, stream.get_extra_info("server_addr") if stream else None)
-                            if response.is_redirect:
-                                location = response.headers.get("location")
-                                if not location:
-                                    raise DownloadRejected(f"HTTP {response.status_code} redirect without a Location")
-                                current = urljoin(current, location)
-                                continue
-                            return await self._read_body(response)
-                    raise DownloadRejected(f"more than {limits.max_redirects} redirects")
+                current = url
+                for _hop in range(limits.max_redirects + 1):
+                    await self.policy.check_destination(current)
+                    async with client.stream("GET", current) as response:
+                        stream = response.extensions.get("network_stream")
+                        self.policy.check_peer(current, stream.get_extra_info("server_addr") if stream else None)
+                        if response.is_redirect:
+                            location = response.headers.get("location")
+                            if not location:
+                                raise DownloadRejected(f"HTTP {response.status_code} redirect without a Location")
+                            current = urljoin(current, location)
+                            continue
+                        return await self._read_body(response)
+                raise DownloadRejected(f"more than {limits.max_redirects} redirects")
         except BlockedURL as exc:
             raise DownloadRejected(f"blocked: {exc}") from None
         except TimeoutError:

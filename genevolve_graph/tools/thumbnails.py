@@ -11,7 +11,7 @@ data URL, preceded by a text part naming it so the policy can tell which is whic
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from PIL import Image
 
 from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, decode_image_bytes
 from genevolve_graph.tools.base import ImageHit
+from genevolve_graph.tools.web_options import WebOptions
 
 
 def thumbnail_data_url(path: str | Path, *, max_side: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
@@ -63,4 +64,24 @@ def thumbnail_parts(
             continue
         parts.append({"type": "text", "text": f"{label}:"})
         parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
+def observation_content(
+    block: str,
+    hits: Sequence[ImageHit],
+    labels: Sequence[str],
+    options: Mapping[str, Any] | None,
+) -> str | list[dict[str, Any]]:
+    """The image-search observation as the tools node should store it.
+
+    With ``options["show_images"]`` off (the default, as the released checkpoint was
+    trained): the text block unchanged. With it on: a list of content parts, the text
+    block first and then one labelled thumbnail per hit (``thumbnail_max_side`` pixels).
+    """
+    opts = WebOptions.from_options(options)
+    if not opts.show_images or not hits:
+        return block
+    parts: list[dict[str, Any]] = [{"type": "text", "text": block}]
+    parts += thumbnail_parts(hits, max_side=opts.thumbnail_max_side, labels=labels, max_pixels=opts.download_max_pixels, max_bytes=opts.download_max_bytes)
     return parts

@@ -42,3 +42,19 @@ def test_titles_label_parts_without_ids(tmp_path) -> None:
     path.write_bytes(image_bytes("x", "webp", (40, 40)))
     parts = thumbnail_parts([ImageHit(title="a webp", local_path=str(path))])
     assert parts[0]["text"] == "a webp:" and parts[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+
+def test_observation_content_is_text_unless_show_images(tmp_path) -> None:
+    from genevolve_graph.tools.thumbnails import observation_content
+
+    path = tmp_path / "a.png"
+    path.write_bytes(image_bytes("a", "png", (300, 200)))
+    hits = [ImageHit(title="a", local_path=str(path))]
+    block = "--- image search result for [a] ---\nIMG_001: title: a\n--- end of image search result ---"
+    assert observation_content(block, hits, ["IMG_001"], {}) == block  # off by default
+    parts = observation_content(block, hits, ["IMG_001"], {"show_images": True, "thumbnail_max_side": 64})
+    assert parts[0] == {"type": "text", "text": block}
+    assert parts[1] == {"type": "text", "text": "IMG_001:"}
+    with Image.open(io.BytesIO(base64.b64decode(parts[2]["image_url"]["url"].split(",", 1)[1]))) as im:
+        assert max(im.size) == 64
+    assert observation_content(block, [], [], {"show_images": True}) == block
