@@ -78,3 +78,27 @@ async def test_missing_key_is_an_observation_not_an_exception(servers, web_optio
     assert any("search unavailable: SERPER_API_KEY is not set" in o for o in observations)
     assert any("image_search unavailable: SERPER_API_KEY is not set" in o for o in observations)
     assert result["termination"] in ("answer", "no_answer")
+
+
+async def test_keys_stay_out_of_checkpoints(servers, web_options, skills_dir, monkeypatch) -> None:
+    """The key is read from the environment at call time: it is in no checkpoint, whether
+    the backend accepts it or rejects it."""
+    monkeypatch.setenv("SERPER_BASE_URL", f"{servers.search.url}/serper")
+    saver = InMemorySaver()
+    graph = build_graph(saver)
+    ctx = AgentContext(policy="rules", search="serper", image_search="serper", renderer="none", skills_dir=str(skills_dir), options=web_options)
+    threads = []
+    for key, request in ((SERPER_KEY, "A photo of the Okapi"), (SERPER_KEY + "-rejected", "A photo of the Quagga")):
+        monkeypatch.setenv("SERPER_API_KEY", key)
+        thread = str(uuid.uuid4())
+        threads.append(thread)
+        config = {"configurable": {"thread_id": thread}, "recursion_limit": recursion_limit(ctx)}
+        await graph.ainvoke({"request": request}, config, context=ctx)
+    stored = []
+    for thread in threads:
+        for item in saver.list({"configurable": {"thread_id": thread}}):
+            stored.append(repr(item.checkpoint) + repr(item.metadata) + repr(item.pending_writes))
+    dump = "\n".join(stored)
+    assert "https://example.org/okapi/1" in dump  # results are recorded ...
+    assert "rejected the API key (HTTP 403); check SERPER_API_KEY" in dump  # ... and so is the failure ...
+    assert SERPER_KEY not in dump  # ... the key is not
