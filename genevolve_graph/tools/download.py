@@ -44,11 +44,16 @@ _NOT_IMAGE_TYPES = ("image/svg+xml", "application/json", "application/xml", "app
 
 
 class DownloadRejected(Exception):
-    """A URL whose image was not accepted; ``reason`` says why in a few words."""
+    """A URL whose image was not accepted; ``reason`` says why in a few words.
 
-    def __init__(self, reason: str) -> None:
+    ``transient`` marks failures worth trying again later in the run (timeouts, network
+    errors, 429 and 5xx replies); other refusals are remembered for the whole run.
+    """
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class ImageDownloader:
     """Fetches image URLs into a content-addressed directory, safely and at most once."""
 
     def __init__(self, cache_dir: Path, policy: NetPolicy, limits: DownloadLimits, concurrency: int = 16) -> None:
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir).expanduser().resolve()  # local_path must not depend on the cwd
         self.policy = policy
         self.limits = limits
         self.concurrency = concurrency
@@ -236,7 +241,7 @@ class ImageDownloader:
         exc = task.exception()
         if exc is None:
             self._memo[url] = task.result()
-        elif isinstance(exc, DownloadRejected):
+        elif isinstance(exc, DownloadRejected) and not exc.transient:
             self._memo[url] = exc.reason
 
     async def _fetch_once(self, url: str, state: _LoopState) -> StoredImage:
@@ -286,15 +291,16 @@ class ImageDownloader:
         except BlockedURL as exc:
             raise DownloadRejected(f"blocked: {exc}") from None
         except TimeoutError:
-            raise DownloadRejected(f"timed out after {limits.total_timeout:g}s (slow or stalled server)") from None
+            raise DownloadRejected(f"timed out after {limits.total_timeout:g}s (slow or stalled server)", transient=True) from None
         except httpx.TimeoutException as exc:
-            raise DownloadRejected(f"timed out ({type(exc).__name__})") from None
+            raise DownloadRejected(f"timed out ({type(exc).__name__})", transient=True) from None
         except httpx.HTTPError as exc:
-            raise DownloadRejected(f"download failed ({type(exc).__name__}: {exc})") from None
+            raise DownloadRejected(f"download failed ({type(exc).__name__}: {exc})", transient=True) from None
 
     async def _read_body(self, response: httpx.Response) -> bytes:
         if response.status_code != 200:
-            raise DownloadRejected(f"HTTP {response.status_code}")
+            code = response.status_code
+            raise DownloadRejected(f"HTTP {code}", transient=code in (408, 425, 429) or code >= 500)
         ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype.startswith("text/") or ctype in _NOT_IMAGE_TYPES:
             raise DownloadRejected(f"Content-Type {ctype} is not an image")

@@ -207,3 +207,20 @@ def test_download_dir_defaults(monkeypatch, tmp_path) -> None:
     assert WebOptions.from_options({}).image_download_dir == tmp_path / "env-dir"
     monkeypatch.delenv("IMAGE_DOWNLOAD_DIR")
     assert WebOptions.from_options({}).image_download_dir.parts[-2:] == ("genevolve-graph", "images")
+
+
+async def test_transient_failures_may_be_retried_later_in_the_run(servers, web_options) -> None:
+    d = downloader(web_options)
+    for _ in range(2):
+        with pytest.raises(DownloadRejected, match="HTTP 503"):
+            await d.fetch(f"{servers.image_url}/status/503")
+        with pytest.raises(DownloadRejected, match="HTTP 404"):
+            await d.fetch(f"{servers.image_url}/status/404")
+    assert servers.image_state.hits["/status/503"] == 2  # worth another try
+    assert servers.image_state.hits["/status/404"] == 1  # remembered
+
+
+async def test_relative_cache_dir_gives_absolute_paths(servers, web_options, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stored = await downloader(web_options, image_download_dir="relative-cache").fetch(f"{servers.image_url}/img/rel")
+    assert stored.local_path.is_absolute() and stored.local_path.is_relative_to(tmp_path / "relative-cache")
