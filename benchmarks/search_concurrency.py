@@ -97,6 +97,36 @@ async def _direct(search_url: str, image_port: int, n: int, top_k: int, bound: i
     return wall, sum(len(o.hits) for o in outcomes)
 
 
+async def _floor(image_url: str, count: int, bound: int) -> float:
+    """Plain pooled httpx GETs of ``count`` images under the same bound: no search, no
+    checks, no decoding, no cache. What this machine and server allow at best."""
+    import httpx
+
+    semaphore = asyncio.Semaphore(bound)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=bound), trust_env=False) as client:
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                (await client.get(f"{image_url}/img/floor{i}")).raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - started
+
+
+def floor(count: int, bound: int, delay: float) -> float:
+    fork = mp.get_context("fork")
+    conn, child = fork.Pipe()
+    process = fork.Process(target=_serve_images, args=(delay, child), daemon=True)
+    process.start()
+    try:
+        image_url, _ = conn.recv()
+        return asyncio.run(_floor(image_url, count, bound))
+    finally:
+        conn.send("stop")
+        process.join(timeout=10)
+
+
 def _skills_dir(root: Path) -> str:
     """Guides for the rules policy (the bundled ones are used when present)."""
     from genevolve_graph.protocol import SKILL_NAMES
@@ -212,7 +242,13 @@ def main() -> None:
         )
         if mode == "direct":
             ok = m["ratio"] <= m["target"] and m["downloaded_twice"] == 0
-            print(f"{head} | wall {m['wall_s']:.3f}s (runs {m['wall_s_all']}) = {m['ratio']:.2f}x ideal (target <= {m['target']}x) {'OK' if ok else 'MISSED'}")
+            floors = sorted(floor(m["unique_images"], args.bound, args.delay) for _ in range(args.repeat))
+            m["floor_s"] = round(floors[len(floors) // 2], 3)
+            print(
+                f"{head} | wall {m['wall_s']:.3f}s (runs {m['wall_s_all']}) = {m['ratio']:.2f}x ideal (target <= {m['target']}x) "
+                f"{'OK' if ok else 'MISSED'} | plain-httpx floor here {m['floor_s']:.3f}s = {m['floor_s'] / m['ideal_s']:.2f}x ideal; "
+                f"search + safety + cache cost {m['wall_s'] / m['floor_s']:.2f}x the floor"
+            )
         else:
             # The graph's own work (policy turns, checkpoints, searches) dwarfs 50 ms waits;
             # the same run without the delay isolates what waiting for images added.
