@@ -11,7 +11,6 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from conftest import SERPER_KEY
 from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import build_graph, recursion_limit
 from genevolve_graph.protocol import SKILL_NAMES
@@ -32,7 +31,7 @@ def skills_dir(tmp_path: Path) -> Path:
 
 
 async def test_rejected_image_reason_reaches_the_observation_and_the_run_finishes(servers, web_options, skills_dir, monkeypatch) -> None:
-    monkeypatch.setenv("SERPER_API_KEY", SERPER_KEY)
+    monkeypatch.setenv("SERPER_API_KEY", servers.search_state.serper_key)
     monkeypatch.setenv("SERPER_BASE_URL", f"{servers.search.url}/serper")
     img = servers.image_url
     servers.search_state.image_results_fn = lambda query, n: [
@@ -88,7 +87,7 @@ async def test_keys_stay_out_of_checkpoints(servers, web_options, skills_dir, mo
     graph = build_graph(saver)
     ctx = AgentContext(policy="rules", search="serper", image_search="serper", renderer="none", skills_dir=str(skills_dir), options=web_options)
     threads = []
-    for key, request in ((SERPER_KEY, "A photo of the Okapi"), (SERPER_KEY + "-rejected", "A photo of the Quagga")):
+    for key, request in ((servers.search_state.serper_key, "A photo of the Okapi"), (servers.search_state.serper_key + "-rejected", "A photo of the Quagga")):
         monkeypatch.setenv("SERPER_API_KEY", key)
         thread = str(uuid.uuid4())
         threads.append(thread)
@@ -101,4 +100,4 @@ async def test_keys_stay_out_of_checkpoints(servers, web_options, skills_dir, mo
     dump = "\n".join(stored)
     assert "https://example.org/okapi/1" in dump  # results are recorded ...
     assert "rejected the API key (HTTP 403); check SERPER_API_KEY" in dump  # ... and so is the failure ...
-    assert SERPER_KEY not in dump  # ... the key is not
+    assert servers.search_state.serper_key not in dump  # ... the key is not

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from conftest import SERPER_KEY, TAVILY_KEY
 from genevolve_graph.context import AgentContext
 from genevolve_graph.tools.base import BackendUnavailable, ImageSearchBackend, SearchBackend
 from genevolve_graph.tools.registry import UnknownBackend, make_image_search_backend, make_search_backend
@@ -27,7 +26,7 @@ def ctx(backend: str, options: dict[str, Any], **extra: Any) -> AgentContext:
 
 @pytest.fixture
 def serper(servers, web_options, monkeypatch) -> SerperBackend:
-    monkeypatch.setenv("SERPER_API_KEY", SERPER_KEY)
+    monkeypatch.setenv("SERPER_API_KEY", servers.search_state.serper_key)
     monkeypatch.setenv("SERPER_BASE_URL", f"{servers.search.url}/serper")
     backend = make_search_backend(ctx("serper", web_options))
     assert isinstance(backend, SerperBackend)
@@ -43,7 +42,7 @@ def searxng(servers, web_options) -> SearxngBackend:
 
 @pytest.fixture
 def tavily(servers, web_options, monkeypatch) -> TavilyBackend:
-    monkeypatch.setenv("TAVILY_API_KEY", TAVILY_KEY)
+    monkeypatch.setenv("TAVILY_API_KEY", servers.search_state.tavily_key)
     backend = make_search_backend(ctx("tavily", web_options, tavily_base_url=f"{servers.search.url}/tavily"))
     assert isinstance(backend, TavilyBackend)
     return backend
@@ -118,7 +117,7 @@ async def test_timeouts_are_retried_then_reported(serper, servers, web_options) 
 
 
 async def test_backend_down(servers, web_options, closed_port, monkeypatch) -> None:
-    monkeypatch.setenv("SERPER_API_KEY", SERPER_KEY)
+    monkeypatch.setenv("SERPER_API_KEY", servers.search_state.serper_key)
     monkeypatch.setenv("SERPER_BASE_URL", f"http://127.0.0.1:{closed_port}")
     backend = make_search_backend(ctx("serper", web_options))
     with pytest.raises(BackendUnavailable, match=rf"^search unavailable: serper at http://127\.0\.0\.1:{closed_port} is unreachable"):
@@ -128,8 +127,8 @@ async def test_backend_down(servers, web_options, closed_port, monkeypatch) -> N
 async def test_keys_never_appear_in_messages_or_logs(servers, web_options, closed_port, monkeypatch, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     messages: list[str] = []
-    monkeypatch.setenv("TAVILY_API_KEY", TAVILY_KEY)
-    for base, key in ((f"{servers.search.url}/serper", SERPER_KEY + "-wrong"), (f"{servers.search.url}/serper", SERPER_KEY), (f"http://127.0.0.1:{closed_port}", SERPER_KEY)):
+    monkeypatch.setenv("TAVILY_API_KEY", servers.search_state.tavily_key)
+    for base, key in ((f"{servers.search.url}/serper", servers.search_state.serper_key + "-wrong"), (f"{servers.search.url}/serper", servers.search_state.serper_key), (f"http://127.0.0.1:{closed_port}", servers.search_state.serper_key)):
         monkeypatch.setenv("SERPER_API_KEY", key)
         monkeypatch.setenv("SERPER_BASE_URL", base)
         backend = make_search_backend(ctx("serper", web_options))
@@ -148,7 +147,7 @@ async def test_keys_never_appear_in_messages_or_logs(servers, web_options, close
     assert any("HTTP 503" in m for m in messages) and any("unreachable" in m for m in messages)
     everything = "\n".join(messages) + caplog.text
     assert "attempt 1/4 failed" in caplog.text  # retries were logged ...
-    for secret in (SERPER_KEY, TAVILY_KEY):
+    for secret in (servers.search_state.serper_key, servers.search_state.tavily_key):
         assert secret not in everything  # ... without the keys
 
 
