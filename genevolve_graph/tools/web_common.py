@@ -75,7 +75,11 @@ class WebBackend:
     async def _cached(self, tool: str, query: str, top_k: int, compute):  # type: ignore[no-untyped-def]
         if not self.options.search_cache:
             return await compute()
-        return await self.cache.get_or_compute((tool, self.name, self.endpoint, query, top_k), compute)
+        key: tuple = (tool, self.name, self.endpoint, query, top_k)
+        if tool == "image_search":  # what is accepted, and where it lands, depends on these
+            o = self.options
+            key += (str(o.image_download_dir), o.allow_hosts, o.download_ports, o.download_max_bytes, o.download_max_pixels, o.image_candidates)
+        return await self.cache.get_or_compute(key, compute)
 
     async def _search_images(self, query: str, top_k: int) -> ImageSearchOutcome:
         wanted = self.options.image_candidates or 2 * top_k
