@@ -83,11 +83,24 @@ def _options(image_port: int, bound: int, directory: str) -> dict[str, Any]:
     }
 
 
+def warm_up() -> None:
+    """Pay one-time process costs before timing, as a long-running batch would have:
+    module imports, Pillow's format plugins, the TLS context."""
+    from genevolve_graph.imaging import decode_image_bytes
+    from genevolve_graph.tools.local_servers import image_bytes
+    from genevolve_graph.tools.webclient import ssl_context
+
+    ssl_context()
+    for fmt in ("jpeg", "png", "webp", "gif"):
+        decode_image_bytes(image_bytes("warm-up", fmt, (8, 8)), max_pixels=10**6, max_bytes=10**6)
+
+
 async def _direct(search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str) -> tuple[float, int]:
     from genevolve_graph.context import AgentContext
     from genevolve_graph.tools.registry import make_image_search_backend
 
     backend = make_image_search_backend(AgentContext(image_search="serper", options=_options(image_port, bound, directory)))
+    warm_up()
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(backend.search_images(f"landmark {i}", top_k) for i in range(n)))
     wall = time.perf_counter() - started
@@ -159,6 +172,7 @@ async def _graph(search_url: str, image_port: int, n: int, top_k: int, bound: in
         options=_options(image_port, bound, directory),
     )
     graph = build_graph(InMemorySaver())
+    warm_up()
     configs = [{"configurable": {"thread_id": str(uuid.uuid4())}, "recursion_limit": recursion_limit(ctx), "max_concurrency": n} for _ in range(n)]
     inputs = [{"request": f"A photo of Landmark{i} at dusk"} for i in range(n)]  # one named subject each
     started = time.perf_counter()
@@ -225,6 +239,8 @@ def main() -> None:
     args = parser.parse_args()
     modes = ["direct", "graph"] if args.mode == "both" else [args.mode]
     report = []
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (timings need an otherwise idle machine)")
 
     def median_of(mode: str, delay: float) -> dict[str, Any]:
         runs = sorted((run(mode, args.trajectories, args.top_k, args.bound, delay) for _ in range(args.repeat)), key=lambda r: r["wall_s"])
