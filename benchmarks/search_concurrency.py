@@ -51,23 +51,27 @@ def _image_urls(image_base: str, query: str, n: int) -> list[str]:
 
 def _serve_images(delay: float, conn: Any) -> None:
     """Child process: the image host, until the parent says stop."""
-    from genevolve_graph.tools.local_servers import ImageHostState, ServerThread, image_host_app
+    from genevolve_graph.testing.server_thread import ServerThread
+    from genevolve_graph.tools.local_servers import ImageHostState, image_host_app
 
-    with ServerThread(image_host_app(ImageHostState(delay=delay))) as images:
-        conn.send((images.url, images.port))
-        conn.recv()
+    images = ServerThread(image_host_app(ImageHostState(delay=delay))).start()
+    conn.send((images.url, images.port))
+    conn.recv()
+    images.stop()
 
 
 def _serve_search(image_url: str, conn: Any) -> None:
     """Child process: the Serper-compatible API, until the parent says stop."""
     from functools import partial
 
-    from genevolve_graph.tools.local_servers import SearchState, ServerThread, search_app
+    from genevolve_graph.testing.server_thread import ServerThread
+    from genevolve_graph.tools.local_servers import SearchState, search_app
 
     state = SearchState(serper_key=SERPER_KEY, image_base=image_url, image_results_fn=partial(_image_urls, image_url))
-    with ServerThread(search_app(state)) as search:
-        conn.send(search.url)
-        conn.recv()
+    search = ServerThread(search_app(state)).start()
+    conn.send(search.url)
+    conn.recv()
+    search.stop()
 
 
 def _stats(image_url: str) -> dict[str, int]:

@@ -11,7 +11,8 @@ before an answer, ``boom`` always gets 503, ``slow`` waits ``slow_delay`` second
 HTML or SVG dressed as images, a PNG declaring 10^10 pixels, truncated files, oversize
 bodies (declared or streamed), a slow drip, redirects anywhere, error statuses.
 
-Needs ``fastapi`` and ``uvicorn`` (the ``test`` extra).
+Needs ``fastapi`` and ``uvicorn`` (the ``test`` extra); serve them with
+``genevolve_graph.testing.server_thread.ServerThread``.
 """
 
 # No "from __future__ import annotations": FastAPI must see the real classes of the
@@ -21,10 +22,7 @@ import asyncio
 import io
 import random
 import re
-import socket
 import struct
-import threading
-import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -69,45 +67,6 @@ def png_declaring(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
-
-
-# --------------------------------------------------------------------------- servers in threads
-
-
-class ServerThread:
-    """Runs an ASGI app with uvicorn on 127.0.0.1 (a free port) in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __enter__(self) -> "ServerThread":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- image host

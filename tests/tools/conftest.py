@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the web-tool tests need fastapi and uvicorn (the 'test' extra)")
 
-from genevolve_graph.tools.local_servers import ImageHostState, SearchState, ServerThread, image_host_app, search_app
+from genevolve_graph.testing.server_thread import ServerThread
+from genevolve_graph.tools.local_servers import ImageHostState, SearchState, image_host_app, search_app
 from genevolve_graph.tools.runcache import RUN_CACHE
 
 SERPER_KEY = "sk-serper-SECRET-5f3a9c2e7d"
@@ -37,9 +38,13 @@ class Servers:
 @pytest.fixture(scope="session")
 def _servers() -> Iterator[Servers]:
     search_state, image_state = SearchState(serper_key=SERPER_KEY, tavily_key=TAVILY_KEY), ImageHostState()
-    with ServerThread(search_app(search_state)) as search, ServerThread(image_host_app(image_state)) as images:
+    search, images = ServerThread(search_app(search_state)).start(), ServerThread(image_host_app(image_state)).start()
+    try:
         search_state.image_base = images.url
         yield Servers(search, images, search_state, image_state)
+    finally:
+        search.stop()
+        images.stop()
 
 
 @pytest.fixture
