@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
+from PIL import Image
 
 from genevolve_graph.imaging import UnsafeImageError, decode_image
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
@@ -330,7 +331,7 @@ class ImageDownloader:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _store(self, url: str, data: bytes, fmt: str, frames: int, image) -> StoredImage:  # type: ignore[no-untyped-def]
+    def _store(self, url: str, data: bytes, fmt: str, frames: int, image: Image.Image) -> StoredImage:
         if fmt == "GIF" or frames > 1:
             # Keep only the first frame: re-encode it losslessly as PNG.
             out = BytesIO()
