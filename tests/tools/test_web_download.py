@@ -104,6 +104,10 @@ BLOCKED = [
     ("http://224.0.0.1/x.png", "224.0.0.1 is multicast"),
     ("http://user:secret@example.org/x.png", "URLs with credentials are not allowed"),
     ("http://93.184.216.34:22/x.png", "port 22 is not allowed"),
+    # Odd spellings of loopback are resolved (by the system resolver, offline) and caught.
+    ("http://2130706433/x.png", "127.0.0.1 is loopback"),
+    ("http://127.1/x.png", "127.0.0.1 is loopback"),
+    ("http://localhost:8080/x.png", "is loopback"),
 ]
 
 
