@@ -18,6 +18,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -91,6 +92,7 @@ def _parse_hostport(entry: str) -> tuple[str, int]:
     return _norm_host(host), int(port)
 
 
+@lru_cache(maxsize=4096)
 def _norm_host(host: str) -> str:
     host = host.strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):

@@ -55,9 +55,9 @@ class SearxngBackend(WebBackend):
         params: dict[str, Any] = {"q": query, "format": "json", "categories": category, "safesearch": self.safesearch, "pageno": 1}
         if self.language:
             params["language"] = self.language
-        async with api_client(self.options.search_timeout, {"Accept": "application/json"}) as client:
+        async with api_client(self.options.search_timeout) as client:
             data = await call_json(
-                client, "GET", f"{self.url}/search", params=params,
+                client, "GET", f"{self.url}/search", params=params, headers={"Accept": "application/json"},
                 service=self.name, tool=tool, retry=self.retry, status_hint=_status_hint, non_json_hint=JSON_HINT,
             )
         results = data.get("results") if isinstance(data, dict) else None

@@ -51,9 +51,9 @@ class SerperBackend(WebBackend):
         key = os.environ.get(KEY_ENV, "").strip()
         if not key:
             raise BackendUnavailable(f"{tool} unavailable: {KEY_ENV} is not set")
-        async with api_client(self.options.search_timeout, {"X-API-KEY": key, "Content-Type": "application/json"}) as client:
+        async with api_client(self.options.search_timeout) as client:
             data = await call_json(
-                client, "POST", f"{self.base_url}{path}", json=payload,
+                client, "POST", f"{self.base_url}{path}", json=payload, headers={"X-API-KEY": key},
                 service=self.name, tool=tool, retry=self.retry, secrets=(key,), status_hint=_status_hint,
             )
         if not isinstance(data, dict):

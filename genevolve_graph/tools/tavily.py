@@ -53,9 +53,9 @@ class TavilyBackend(WebBackend):
         if not key:
             raise BackendUnavailable(f"{tool} unavailable: {KEY_ENV} is not set")
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        async with api_client(self.options.search_timeout, headers) as client:
+        async with api_client(self.options.search_timeout) as client:
             data = await call_json(
-                client, "POST", f"{self.base_url}/search", json={"search_depth": self.search_depth, **payload},
+                client, "POST", f"{self.base_url}/search", json={"search_depth": self.search_depth, **payload}, headers=headers,
                 service=self.name, tool=tool, retry=self.retry, secrets=(key,), status_hint=_status_hint,
             )
         if not isinstance(data, dict):

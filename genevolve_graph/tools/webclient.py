@@ -10,11 +10,14 @@ line, whatever produced them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -191,11 +194,31 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def api_client(timeout: float, headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
-    """An httpx client for a configured API endpoint (environment proxies honoured)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        headers=dict(headers or {}),
-        verify=ssl_context(),
-        follow_redirects=False,
-    )
+@dataclass
+class _Shared:
+    client: httpx.AsyncClient
+    users: int = 0
+
+
+_API_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Shared]]" = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def api_client(timeout: float) -> AsyncIterator[httpx.AsyncClient]:
+    """A pooled httpx client for configured API endpoints, shared by the concurrent calls
+    of this event loop (one TLS handshake per service, not per query) and closed as soon
+    as no call uses it. It carries no credentials: each request passes its own headers.
+    Environment proxies are honoured."""
+    clients = _API_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    shared = clients.get(timeout)
+    if shared is None:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), verify=ssl_context(), follow_redirects=False)
+        shared = clients[timeout] = _Shared(client)
+    shared.users += 1
+    try:
+        yield shared.client
+    finally:
+        shared.users -= 1
+        if shared.users == 0 and clients.get(timeout) is shared:
+            del clients[timeout]
+            await asyncio.shield(shared.client.aclose())
