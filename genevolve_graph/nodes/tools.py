@@ -98,7 +98,8 @@ def make_tools_node(services: Services):
             else:
                 observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
-            emit("tool_done", tool=name, parts=1 if isinstance(observation, str) else len(observation))
+            text = observation if isinstance(observation, str) else observation[0]["text"]
+            emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 
