@@ -40,6 +40,7 @@ def serve_renderer(
     max_reference_mb: Annotated[float, typer.Option(help="Largest reference image, in MiB.")] = 12.0,
     max_prompt_chars: Annotated[int, typer.Option(help="Longest prompt, in characters.")] = 4000,
     max_steps: Annotated[int, typer.Option(help="Most denoising steps per request.")] = 100,
+    default_long_side: Annotated[Optional[int], typer.Option(help="Output long side for requests without width/height (aspect of the first reference); default: the pipeline's own size.")] = None,
     vae_image_pixels: Annotated[Optional[int], typer.Option(help="Pixel area references are resized to for the VAE (Qwen edit pipelines).")] = None,
     condition_image_pixels: Annotated[Optional[int], typer.Option(help="Pixel area references are resized to for the VL condition (Qwen edit pipelines).")] = None,
     torch_threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
@@ -54,6 +55,8 @@ def serve_renderer(
         _fail(f"--port must be between 1 and 65535, not {port}")
     if max_queue < 1:
         _fail(f"--max-queue must be at least 1, not {max_queue}")
+    if default_long_side is not None and default_long_side < 16:
+        _fail(f"--default-long-side must be at least 16, not {default_long_side}")
     if request_timeout <= 0:
         _fail(f"--request-timeout must be positive, not {request_timeout}")
     options = {
@@ -90,7 +93,8 @@ def serve_renderer(
 
     import uvicorn
 
-    app = create_app(ServiceSettings(max_queue=max_queue, request_timeout=request_timeout, limits=limits), engine=engine)
+    settings = ServiceSettings(max_queue=max_queue, request_timeout=request_timeout, limits=limits, default_long_side=default_long_side)
+    app = create_app(settings, engine=engine)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 

@@ -142,6 +142,9 @@ class DiffusersConfig:
                 else None
             )
             generation = generation_defaults_from_options(options)
+            resolve_pipeline_class(edit.pipeline_class)  # a wrong class name fails now, not at first render
+            if t2i is not None:
+                resolve_pipeline_class(t2i.pipeline_class)
             return cls(edit=edit, t2i=t2i, multi_reference=get_bool(options, "multi_reference"), generation=generation)
         except ConfigurationError:
             raise
@@ -274,6 +277,9 @@ def load_pipeline(spec: PipelineSpec, components: Mapping[str, Any] | None = Non
     started = time.perf_counter()
     try:
         pipeline = cls.from_pretrained(source, dtype=dtype, **overrides)
+    except ImportError as exc:
+        hint = " (set the option processor=image-only to load without torchvision)" if "orchvision" in str(exc) else ""
+        raise ConfigurationError(f"cannot load {spec.source!r}: {' '.join(str(exc).split())}{hint}") from None
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"option 'pipeline': cannot load {spec.source!r} as {spec.pipeline_class}: {exc}") from None
     if spec.offload == "model":

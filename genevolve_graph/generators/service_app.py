@@ -48,6 +48,7 @@ from genevolve_graph.generators.diffusers_backend import (
     RenderCancelled,
     RenderOutOfMemory,
 )
+from genevolve_graph.generators.references import output_size
 from genevolve_graph.imaging import UnsafeImageError, decode_data_uri, decode_image_bytes, encode_png
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class ServiceSettings:
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     url_fetcher: UrlFetcher | None = None
     """When set, http(s) entries of ``image_urls`` are fetched with it; otherwise refused."""
+    default_long_side: int | None = None
+    """Size of requests without width/height (peers send none): the first reference's
+    aspect with this long side. ``None``: the pipeline's own default (about 1 MP)."""
 
 
 class GenerateRequest(BaseModel):
@@ -295,13 +299,16 @@ class RenderService:
                 f"image_urls is empty and this service has no text-to-image pipeline ({self.engine.description} needs "
                 "at least one reference image); send a reference, or start the service with --t2i-pipeline",
             )
+        width, height = request.width, request.height
+        if width is None and self.settings.default_long_side:
+            width, height = output_size(images[0].size if images else None, long_side=self.settings.default_long_side)
         job = _Job(
             GenerationJob(
                 prompt=request.prompt,
                 images=images,
                 seed=request.seed,
-                width=request.width,
-                height=request.height,
+                width=width,
+                height=height,
                 num_inference_steps=request.num_inference_steps,
                 true_cfg_scale=request.true_cfg_scale,
                 guidance_scale=request.guidance_scale,
