@@ -17,6 +17,22 @@ from PIL import Image
 from genevolve_graph.state import Program, Reference
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run the tiny pipeline on one CPU thread, restoring the setting after each module.
+
+    The tiny model gains nothing from intra-op threads, and on a shared 2-core machine
+    their spin-waiting next to the server threads of these tests makes renders ten times
+    slower and their timing erratic.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @dataclass(frozen=True)
 class TinyPipelines:
     edit_dir: Path
