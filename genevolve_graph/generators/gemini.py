@@ -128,7 +128,7 @@ class GeminiRenderer:
                 initial_delay=config.retry_delay,
                 max_delay=config.max_retry_delay,
                 exp_base=2,
-                jitter=1,
+                jitter=config.retry_delay,  # the SDK default (1 s) for the default delay; tests go faster
                 http_status_codes=list(RETRY_STATUS_CODES),
             ),
         )
