@@ -251,29 +251,31 @@ class RenderService:
                 self._running = None
 
     async def _decode_references(self, urls: list[str]) -> list[Any]:
+        """Decode every reference with the download guards (one worker-thread hop for all)."""
+        fetched: dict[int, bytes] = {}
+        for index, url in enumerate(urls):
+            if url.startswith(("http://", "https://")):
+                if self.settings.url_fetcher is None:
+                    raise BadRequest(
+                        f"image_urls[{index}]: this service does not fetch URLs; send the image inline as a data URI "
+                        "(data:image/png;base64,...)"
+                    )
+                fetched[index] = await self.settings.url_fetcher(url)
+            elif not url.startswith("data:"):
+                raise BadRequest(f"image_urls[{index}]: expected a data URI (data:image/...;base64,...), got {url[:40]!r}")
+        return await asyncio.to_thread(self._decode_all, urls, fetched)
+
+    def _decode_all(self, urls: list[str], fetched: dict[int, bytes]) -> list[Any]:
         limits = self.settings.limits
         images = []
         for index, url in enumerate(urls):
-            name = f"image_urls[{index}]"
             try:
-                if url.startswith("data:"):
-                    image = await asyncio.to_thread(
-                        decode_data_uri, url, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes
-                    )
-                elif url.startswith(("http://", "https://")):
-                    if self.settings.url_fetcher is None:
-                        raise BadRequest(
-                            f"{name}: this service does not fetch URLs; send the image inline as a data URI "
-                            "(data:image/png;base64,...)"
-                        )
-                    data = await self.settings.url_fetcher(url)
-                    image = await asyncio.to_thread(
-                        decode_image_bytes, data, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes
-                    )
+                if index in fetched:
+                    image = decode_image_bytes(fetched[index], max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
                 else:
-                    raise BadRequest(f"{name}: expected a data URI (data:image/...;base64,...), got {url[:40]!r}")
+                    image = decode_data_uri(url, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
             except UnsafeImageError as exc:
-                raise BadRequest(f"{name}: {exc}") from None
+                raise BadRequest(f"image_urls[{index}]: {exc}") from None
             images.append(image)
         return images
 

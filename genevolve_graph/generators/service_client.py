@@ -31,7 +31,7 @@ from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.diffusers_backend import GenerationDefaults, generation_defaults_from_options
 from genevolve_graph.generators.options import get_float, get_int, get_list
 from genevolve_graph.generators.references import prepare_program_references
-from genevolve_graph.imaging import UnsafeImageError, decode_image_bytes, to_data_uri
+from genevolve_graph.imaging import UnsafeImageError, decode_image_bytes, sniff_format, to_data_uri
 from genevolve_graph.state import Program, RenderResult
 
 if TYPE_CHECKING:
@@ -97,7 +97,23 @@ class _PerLoop:
         self.slots = {url: asyncio.Semaphore(config.concurrency) for url in config.urls}
 
 
-def decode_reply_image(payload: Mapping[str, Any]) -> Image.Image:
+@dataclass(frozen=True)
+class ReplyImage:
+    """A reply's image: the bytes as sent and the decoded image (decoding is the safety check)."""
+
+    data: bytes
+    image: Image.Image
+
+    def save(self, out_path: Path) -> None:
+        """Write a PNG: the received bytes when they are PNG (no second encode), else re-encoded."""
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if sniff_format(self.data) == "PNG":
+            out_path.write_bytes(self.data)
+        else:
+            self.image.save(out_path, format="PNG")
+
+
+def decode_reply_image(payload: Mapping[str, Any]) -> ReplyImage:
     """The image of a success reply (``image``, or ``image_base64`` as some servers name it)."""
     encoded = payload.get("image") or payload.get("image_base64")
     if not isinstance(encoded, str) or not encoded:
@@ -109,9 +125,10 @@ def decode_reply_image(payload: Mapping[str, Any]) -> Image.Image:
     except (binascii.Error, ValueError) as exc:
         raise RenderError(f"the render service sent invalid base64: {exc}") from None
     try:
-        return decode_image_bytes(data, max_pixels=MAX_RESPONSE_PIXELS, max_bytes=max(len(data), 1))
+        image = decode_image_bytes(data, max_pixels=MAX_RESPONSE_PIXELS, max_bytes=max(len(data), 1))
     except UnsafeImageError as exc:
         raise RenderError(f"the render service sent an unusable image: {exc}") from None
+    return ReplyImage(data, image)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -178,8 +195,8 @@ class ServiceRenderer:
         try:
             uris, sizes = await asyncio.to_thread(_encode_references, program)
             payload = self.payload(program, uris, sizes, seed)
-            image = await self._post_with_retries(payload)
-            await asyncio.to_thread(_save_png, image, out_path)
+            reply = await self._post_with_retries(payload)
+            await asyncio.to_thread(reply.save, out_path)
         except RenderError as exc:
             return RenderResult(success=False, backend=self.name, error=str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a backend failure is a result, not a crash of the graph
@@ -187,7 +204,7 @@ class ServiceRenderer:
             return RenderResult(success=False, backend=self.name, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
         return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started)
 
-    async def _post_with_retries(self, payload: dict[str, Any]) -> Image.Image:
+    async def _post_with_retries(self, payload: dict[str, Any]) -> ReplyImage:
         state = self._state()
         urls = self.config.urls
         failures: list[str] = []
@@ -208,7 +225,7 @@ class ServiceRenderer:
                 await asyncio.sleep(delay)
         raise RenderError(f"render service failed after {len(failures)} attempt(s): " + " | ".join(failures[-4:]))
 
-    async def _post_once(self, client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> Image.Image:
+    async def _post_once(self, client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> ReplyImage:
         try:
             response = await client.post(f"{url}/generate", json=payload)
         except httpx.TimeoutException:
@@ -233,11 +250,6 @@ class ServiceRenderer:
 def _encode_references(program: Program) -> tuple[list[str], list[tuple[int, int]]]:
     prepared = prepare_program_references(program, max_bytes=SERVICE_MAX_REFERENCE_BYTES)
     return [to_data_uri(item.data, item.mime) for item in prepared], [item.size for item in prepared]
-
-
-def _save_png(image: Image.Image, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out_path, format="PNG")
 
 
 def from_context(ctx: "AgentContext") -> ServiceRenderer:

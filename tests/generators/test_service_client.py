@@ -225,8 +225,8 @@ def test_reply_decoding_accepts_peer_field_names():
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
     encoded = base64.b64encode(buffer.getvalue()).decode()
-    assert decode_reply_image({"success": True, "image_base64": encoded}).size == (8, 8)
-    assert decode_reply_image({"success": True, "image": "data:image/png;base64," + encoded}).size == (8, 8)
+    assert decode_reply_image({"success": True, "image_base64": encoded}).image.size == (8, 8)
+    assert decode_reply_image({"success": True, "image": "data:image/png;base64," + encoded}).image.size == (8, 8)
     with pytest.raises(RenderError, match="without an image"):
         decode_reply_image({"success": True})
     with pytest.raises(RenderError, match="unusable image"):
