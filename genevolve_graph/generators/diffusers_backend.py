@@ -412,17 +412,18 @@ class DiffusersEngine:
                 with torch.inference_mode():
                     output = pipeline(**kwargs)
             except torch.OutOfMemoryError as exc:
-                message = f"out of accelerator memory while rendering ({str(exc).splitlines()[0][:300]})"
+                message = f"out of accelerator memory while rendering ({(str(exc).splitlines() or [''])[0][:300]})"
             else:
-                message = None
                 if cancel is not None and cancel.is_set():
                     raise RenderCancelled("the render was stopped because its request timed out")
                 images = output.images
                 if not images:
                     raise RenderError(f"{type(pipeline).__name__} returned no image")
                 return images[0]
-        # Outside the except block, so the traceback's frames (and their tensors) are gone.
-        free_accelerator_memory()
+            # Past the except block, so the traceback's frames (and their tensors) are gone;
+            # still under the lock, so the next render starts with the memory back.
+            del kwargs
+            free_accelerator_memory()
         raise RenderOutOfMemory(message + "; memory was freed, try a smaller size or fewer references")
 
     def _call_kwargs(self, pipeline: Any, job: GenerationJob, image: Any, cancel: threading.Event | None) -> dict[str, Any]:

@@ -249,9 +249,6 @@ def test_service_loads_the_pipeline_folder_at_startup(tiny):
 
 
 def test_serve_renderer_command_refuses_bad_input_in_one_line(tmp_path):
-    from genevolve_graph.generators.commands import main
-
-    runner = CliRunner()
     import typer
 
     from genevolve_graph.generators.commands import register
@@ -260,17 +257,18 @@ def test_serve_renderer_command_refuses_bad_input_in_one_line(tmp_path):
 
     @app.callback()
     def _root() -> None:
-        pass
+        """A group, as the project's CLI is."""
 
     register(app)
+    runner = CliRunner()
     for args, fragment in [
         (["--pipeline", str(tmp_path / "missing"), "--processor", "default"], "option 'pipeline'"),
         (["--pipeline", "x", "--dtype", "fp8"], "option 'dtype'"),
         (["--pipeline", "x", "--max-queue", "0"], "--max-queue must be at least 1"),
         (["--pipeline", "x", "--port", "70000"], "--port must be between 1 and 65535"),
+        (["--pipeline", "x", "--default-long-side", "8"], "--default-long-side must be at least 16"),
     ]:
         result = runner.invoke(app, ["serve-renderer", *args])
         assert result.exit_code == 2, result.output
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
-    assert callable(main)
