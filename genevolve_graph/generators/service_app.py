@@ -171,6 +171,7 @@ class RenderService:
         self.failed = 0
         self.rejected = 0
         self._mean_seconds = 0.0
+        self._last_seconds = 0.0
 
     # ---- lifecycle
 
@@ -223,6 +224,7 @@ class RenderService:
             "failed": self.failed,
             "rejected": self.rejected,
             "mean_render_seconds": round(self._mean_seconds, 4),
+            "last_render_seconds": round(self._last_seconds, 6),
         }
 
     # ---- work
@@ -243,6 +245,7 @@ class RenderService:
                     job.future.set_exception(exc)
             else:
                 elapsed = time.perf_counter() - started
+                self._last_seconds = elapsed
                 self._mean_seconds = elapsed if not self.completed else 0.8 * self._mean_seconds + 0.2 * elapsed
                 self.completed += 1
                 if not job.future.done():

@@ -94,7 +94,7 @@ def test_generate_matches_a_direct_pipeline_call(serve, engine):
     )
     assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(direct))
     health = httpx.get(f"{url}/health").json()
-    assert health["completed"] == 1 and health["failed"] == 0
+    assert health["completed"] == 1 and health["failed"] == 0 and health["last_render_seconds"] > 0
 
 
 def test_peer_style_request_without_size_and_with_extra_fields(serve):
