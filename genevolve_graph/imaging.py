@@ -16,6 +16,7 @@ import base64
 import binascii
 import io
 import re
+import threading
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +30,10 @@ DEFAULT_MAX_BYTES = 15 * 1024 * 1024
 EXIF_ORIENTATION = 0x0112
 
 MIME_TYPES: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+# ``warnings.catch_warnings`` swaps the process-wide filter list (Python 3.11 has no
+# context-local warnings), so concurrent decodes in threads could undo each other's filter.
+_WARNINGS_LOCK = threading.Lock()
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
 
@@ -53,7 +58,7 @@ def decode_image_bytes(
         raise UnsafeImageError("empty image data")
     if len(data) > max_bytes:
         raise UnsafeImageError(f"image is {len(data):,} bytes, more than the limit of {max_bytes:,} bytes")
-    with warnings.catch_warnings():
+    with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=formats)
