@@ -8,6 +8,7 @@ event loop and settings, so that a batch of trajectories shares one HTTP client 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from genevolve_graph.policies.base import Policy
     from genevolve_graph.tools.base import ImageSearchBackend, SearchBackend
 
-_CACHE: "OrderedDict[tuple[Any, ...], Any]" = OrderedDict()
+_NO_LOOP = OrderedDict()  # objects built outside any event loop
+_CACHES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[Any, ...], Any]]" = weakref.WeakKeyDictionary()
 _CACHE_SIZE = 64
 
 
@@ -32,19 +34,38 @@ def _context_key(ctx: AgentContext) -> tuple[Any, ...]:
 
 
 def _cached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) -> Any:
+    """One object per kind, settings and event loop: HTTP clients belong to the loop that
+    made them, and a closed loop's cache goes with the loop."""
     try:
-        loop_id = id(asyncio.get_running_loop())
+        cache = _CACHES.setdefault(asyncio.get_running_loop(), OrderedDict())
     except RuntimeError:
-        loop_id = 0
-    key = (kind, loop_id, _context_key(ctx))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+        cache = _NO_LOOP
+    key = (kind, _context_key(ctx))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     value = build(ctx)
-    _CACHE[key] = value
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
     return value
+
+
+async def _acached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) -> Any:
+    """``_cached`` for async nodes: a miss is built in a worker thread, because building may
+    read files (skill guides, corpora) and the event loop must not block on disk (the
+    ``langgraph dev`` server rejects blocking calls inside async nodes)."""
+    cache = _CACHES.setdefault(asyncio.get_running_loop(), OrderedDict())
+    key = (kind, _context_key(ctx))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = await asyncio.to_thread(build, ctx)
+    cache.setdefault(key, value)  # another task may have built it meanwhile: keep the first
+    cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return cache[key]
 
 
 @dataclass
@@ -71,3 +92,20 @@ class Services:
 
     def get_renderer(self, ctx: AgentContext) -> "Renderer":
         return self.renderer or _cached("renderer", ctx, make_renderer)
+
+    # Async getters for the async nodes: the same objects, built off the event loop.
+
+    async def aget_policy(self, ctx: AgentContext) -> "Policy":
+        return self.policy or await _acached("policy", ctx, make_policy)
+
+    async def aget_search(self, ctx: AgentContext) -> "SearchBackend":
+        return self.search or await _acached("search", ctx, make_search_backend)
+
+    async def aget_image_search(self, ctx: AgentContext) -> "ImageSearchBackend":
+        return self.image_search or await _acached("image_search", ctx, make_image_search_backend)
+
+    async def aget_skills(self, ctx: AgentContext) -> SkillLibrary:
+        return self.skills or await asyncio.to_thread(load_skills, ctx.skills_dir)
+
+    async def aget_renderer(self, ctx: AgentContext) -> "Renderer":
+        return self.renderer or await _acached("renderer", ctx, make_renderer)

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.runtime import Runtime
 
 from genevolve_graph.context import AgentContext
-from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.nodes.common import current_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
 from genevolve_graph.protocol import (
@@ -69,16 +69,16 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
 
 
 def make_planner(services: Services):
-    async def planner(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    async def planner(state: AgentState) -> dict[str, Any]:
+        ctx = current_context()
         messages = list(state.get("messages") or [])
         new: list[BaseMessage] = []
         if not messages:
             request = (state.get("request") or "").strip()
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
-            try:
-                new += initial_messages(request, ctx)
+            try:  # in a thread: a system prompt file is read from disk
+                new += await asyncio.to_thread(initial_messages, request, ctx) if ctx.system_prompt_file else initial_messages(request, ctx)
             except PromptFileError as exc:
                 return {"termination": "error", "error": str(exc)}
         rounds = state.get("rounds", 0)
@@ -90,7 +90,7 @@ def make_planner(services: Services):
         conversation = messages + new
         emit("policy_started", round=rounds + 1)
         try:
-            policy = services.get_policy(ctx)
+            policy = await services.aget_policy(ctx)
             reply = await policy.respond(conversation, ctx)
         except PolicyError as exc:
             return {"messages": new, "termination": "error", "error": str(exc)}

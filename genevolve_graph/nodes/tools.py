@@ -11,11 +11,10 @@ import asyncio
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.runtime import Runtime
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
-from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.nodes.common import current_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
 from genevolve_graph.protocol import new_id
 from genevolve_graph.services import Services
@@ -34,7 +33,7 @@ def _failure(tool: str, exc: BaseException) -> str:
 async def run_search(services: Services, ctx: AgentContext, queries: list[str], top_k: int) -> str:
     """All queries run concurrently; one block per query, in the order asked."""
     try:
-        backend = services.get_search(ctx)
+        backend = await services.aget_search(ctx)
     except Exception as exc:  # noqa: BLE001 - a misconfigured backend is an observation
         return _failure("search", exc)
     results = await asyncio.gather(*(backend.search(q, top_k) for q in queries), return_exceptions=True)
@@ -51,7 +50,7 @@ async def run_image_search(
     services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference]
 ) -> tuple[str, dict[str, Reference], list[Reference]]:
     try:
-        backend = services.get_image_search(ctx)
+        backend = await services.aget_image_search(ctx)
         outcome = await backend.search_images(query, top_k)
     except Exception as exc:  # noqa: BLE001
         return f"--- image search result for [{query}] ---\n{_failure('image_search', exc)}\n--- end of image search result ---", {}, []
@@ -59,17 +58,17 @@ async def run_image_search(
     return image_search_block(query, refs, outcome.rejected), added, refs
 
 
-def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
+async def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
     try:
-        skill = services.get_skills(ctx).get(skill_name)
+        skill = (await services.aget_skills(ctx)).get(skill_name)
     except SkillError as exc:
         return f"query_knowledge failed: {exc}"
     return skill_block(skill.name, skill.body)
 
 
 def make_tools_node(services: Services):
-    async def tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    async def tools(state: AgentState) -> dict[str, Any]:
+        ctx = current_context()
         last = state["messages"][-1]
         assert isinstance(last, AIMessage) and last.tool_calls, "the tools node runs only after a tool call"
         call = last.tool_calls[0]
@@ -89,7 +88,7 @@ def make_tools_node(services: Services):
                 for ref in refs:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
             else:
-                observation = run_query_knowledge(services, ctx, args["skill_name"])
+                observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
             emit("tool_done", tool=name, chars=len(observation))
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
