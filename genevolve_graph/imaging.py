@@ -1,122 +1,146 @@
-"""Safe decoding of untrusted image bytes (downloads, data URIs sent to the render service).
+"""Safe decoding of untrusted image bytes (downloads, data URLs sent to the render service).
 
-An image from the web or from a network client is hostile until proven otherwise: it may
-be a decompression bomb (a tiny PNG that expands to gigabytes), a format Pillow supports
-but nobody needs (and whose decoders carry most of the CVEs), or HTML/SVG served under an
-image content type. So: the format is sniffed from the bytes and must be one of a short
-allow-list, the declared type (file suffix, HTTP header, data-URI media type) is never
-trusted, the pixel count is checked from the header before any pixel is decoded, and
-Pillow's decompression-bomb warning is an error. Only the first frame of an animation is
-kept. The result is a loaded RGB image with its EXIF orientation applied.
+Whatever a web server or a client sends is treated as hostile until Pillow has decoded it
+under limits: only JPEG, PNG, WebP and GIF (first frame) are accepted, recognised by their
+content (never by file extension or Content-Type); the byte size and the pixel count are
+capped *before* pixel data is decoded; Pillow's decompression-bomb warning is an error; a
+truncated or corrupt file is an error. Every refusal is an ``UnsafeImageError`` whose
+message says why in a few words, so it can be shown to a user or a policy as it is.
+
+The render service uses the same guards for references sent as data URIs
+(``decode_data_uri``), and the helpers at the end encode images for the wire.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 import threading
 import warnings
+from dataclasses import dataclass
+from io import BytesIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
-"""Formats accepted from untrusted sources (GIF: first frame only)."""
+"""Pillow format names accepted from untrusted sources."""
 
-DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 15 * 1024 * 1024
-
-EXIF_ORIENTATION = 0x0112
+DEFAULT_MAX_PIXELS = 40_000_000
 
 MIME_TYPES: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
-# ``warnings.catch_warnings`` swaps the process-wide filter list (Python 3.11 has no
-# context-local warnings), so concurrent decodes in threads could undo each other's filter.
-_WARNINGS_LOCK = threading.Lock()
-
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
+
+# ``warnings.catch_warnings`` swaps a process-global filter list (Python 3.11 has no
+# context-local warnings), so two threads decoding at once could restore each other's
+# filters. Decodes hold this lock while the "bomb warning is an error" filter is active.
+_WARNINGS_LOCK = threading.Lock()
 
 
 class UnsafeImageError(ValueError):
-    """Bytes that are not an acceptable image (wrong format, too large, corrupt, a bomb)."""
+    """Untrusted bytes that are not an acceptable image; the message gives the reason."""
 
 
-def decode_image_bytes(
-    data: bytes,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    formats: tuple[str, ...] = ALLOWED_FORMATS,
-) -> Image.Image:
-    """Decode ``data`` into a loaded RGB image, or raise :class:`UnsafeImageError`.
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image plus what the bytes turned out to be.
 
-    The format comes from the bytes alone; ``max_pixels`` is checked from the header
-    before decoding; decompression-bomb warnings raise.
+    ``image`` is fully loaded, EXIF-orientation applied, in mode RGB or RGBA;
+    ``format`` is the detected Pillow format; ``frames`` the frame count of the source
+    (only the first frame is decoded).
     """
+
+    image: Image.Image
+    format: str
+    frames: int
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode untrusted ``data`` into a loaded RGB/RGBA image or raise ``UnsafeImageError``."""
+    return decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).image
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedImage:
+    """Like ``decode_image_bytes`` but also reports the detected format and frame count."""
+    if max_pixels <= 0 or max_bytes <= 0:
+        raise ValueError("max_pixels and max_bytes must be positive")
     if not data:
-        raise UnsafeImageError("empty image data")
+        raise UnsafeImageError("empty body")
     if len(data) > max_bytes:
-        raise UnsafeImageError(f"image is {len(data):,} bytes, more than the limit of {max_bytes:,} bytes")
+        raise UnsafeImageError(f"{len(data)} bytes exceeds the {max_bytes}-byte cap")
     with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=formats)
-        except UnidentifiedImageError as exc:
-            raise UnsafeImageError(f"not an image in an allowed format ({', '.join(formats)})") from exc
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UnsafeImageError(f"image rejected as a decompression bomb: {exc}") from exc
-        except (OSError, SyntaxError, ValueError) as exc:  # Pillow signals bad headers with these
-            raise UnsafeImageError(f"corrupt image header: {exc}") from exc
-        try:
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise UnsafeImageError(f"image has an empty size {width}x{height}")
-            if width * height > max_pixels:
-                raise UnsafeImageError(
-                    f"image is {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,}"
-                )
-            image.seek(0)  # animations: the first frame only
-            image.load()
-            result: Image.Image = image
-            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                result = ImageOps.exif_transpose(result)
-            if result.mode != "RGB":
-                result = result.convert("RGB")
-        except UnsafeImageError:
-            image.close()
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            image.close()
-            raise UnsafeImageError(f"image rejected as a decompression bomb: {exc}") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            image.close()
-            raise UnsafeImageError(f"image data could not be decoded: {exc}") from exc
-        if result is not image:  # copies are made only when needed (decoding dominates the service's overhead)
-            image.close()
-        return result
+        return _decode(data, max_pixels)
 
 
-def sniff_format(data: bytes, formats: tuple[str, ...] = ALLOWED_FORMATS) -> str | None:
-    """The Pillow format name of ``data`` if it is one of ``formats``, else ``None`` (header only)."""
+def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as image:
+        im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise UnsafeImageError(f"not an allowed image format ({_sniff(data)}); allowed: JPEG, PNG, WebP, GIF") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can break a parser in any way
+        raise UnsafeImageError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
+    with im:
+        fmt = im.format or "?"
+        if fmt not in ALLOWED_FORMATS:  # defensive: formats= already restricts this
+            raise UnsafeImageError(f"format {fmt} is not allowed")
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise UnsafeImageError(f"invalid dimensions {width}x{height}")
+        if width * height > max_pixels:
+            raise UnsafeImageError(f"{width}x{height} = {width * height} pixels exceeds the {max_pixels}-pixel cap")
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        try:
+            im.seek(0)
+            im.load()
+            out = ImageOps.exif_transpose(im)
+            out = out.convert("RGBA" if _has_alpha(out) else "RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - OSError for truncation, anything for malice
+            raise UnsafeImageError(f"truncated or corrupt {fmt} data ({exc})") from None
+    if out.width * out.height > max_pixels:
+        raise UnsafeImageError(f"{out.width}x{out.height} pixels exceeds the {max_pixels}-pixel cap")
+    return DecodedImage(image=out, format=fmt, frames=frames)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _sniff(data: bytes) -> str:
+    """A short guess of what non-image bytes are, for the refusal message."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "looks like SVG"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head or b"<body" in head:
+        return "looks like HTML"
+    if head.startswith((b"{", b"[")):
+        return "looks like JSON"
+    return "unrecognised content"
+
+
+# --------------------------------------------------------------------------- data URIs and wire helpers
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The Pillow format name of ``data`` if it is an allowed format, else ``None`` (header only)."""
+    try:
+        with Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
             return image.format
     except Exception:  # noqa: BLE001 - any failure means "not an acceptable image"
         return None
 
 
-def decode_data_uri(
-    uri: str,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    formats: tuple[str, ...] = ALLOWED_FORMATS,
-) -> Image.Image:
-    """Decode a ``data:[<type>];base64,<data>`` URI into an RGB image.
+def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode a ``data:[<type>];base64,<data>`` URI with the guards of ``decode_image_bytes``.
 
     The size is checked on the base64 text before decoding, so a huge URI costs nothing;
-    the declared media type is ignored in favour of the sniffed format.
+    the declared media type is ignored in favour of what the bytes are.
     """
     match = _DATA_URI.match(uri[:256])
     if not match:
@@ -124,26 +148,24 @@ def decode_data_uri(
     if not match.group("b64"):
         raise UnsafeImageError("data URI is not base64-encoded (expected ';base64,')")
     payload = uri[match.end():]
-    # 4 base64 characters carry 3 bytes; allow for padding and whitespace-free input only.
-    if len(payload) > (max_bytes + 2) // 3 * 4:
+    if len(payload) > (max_bytes + 2) // 3 * 4:  # 4 base64 characters carry 3 bytes
         raise UnsafeImageError(f"image data URI holds more than the limit of {max_bytes:,} bytes")
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise UnsafeImageError(f"data URI has invalid base64: {exc}") from exc
-    return decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes, formats=formats)
+        raise UnsafeImageError(f"data URI has invalid base64: {exc}") from None
+    return decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
 def to_data_uri(data: bytes, mime: str | None = None) -> str:
     """A base64 data URI for image bytes; the media type is sniffed when not given."""
     if mime is None:
-        fmt = sniff_format(data)
-        mime = MIME_TYPES.get(fmt or "", "application/octet-stream")
+        mime = MIME_TYPES.get(sniff_format(data) or "", "application/octet-stream")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:
     """PNG bytes of an image. Level 1: about as small as the default for photos, several times faster."""
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()

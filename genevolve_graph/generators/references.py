@@ -50,13 +50,25 @@ def read_reference_bytes(reference: Reference, *, max_bytes: int = DEFAULT_MAX_B
     return path.read_bytes()
 
 
+def flatten_to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for a pipeline: transparent parts become white (as a viewer shows them), not black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
 def load_reference_image(
     reference: Reference, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Image.Image:
     """One reference as a loaded RGB image (decoded with the same guards as downloads)."""
     data = read_reference_bytes(reference, max_bytes=max_bytes)
     try:
-        return decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
+        return flatten_to_rgb(decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes))
     except UnsafeImageError as exc:
         raise RenderError(f"{reference.img_id or 'reference'}: {reference.local_path}: {exc}") from None
 

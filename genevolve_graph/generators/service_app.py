@@ -48,7 +48,7 @@ from genevolve_graph.generators.diffusers_backend import (
     RenderCancelled,
     RenderOutOfMemory,
 )
-from genevolve_graph.generators.references import output_size
+from genevolve_graph.generators.references import flatten_to_rgb, output_size
 from genevolve_graph.imaging import UnsafeImageError, decode_data_uri, decode_image_bytes, encode_png
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class RenderService:
                     image = decode_data_uri(url, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
             except UnsafeImageError as exc:
                 raise BadRequest(f"image_urls[{index}]: {exc}") from None
-            images.append(image)
+            images.append(flatten_to_rgb(image))
         return images
 
     async def generate(self, request: GenerateRequest) -> JSONResponse | dict[str, Any]:

@@ -20,7 +20,7 @@ from genevolve_graph.protocol import new_id
 from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
-from genevolve_graph.tools.base import BackendUnavailable
+from genevolve_graph.tools.base import BackendUnavailable, ImageHit
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
 
 
@@ -48,14 +48,22 @@ async def run_search(services: Services, ctx: AgentContext, queries: list[str], 
 
 async def run_image_search(
     services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference]
-) -> tuple[str, dict[str, Reference], list[Reference]]:
+) -> tuple[str | list[dict[str, Any]], dict[str, Reference], list[Reference]]:
     try:
         backend = await services.aget_image_search(ctx)
         outcome = await backend.search_images(query, top_k)
     except Exception as exc:  # noqa: BLE001
         return f"--- image search result for [{query}] ---\n{_failure('image_search', exc)}\n--- end of image search result ---", {}, []
     refs, added = assign_ids(registry, outcome.hits)
-    return image_search_block(query, refs, outcome.rejected), added, refs
+    block = image_search_block(query, refs, outcome.rejected)
+    if ctx.options.get("show_images") and refs:
+        # --show-images: thumbnails as image parts after the text, for vision policies.
+        from genevolve_graph.tools.thumbnails import observation_content
+
+        hits = [ImageHit(title=r.title, url=r.url, local_path=r.local_path, page_url=r.page_url) for r in refs]
+        content = await asyncio.to_thread(observation_content, block, hits, [r.img_id for r in refs], ctx.options)
+        return content, added, refs
+    return block, added, refs
 
 
 async def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
@@ -90,7 +98,8 @@ def make_tools_node(services: Services):
             else:
                 observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
-            emit("tool_done", tool=name, chars=len(observation))
+            text = observation if isinstance(observation, str) else observation[0]["text"]
+            emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 

@@ -201,7 +201,7 @@ async def test_unsafe_reference_file_is_refused(tiny, engine, tmp_path):
     fake.write_text("<html>a web page saved as .png</html>")
     program = Program(gen_prompt="x", reference_images=[Reference(img_id="IMG_001", local_path=str(fake))])
     result = await DiffusersRenderer(DiffusersConfig.from_options(tiny.options)).render(program, tmp_path / "o.png")
-    assert not result.success and "IMG_001" in result.error and "allowed format" in result.error
+    assert not result.success and "IMG_001" in result.error and "not an allowed image format (looks like HTML)" in result.error
 
 
 async def test_single_reference_pipelines_refuse_two_references(tiny, engine, program, tmp_path):
