@@ -59,3 +59,29 @@ async def test_graph_records_a_failed_render_without_failing(tmp_path):
     assert result.termination == "answer"
     assert result.render is not None and not result.render.success
     assert "service_urls" in result.render.error
+
+
+def cli_run(tmp_path: Path, *args: str):
+    from typer.testing import CliRunner
+
+    from genevolve_graph.cli import app
+
+    return CliRunner().invoke(app, ["run", REQUEST, "--out", str(tmp_path / "out"), "--checkpoint", "memory", "-q", *args])
+
+
+TINY_FLAGS = ["--option", "num_inference_steps=2", "--option", "true_cfg_scale=1.0", "--option", "long_side=64"]
+
+
+def test_cli_run_with_the_service_renderer(engine, tmp_path):
+    with ServerThread(create_app(ServiceSettings(), engine=engine)) as url:
+        result = cli_run(tmp_path, "--renderer", "service", "--option", f"service_urls={url}", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    image = tmp_path / "out" / "image.png"
+    assert f"image: {image}" in result.output and max(Image.open(image).size) == 64
+
+
+def test_cli_run_with_the_diffusers_renderer(tiny, engine, tmp_path):
+    flags = [item for key, value in tiny.options.items() for item in ("--option", f"{key}={value}")]
+    result = cli_run(tmp_path, "--renderer", "diffusers", *flags, *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "image.png").format == "PNG"
