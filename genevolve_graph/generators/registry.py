@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 RENDERERS: dict[str, str] = {
     "preview": "genevolve_graph.generators.preview:from_context",
+    "diffusers": "genevolve_graph.generators.diffusers_backend:from_context",
+    "service": "genevolve_graph.generators.service_client:from_context",
+    "gemini": "genevolve_graph.generators.gemini:from_context",
 }
 
 
