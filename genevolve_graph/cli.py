@@ -30,6 +30,7 @@ app = typer.Typer(
 COMMAND_MODULES: list[str] = [
     "genevolve_graph.evaluation.commands",
     "genevolve_graph.training.export_commands",
+    "genevolve_graph.generators.commands",
 ]
 """Modules with a ``register(app)`` function adding more subcommands."""
 
@@ -151,16 +152,12 @@ def policy_context(
 
 def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, lists, true)."""
-    options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            fail(f"--option {pair!r} is not KEY=VALUE; e.g. --option download_concurrency=8")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
+    from genevolve_graph.generators.options import parse_option_pairs as parse
+
+    try:
+        return parse(pairs or [])
+    except ValueError as exc:
+        fail(f"--option: {exc}; e.g. --option download_concurrency=8")
 
 
 def backend_options(
@@ -171,9 +168,14 @@ def backend_options(
     allow_host: list[str] | None = None,
     image_download_dir: Optional[Path] = None,
     option: list[str] | None = None,
+    service_url: list[str] | None = None,
+    pipeline: Optional[str] = None,
 ) -> dict[str, Any]:
     """``AgentContext.options`` from the backend flags shared by run and batch."""
+    from genevolve_graph.generators.options import renderer_options_from_cli
+
     options = parse_option_pairs(option)
+    options.update(renderer_options_from_cli(service_urls=service_url or (), pipeline=pipeline))
     if show_images:
         options["show_images"] = True
     if searxng_url:
@@ -231,6 +233,8 @@ def run(
     allow_host: Optional[list[str]] = typer.Option(None, help="host:port exempt from the public-address rule for image downloads (repeatable)."),
     image_download_dir: Optional[Path] = typer.Option(None, envvar="IMAGE_DOWNLOAD_DIR", help="Cache folder for downloaded images."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable), e.g. download_concurrency=8."),
+    service_url: Optional[list[str]] = typer.Option(None, "--service-url", help="Render service URL for --renderer service (repeatable: round-robin)."),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Local path or model id of the diffusers pipeline for --renderer diffusers."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the trajectory."),
 ) -> None:
     """Plan a program for PROMPT, render it, and record the trajectory."""
@@ -246,7 +250,8 @@ def run(
         system_prompt_file=system_prompt_file, renderer=renderer, output_dir=out, experiment=experiment, seed=seed,
         options={
             **backend_options(show_images=show_images, searxng_url=searxng_url, langchain_search=langchain_search,
-                              allow_host=allow_host, image_download_dir=image_download_dir, option=option),
+                              allow_host=allow_host, image_download_dir=image_download_dir, option=option,
+                              service_url=service_url, pipeline=pipeline),
             "output_name": "preview.png" if renderer == "preview" else "image.png",
         },
     )
