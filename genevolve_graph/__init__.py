@@ -1,0 +1,8 @@
+"""genevolve-graph: a LangGraph agent that writes and renders GenEvolve prompt-reference programs."""
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.graph import build_builder, build_graph
+from genevolve_graph.state import Program, Reference, RenderResult
+
+__all__ = ["AgentContext", "Program", "Reference", "RenderResult", "build_builder", "build_graph"]
+__version__ = "0.1.0"

@@ -92,8 +92,9 @@ class AgentState(TypedDict, total=False):
     """The IMG_### registry: id -> reference (without note)."""
     answer: dict[str, Any] | None
     """The raw answer JSON of the policy, once it gave one."""
-    references: list[Reference]
-    """The answer's references resolved by the binder (with notes and local files)."""
+    references: list[Reference | None]
+    """The answer's references resolved by the binder, in the answer's order (with notes and
+    local files); ``None`` marks one that had to be dropped, so ordinals can be remapped."""
     program: Program | None
     render: RenderResult | None
     termination: Termination | None

@@ -1,0 +1,1 @@
+"""Local servers and fixtures for tests, benchmarks and notebooks (never reach the network)."""

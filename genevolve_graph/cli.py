@@ -1,0 +1,280 @@
+"""The ``genevolve-graph`` command (Typer).
+
+Subcommands of other areas live in their own modules, each with ``register(app)``; they are
+listed in ``COMMAND_MODULES`` and imported lazily enough that ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from genevolve_graph.context import AgentContext
+
+app = typer.Typer(
+    name="genevolve-graph",
+    help="Tool-orchestrated image generation: plan a prompt-reference program with a LangGraph agent and render it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES: list[str] = []
+"""Modules with a ``register(app)`` function adding more subcommands."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A one-line error naming the input and the fix."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- options shared by run and batch
+
+
+def policy_context(
+    *,
+    policy: Optional[str],
+    base_url: Optional[str],
+    model: Optional[str],
+    protocol: str,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    max_rounds: int,
+    max_refs: int,
+    max_tool_calls: int,
+    search: str,
+    corpus: Optional[Path],
+    image_search: str,
+    image_dir: Optional[Path],
+    skills_dir: Optional[Path],
+    system_prompt_file: Optional[Path],
+    renderer: str,
+    output_dir: Path,
+    experiment: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> AgentContext:
+    """Build and check an ``AgentContext`` from command-line values (errors exit 2)."""
+    from genevolve_graph.generators.registry import RENDERERS
+    from genevolve_graph.policies import POLICY_NAMES
+    from genevolve_graph.tools.registry import IMAGE_SEARCH_BACKENDS, SEARCH_BACKENDS
+
+    ctx = AgentContext(base_url=base_url or "", model=model or "")
+    if policy is None:
+        policy = "openai" if ctx.base_url else "rules"
+        if policy == "rules":
+            typer.echo(
+                "note: no policy endpoint configured (GENEVOLVE_BASE_URL / --base-url); using the offline rule-based planner. "
+                "Use --policy openai --base-url URL --model NAME for a served policy.",
+                err=True,
+            )
+    if policy not in POLICY_NAMES:
+        fail(f"unknown policy {policy!r} (--policy); choose one of {', '.join(POLICY_NAMES)}")
+    if protocol not in ("genevolve", "native"):
+        fail(f"unknown protocol {protocol!r} (--protocol); choose genevolve or native")
+    if policy == "openai" and not ctx.base_url:
+        fail("--policy openai needs an endpoint: pass --base-url URL or set GENEVOLVE_BASE_URL")
+    if policy == "openai" and not ctx.model:
+        fail("--policy openai needs a model: pass --model NAME or set GENEVOLVE_MODEL")
+    if search not in SEARCH_BACKENDS:
+        fail(f"unknown search backend {search!r} (--search); choose one of {', '.join(sorted(SEARCH_BACKENDS))}")
+    if image_search not in IMAGE_SEARCH_BACKENDS:
+        fail(f"unknown image search backend {image_search!r} (--image-search); choose one of {', '.join(sorted(IMAGE_SEARCH_BACKENDS))}")
+    if renderer != "none" and renderer not in RENDERERS:
+        fail(f"unknown renderer {renderer!r} (--renderer); choose one of {', '.join(sorted(RENDERERS) + ['none'])}")
+    for value, ranges in ((max_rounds, "--max-rounds"), (max_refs, "--max-refs"), (max_tool_calls, "--max-tool-calls"), (max_tokens, "--max-tokens")):
+        if value < (2 if ranges == "--max-rounds" else 0 if ranges == "--max-tool-calls" else 1):
+            fail(f"{ranges} {value} is too small; pass a positive number")
+    if search == "local" and corpus is not None:
+        from genevolve_graph.tools.local_search import CorpusError, read_corpus
+
+        try:
+            read_corpus(corpus.expanduser())
+        except CorpusError as exc:
+            fail(str(exc))
+    if image_search == "local" and image_dir is not None:
+        from genevolve_graph.tools.local_images import ImageFolderError, read_folder
+
+        try:
+            read_folder(image_dir.expanduser())
+        except ImageFolderError as exc:
+            fail(str(exc))
+    if skills_dir is not None:
+        from genevolve_graph.skills import SkillError, SkillLibrary
+
+        try:
+            SkillLibrary(skills_dir)
+        except SkillError as exc:
+            fail(f"{exc} (--skills-dir)")
+    if system_prompt_file is not None:
+        from genevolve_graph.prompts import PromptFileError, system_prompt
+
+        try:
+            system_prompt(protocol=protocol, template_file=str(system_prompt_file))
+        except PromptFileError as exc:
+            fail(f"{exc} (--system-prompt-file)")
+    return ctx.with_updates(
+        policy=policy,
+        protocol=protocol,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        max_rounds=max_rounds,
+        n_max_reference_images=max_refs,
+        max_tool_calls=max_tool_calls,
+        search=search,
+        corpus=str(corpus.expanduser().resolve()) if corpus else "",
+        image_search=image_search,
+        image_dir=str(image_dir.expanduser().resolve()) if image_dir else "",
+        skills_dir=str(skills_dir.expanduser().resolve()) if skills_dir else "",
+        system_prompt_file=str(system_prompt_file.expanduser().resolve()) if system_prompt_file else "",
+        renderer=renderer,
+        output_dir=str(output_dir.expanduser().resolve()),
+        experiment=experiment,
+        seed=seed,
+        options=dict(options or {}),
+    )
+
+
+def check_checkpoint_url(url: str) -> None:
+    from genevolve_graph.persistence import CheckpointURLError, parse_url
+
+    try:
+        parse_url(url)
+    except CheckpointURLError as exc:
+        fail(f"{exc} (--checkpoint)")
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    prompt: str = typer.Argument(..., help="The image request."),
+    out: Path = typer.Option(Path("genevolve-out"), "--out", help="Output folder: program.json, the image, trace.sqlite."),
+    policy: Optional[str] = typer.Option(None, help="openai | rules (default: openai when an endpoint is configured, else rules)."),
+    base_url: Optional[str] = typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy."),
+    model: Optional[str] = typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url."),
+    api_key: Optional[str] = typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded."),
+    protocol: str = typer.Option("genevolve", help="genevolve (text protocol of the released checkpoint) | native (OpenAI tool calling)."),
+    temperature: float = typer.Option(0.6, help="Policy sampling temperature."),
+    top_p: float = typer.Option(0.9, help="Policy nucleus sampling."),
+    max_tokens: int = typer.Option(4096, help="Maximum tokens per policy round."),
+    max_rounds: int = typer.Option(11, help="Maximum policy rounds."),
+    max_refs: int = typer.Option(2, help="Maximum reference images in the program."),
+    max_tool_calls: int = typer.Option(10, help="Maximum tool calls."),
+    search: str = typer.Option("local", help="Text search backend."),
+    corpus: Optional[Path] = typer.Option(None, help="JSONL corpus for --search local."),
+    image_search: str = typer.Option("local", help="Image search backend."),
+    image_dir: Optional[Path] = typer.Option(None, help="Captioned image folder for --image-search local."),
+    skills_dir: Optional[Path] = typer.Option(None, help="Folder of extra or overriding skill guides."),
+    system_prompt_file: Optional[Path] = typer.Option(None, help="Another system prompt ({tools} marks the tool block)."),
+    renderer: str = typer.Option("preview", help="preview | none | an installed generator backend."),
+    checkpoint: Optional[str] = typer.Option(None, help="memory | sqlite:///PATH | postgresql://... (default: sqlite:///OUT/trace.sqlite)."),
+    thread_id: Optional[str] = typer.Option(None, help="Thread id in the checkpointer (default: a new uuid)."),
+    experiment: str = typer.Option("", help="Experiment tag recorded in checkpoint metadata."),
+    seed: int = typer.Option(0, help="Render seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the trajectory."),
+) -> None:
+    """Plan a program for PROMPT, render it, and record the trajectory."""
+    if not prompt.strip():
+        fail("the prompt is empty; pass the image request as the first argument, e.g. genevolve-graph run \"a red fox in snow\"")
+    if api_key:
+        os.environ["OPENAI_API_KEY"] = api_key
+    out = out.expanduser()
+    ctx = policy_context(
+        policy=policy, base_url=base_url, model=model, protocol=protocol, temperature=temperature, top_p=top_p,
+        max_tokens=max_tokens, max_rounds=max_rounds, max_refs=max_refs, max_tool_calls=max_tool_calls, search=search,
+        corpus=corpus, image_search=image_search, image_dir=image_dir, skills_dir=skills_dir,
+        system_prompt_file=system_prompt_file, renderer=renderer, output_dir=out, experiment=experiment, seed=seed,
+        options={"output_name": "preview.png" if renderer == "preview" else "image.png"},
+    )
+    url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
+    check_checkpoint_url(url)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create output folder {out} (--out): {exc.strerror}")
+    from genevolve_graph.runner import run_one, write_program_json
+    from genevolve_graph.trajectory import print_trajectory
+
+    result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread_id or str(uuid.uuid4())))
+    if not quiet:
+        print_trajectory(result.messages)
+    path = write_program_json(out / "program.json", result)
+    typer.echo(f"termination: {result.termination}  rounds: {result.rounds}  tool calls: {result.tool_calls}")
+    for repair in result.repairs:
+        typer.echo(f"repaired: {repair}")
+    typer.echo(f"program: {path}")
+    if result.render and result.render.output_path:
+        typer.echo(f"image: {result.render.output_path}")
+    elif result.render and result.render.error:
+        typer.echo(f"render failed: {result.render.error}", err=True)
+    typer.echo(f"trace: {url} (thread {result.thread_id})")
+    if result.termination != "answer":
+        typer.echo(f"error: {result.error}", err=True)
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- draw
+
+
+@app.command()
+def draw(
+    format: str = typer.Option("mermaid", "--format", help="mermaid | png | ascii"),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (png needs it; default for text: stdout)."),
+    xray: bool = typer.Option(False, help="Expand subgraphs."),
+) -> None:
+    """Draw the agent graph."""
+    from genevolve_graph.graph import build_graph
+
+    drawable = build_graph().get_graph(xray=xray)
+    if format == "mermaid":
+        text = drawable.draw_mermaid()
+    elif format == "ascii":
+        try:
+            text = drawable.draw_ascii()
+        except ImportError:
+            fail("--format ascii needs grandalf: pip install grandalf")
+    elif format == "png":
+        if out is None:
+            fail("--format png needs --out FILE.png")
+        try:
+            drawable.draw_png(str(out))
+        except ImportError:
+            fail("--format png needs graphviz and pygraphviz: apt-get install graphviz libgraphviz-dev && pip install pygraphviz (no online renderer is used)")
+        typer.echo(str(out))
+        return
+    else:
+        fail(f"unknown format {format!r} (--format); choose mermaid, png or ascii")
+    if out:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(str(out))
+    else:
+        typer.echo(text)
+
+
+def _register_commands() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register_commands()
+    app(args=argv, prog_name="genevolve-graph")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+
+
+__all__ = ["app", "main", "fail", "policy_context", "check_checkpoint_url"]

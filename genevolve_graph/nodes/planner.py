@@ -1,0 +1,135 @@
+"""The planner node: one policy turn under the budget rules of DESIGN.md §2.
+
+- The first turn writes the system prompt and the request into the state, so the exact
+  messages the policy reads are recoverable from the checkpoint.
+- Before the last round (or once the tool budget is spent) a final-step message forbids
+  tools and demands an answer.
+- A reply with neither a valid tool call nor an answer gets a format-error message; the
+  round counts.
+- A policy failure (after its own retries) ends the trajectory with termination ``error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.policies.base import PolicyError
+from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
+from genevolve_graph.protocol import (
+    CONTROL_KEY,
+    ParsedReply,
+    answer_shape_problem,
+    control_message,
+    new_id,
+    parse_reply,
+    validate_tool_call,
+)
+from genevolve_graph.services import Services
+from genevolve_graph.state import AgentState
+
+
+def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
+    """System prompt and request, as the first two messages of a trajectory."""
+    prompt = system_prompt(
+        protocol=ctx.protocol,
+        max_tool_calls=ctx.max_tool_calls,
+        max_rounds=ctx.max_rounds,
+        max_refs=ctx.n_max_reference_images,
+        template_file=ctx.system_prompt_file,
+    )
+    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request, id=new_id("request"))]
+
+
+def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
+    """Understand a reply in either protocol."""
+    if protocol == "native" and reply.tool_calls:
+        call = reply.tool_calls[0]
+        args, problem = validate_tool_call(call["name"], call.get("args", {}))
+        if problem:
+            return ParsedReply("invalid", problem=problem)
+        return ParsedReply("tool_call", tool_name=call["name"], arguments=args)
+    content = reply.content if isinstance(reply.content, str) else str(reply.content)
+    parsed = parse_reply(content)
+    if parsed.kind == "invalid" and protocol == "native" and "<answer>" not in content:
+        # A tool-calling model may answer with bare JSON.
+        from genevolve_graph.protocol import loads_lenient
+
+        try:
+            answer = loads_lenient(content)
+        except ValueError:
+            return parsed
+        if not answer_shape_problem(answer):
+            return ParsedReply("answer", answer=answer)
+    return parsed
+
+
+def make_planner(services: Services):
+    async def planner(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        messages = list(state.get("messages") or [])
+        new: list[BaseMessage] = []
+        if not messages:
+            request = (state.get("request") or "").strip()
+            if not request:
+                return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
+            try:
+                new += initial_messages(request, ctx)
+            except PromptFileError as exc:
+                return {"termination": "error", "error": str(exc)}
+        rounds = state.get("rounds", 0)
+        used = state.get("tool_calls", 0)
+        final_sent = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
+        if not final_sent and (rounds >= ctx.max_rounds - 1 or used >= ctx.max_tool_calls):
+            new.append(control_message(FINAL_STEP, "final_step"))
+            final_sent = True
+        conversation = messages + new
+        emit("policy_started", round=rounds + 1)
+        try:
+            policy = services.get_policy(ctx)
+            reply = await policy.respond(conversation, ctx)
+        except PolicyError as exc:
+            return {"messages": new, "termination": "error", "error": str(exc)}
+        rounds += 1
+        parsed = interpret(reply, ctx.protocol)
+        update: dict[str, Any] = {"rounds": rounds}
+        stored = AIMessage(
+            content=reply.content,
+            id=new_id("ai"),
+            response_metadata=reply.response_metadata,
+            usage_metadata=reply.usage_metadata,
+        )
+        if parsed.kind == "tool_call" and final_sent:
+            parsed = ParsedReply("invalid", parsed.think, problem="tools are no longer available; write your <answer> now")
+        if parsed.kind == "tool_call":
+            call_id = (reply.tool_calls[0].get("id") if reply.tool_calls else None) or new_id("call")
+            stored.tool_calls = [{"name": parsed.tool_name, "args": parsed.arguments, "id": call_id, "type": "tool_call"}]
+        elif parsed.kind == "answer":
+            update["answer"] = parsed.answer
+        new.append(stored)
+        if parsed.kind == "invalid":
+            if rounds >= ctx.max_rounds:
+                answer_failed = "<answer>" in str(reply.content)
+                update["termination"] = "answer_parse_failed" if answer_failed else "no_answer"
+                update["error"] = f"no usable answer within {ctx.max_rounds} rounds; last reply: {parsed.problem}"
+            else:
+                new.append(control_message(FORMAT_ERROR.format(problem=parsed.problem), "format_error"))
+        update["messages"] = new
+        emit("policy_done", round=rounds, kind=parsed.kind, tool=parsed.tool_name or None)
+        return update
+
+    return planner
+
+
+def route_after_planner(state: AgentState) -> Literal["tools", "planner", "binder"]:
+    """Tool call -> tools; invalid reply with rounds left -> planner; otherwise -> binder."""
+    if state.get("termination") or state.get("answer") is not None:
+        return "binder"
+    last = (state.get("messages") or [None])[-1]
+    if isinstance(last, AIMessage) and last.tool_calls:
+        return "tools"
+    return "planner"

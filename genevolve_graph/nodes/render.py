@@ -1,0 +1,40 @@
+"""The render node: hands the program to the configured generator backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.paths import default_output_dir
+from genevolve_graph.services import Services
+from genevolve_graph.state import AgentState, RenderResult
+
+
+def output_path(ctx: AgentContext, thread_id: str) -> Path:
+    """``output_dir/output_name``; the name defaults to ``<thread_id>.png``."""
+    directory = Path(ctx.output_dir).expanduser() if ctx.output_dir else default_output_dir()
+    name = ctx.options.get("output_name") or f"{thread_id or 'image'}.png"
+    return directory / name
+
+
+def make_render_node(services: Services):
+    async def render(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        program = state["program"]
+        thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
+        path = output_path(ctx, thread_id)
+        emit("render_started", renderer=ctx.renderer, path=str(path))
+        try:
+            renderer = services.get_renderer(ctx)
+            result = await renderer.render(program, path, seed=ctx.seed)
+        except Exception as exc:  # noqa: BLE001 - a render failure is recorded, not raised
+            result = RenderResult(success=False, backend=ctx.renderer, error=f"{type(exc).__name__}: {exc}")
+        emit("render_done", success=result.success, path=result.output_path, error=result.error)
+        return {"render": result}
+
+    return render

@@ -1,0 +1,98 @@
+"""The tools node: runs the turn's one tool call and returns its observation.
+
+A tool failure becomes an observation (``search unavailable: ...``), never an exception out
+of the graph. ``image_search`` hits get their ``IMG_###`` ids here, through the binder's
+registry, because the policy must see the ids in the observation it reads next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.runtime import Runtime
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.nodes.binder import assign_ids
+from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
+from genevolve_graph.protocol import new_id
+from genevolve_graph.services import Services
+from genevolve_graph.skills import SkillError
+from genevolve_graph.state import AgentState, Reference
+from genevolve_graph.tools.base import BackendUnavailable
+from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
+
+
+def _failure(tool: str, exc: BaseException) -> str:
+    if isinstance(exc, BackendUnavailable):
+        return str(exc)
+    return f"{tool} failed: {type(exc).__name__}: {exc}"
+
+
+async def run_search(services: Services, ctx: AgentContext, queries: list[str], top_k: int) -> str:
+    """All queries run concurrently; one block per query, in the order asked."""
+    try:
+        backend = services.get_search(ctx)
+    except Exception as exc:  # noqa: BLE001 - a misconfigured backend is an observation
+        return _failure("search", exc)
+    results = await asyncio.gather(*(backend.search(q, top_k) for q in queries), return_exceptions=True)
+    blocks = []
+    for query, result in zip(queries, results):
+        if isinstance(result, BaseException):
+            blocks.append(f"--- search result for [{query}] ---\n{_failure('search', result)}\n--- end of search result ---")
+        else:
+            blocks.append(search_block(query, result))
+    return "\n".join(blocks)
+
+
+async def run_image_search(
+    services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference]
+) -> tuple[str, dict[str, Reference], list[Reference]]:
+    try:
+        backend = services.get_image_search(ctx)
+        outcome = await backend.search_images(query, top_k)
+    except Exception as exc:  # noqa: BLE001
+        return f"--- image search result for [{query}] ---\n{_failure('image_search', exc)}\n--- end of image search result ---", {}, []
+    refs, added = assign_ids(registry, outcome.hits)
+    return image_search_block(query, refs, outcome.rejected), added, refs
+
+
+def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
+    try:
+        skill = services.get_skills(ctx).get(skill_name)
+    except SkillError as exc:
+        return f"query_knowledge failed: {exc}"
+    return skill_block(skill.name, skill.body)
+
+
+def make_tools_node(services: Services):
+    async def tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage) and last.tool_calls, "the tools node runs only after a tool call"
+        call = last.tool_calls[0]
+        name, args = call["name"], call["args"]
+        used = state.get("tool_calls", 0)
+        update: dict[str, Any] = {}
+        if used >= ctx.max_tool_calls:
+            observation = TOOL_BUDGET_EXHAUSTED.format(limit=ctx.max_tool_calls)
+        else:
+            emit("tool_started", tool=name, arguments=args)
+            top_k = int(args.get("top_k", ctx.top_k))
+            if name == "search":
+                observation = await run_search(services, ctx, args["queries"], top_k)
+            elif name == "image_search":
+                observation, added, refs = await run_image_search(services, ctx, args["query"], top_k, state.get("images") or {})
+                update["images"] = added
+                for ref in refs:
+                    emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
+            else:
+                observation = run_query_knowledge(services, ctx, args["skill_name"])
+            update["tool_calls"] = used + 1
+            emit("tool_done", tool=name, chars=len(observation))
+        update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
+        return update
+
+    return tools

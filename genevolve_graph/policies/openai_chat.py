@@ -1,0 +1,133 @@
+"""A policy served behind an OpenAI-compatible endpoint (vLLM, SGLang, OpenAI, gateways).
+
+Calls go through langchain-openai's ``ChatOpenAI``. ``genevolve`` mode sends the text
+protocol with no ``tools`` parameter, so the released checkpoint works unchanged;
+``native`` mode binds the tool schemas for tool-calling models. Transient failures
+(connection errors, timeouts, 429, 5xx) are retried with exponential backoff and jitter
+(tenacity); what still fails becomes a ``PolicyError`` that ends the trajectory with
+termination ``error``, the partial trajectory staying in the checkpointer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_openai import ChatOpenAI
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from genevolve_graph.policies.base import PolicyError
+from genevolve_graph.protocol import policy_messages, tool_schemas
+
+if TYPE_CHECKING:
+    from genevolve_graph.context import AgentContext
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the same request may succeed a moment later."""
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRYABLE_STATUS
+    return False
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line cause without secrets (the SDK never puts the key in its messages)."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code} from the policy endpoint: {str(exc.message)[:300]}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "the policy endpoint timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach the policy endpoint ({exc.__cause__ or exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class OpenAIChatPolicy:
+    """One planner turn = one chat completion."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        protocol: str = "genevolve",
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        max_tokens: int = 4096,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        retry_initial_delay: float = 1.0,
+        http_async_client: Any = None,
+    ) -> None:
+        if not base_url:
+            raise PolicyError("policy 'openai' needs an endpoint: pass --base-url or set GENEVOLVE_BASE_URL / OPENAI_BASE_URL")
+        if not model:
+            raise PolicyError("policy 'openai' needs a model name: pass --model or set GENEVOLVE_MODEL")
+        if protocol not in ("genevolve", "native"):
+            raise PolicyError(f"unknown protocol {protocol!r}; choose 'genevolve' or 'native'")
+        self.model = model
+        self.protocol = protocol
+        self.max_retries = max_retries
+        self.retry_initial_delay = retry_initial_delay
+        kwargs: dict[str, Any] = {}
+        if http_async_client is not None:
+            kwargs["http_async_client"] = http_async_client
+        self.chat = ChatOpenAI(
+            model=model,
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=0,  # retries are ours, with backoff and jitter
+            **kwargs,
+        )
+        self._runnable = self.chat.bind_tools(tool_schemas()) if protocol == "native" else self.chat
+
+    @classmethod
+    def from_context(cls, ctx: "AgentContext") -> "OpenAIChatPolicy":
+        return cls(
+            base_url=ctx.base_url,
+            model=ctx.model,
+            protocol=ctx.protocol,
+            temperature=ctx.temperature,
+            top_p=ctx.top_p,
+            max_tokens=ctx.max_tokens,
+            timeout=ctx.request_timeout,
+            max_retries=ctx.max_retries,
+            retry_initial_delay=ctx.retry_initial_delay,
+        )
+
+    async def respond(self, messages: list[BaseMessage], ctx: "AgentContext") -> AIMessage:
+        request = policy_messages(messages, self.protocol)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                stop=stop_after_attempt(self.max_retries + 1),
+                wait=wait_exponential_jitter(initial=self.retry_initial_delay, max=60.0),
+                reraise=True,
+            ):
+                with attempt:
+                    reply = await self._runnable.ainvoke(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
+            raise PolicyError(describe_failure(exc)) from exc
+        content = reply.content if isinstance(reply.content, str) else _text_of(reply.content)
+        return AIMessage(
+            content=content,
+            tool_calls=list(reply.tool_calls),
+            response_metadata=dict(reply.response_metadata),
+            usage_metadata=reply.usage_metadata,
+        )
+
+
+def _text_of(parts: list[Any]) -> str:
+    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in parts)

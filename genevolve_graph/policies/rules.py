@@ -1,0 +1,235 @@
+"""A deterministic rule-based planner: the offline default and a real baseline.
+
+It reads the request, routes skills from cues (quoted text -> text_rendering, exact counts
+-> quantity_counting, spatial relations -> spatial_layout, people -> anatomy_body_coherence,
+...), reads those guides, searches for the named entities, looks for reference images, and
+writes a program whose gen_prompt folds in the evidence and the guides' constraints. It
+speaks the GenEvolve text protocol, so its replies go through the same parser, tools,
+binder and emitter as an LLM policy's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from genevolve_graph.protocol import CONTROL_KEY, format_answer, format_tool_call
+from genevolve_graph.skills import SkillLibrary, load_skills
+
+if TYPE_CHECKING:
+    from genevolve_graph.context import AgentContext
+
+NUMBER_WORDS = {
+    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "eleven": 11, "twelve": 12, "dozen": 12, "pair": 2, "couple": 2, "single": 1, "one": 1,
+}
+_WORD = r"[A-Za-z][A-Za-z\-]*"
+SKILL_CUES: dict[str, re.Pattern[str]] = {
+    "text_rendering": re.compile(
+        r"[\"“”'‘’«»][^\"“”'‘’«»]{1,80}[\"“”'‘’«»]|\b(title[sd]?|text|sign|signs|label|caption|headline|lettering|typography|logo|slogan|words?|reads|saying|banner|poster|cover|menu|inscription|written)\b",
+        re.I,
+    ),
+    "quantity_counting": re.compile(
+        r"\b(\d+|" + "|".join(NUMBER_WORDS) + r")\s+(?:" + _WORD + r"\s+){0,2}?" + _WORD + r"s\b|\bexactly\b|\bdozen\b",
+        re.I,
+    ),
+    "spatial_layout": re.compile(
+        r"\b(left|right|above|below|behind|in front of|next to|beside|between|on top of|under(?:neath)?|foreground|background|center|centre|corner|row|stacked|facing|inside|surrounded by)\b",
+        re.I,
+    ),
+    "anatomy_body_coherence": re.compile(
+        r"\b(person|people|man|men|woman|women|child|children|kid|boy|girl|portrait|face|hands?|fingers?|dancer|athlete|player|soldier|chef|doctor|astronaut|musician|crowd|family|figure|body|pose|riding|holding)\b",
+        re.I,
+    ),
+    "attribute_binding": re.compile(
+        r"\b(red|blue|green|yellow|purple|orange|pink|black|white|golden|silver|striped|spotted|wearing|wooden|metallic)\b.*\b(and|while|with)\b.*\b(red|blue|green|yellow|purple|orange|pink|black|white|golden|silver|striped|spotted|wooden|metallic)\b",
+        re.I,
+    ),
+    "physical_material_consistency": re.compile(
+        r"\b(glass|metal|metallic|chrome|water|reflect\w*|shadow\w*|transparent|translucent|melting|ice|fire|smoke|liquid|marble|wet|rust\w*|velvet|steam|mirror)\b",
+        re.I,
+    ),
+    "aesthetic_drawing": re.compile(
+        r"\b(cinematic|photoreal\w*|watercolou?r|oil painting|minimalist|vintage|retro|\d{4}s|style|aesthetic|lighting|mood|illustration|poster|magazine|cover|editorial|golden hour|dramatic)\b",
+        re.I,
+    ),
+    "creative_drawing": re.compile(
+        r"\b(surreal\w*|fantasy|imagine\w*|whimsical|dream\w*|hybrid|made of|as if|impossible|magical|mythical|futuristic|steampunk|what if)\b",
+        re.I,
+    ),
+}
+SKILL_PRIORITY = (
+    "text_rendering",
+    "quantity_counting",
+    "spatial_layout",
+    "anatomy_body_coherence",
+    "attribute_binding",
+    "physical_material_consistency",
+    "creative_drawing",
+    "aesthetic_drawing",
+)
+STOP_CAPITALS = {
+    "A", "An", "The", "In", "On", "At", "Of", "And", "With", "For", "From", "To", "By", "As", "Its", "It", "This",
+    "That", "These", "Those", "Show", "Draw", "Create", "Make", "Generate", "Paint", "Render", "Design", "Depict",
+    "Illustrate", "Picture", "Image", "Photo", "Please", "I", "My", "Our", "Your", "Two", "Three", "Four", "Five",
+}
+STYLE_WORDS = re.compile(
+    r"\b(a|an|the|photo|photograph|picture|image|illustration|poster|of|showing|depicting|style|in|with|draw|create|generate|render|make)\b",
+    re.I,
+)
+QUOTED = re.compile(r"[\"“'‘«]([^\"“”'‘’«»]{1,80})[\"”'’»]")
+TITLE_WORD = re.compile(r"\b(?:title[sd]?|text|reads|saying|headline|caption|label|logo|named)\s+([A-Z][A-Z0-9!?&.\- ]{1,40}[A-Z0-9!?.])\b")
+COUNT = re.compile(r"\b(\d+|" + "|".join(NUMBER_WORDS) + r")\s+((?:" + _WORD + r"\s+){0,2}?" + _WORD + r"s)\b", re.I)
+URL = re.compile(r"https?://\S+|www\.\S+")
+IMG_LINE = re.compile(r"^(IMG_\d{3,}): title: (.*)$", re.M)
+SNIPPET_LINE = re.compile(r"^\s+snippet: (.*)$", re.M)
+ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+
+@dataclass
+class RequestAnalysis:
+    """What the rules read from a request."""
+
+    request: str
+    skills: list[str] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    counts: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def topic(self) -> str:
+        """The search topic when no named entity stands out: the request minus filler words."""
+        words = STYLE_WORDS.sub(" ", QUOTED.sub(" ", self.request))
+        return " ".join(words.split())[:120] or self.request[:120]
+
+
+def analyse(request: str, skills: SkillLibrary, max_skills: int = 3) -> RequestAnalysis:
+    """Route skills and pull entities, exact texts and counts out of a request."""
+    scores: dict[str, int] = {}
+    lowered = request.lower()
+    for name, cue in SKILL_CUES.items():
+        score = 2 * len(cue.findall(request))
+        skill = skills.skills.get(name)
+        if skill:
+            score += sum(1 for t in skill.triggers if t and re.search(r"\b" + re.escape(t) + r"\b", lowered))
+        if score:
+            scores[name] = score
+    routed = sorted(scores, key=lambda n: (-scores[n], SKILL_PRIORITY.index(n)))[:max_skills]
+    texts = [m.strip() for m in QUOTED.findall(request) if m.strip()]
+    texts += [m.strip() for m in TITLE_WORD.findall(request) if m.strip() not in texts]
+    counts = [(n.lower(), noun) for n, noun in COUNT.findall(request) if n.lower() not in ("one", "single")]
+    return RequestAnalysis(request, routed, _entities(request, set(texts)), texts, counts)
+
+
+def _entities(request: str, texts: set[str]) -> list[str]:
+    """Runs of capitalised words (proper names) outside quoted text."""
+    unquoted = QUOTED.sub(" ", request)
+    found: list[str] = []
+    for run in re.findall(r"(?:\b[A-Z][\w'’\-]*(?:\s+(?:of|the|de|du|la|le|von|van)\s+|\s+)?)+", unquoted):
+        words = [w for w in run.split() if w not in STOP_CAPITALS]
+        while words and words[-1].lower() in ("of", "the", "de", "du", "la", "le", "von", "van"):
+            words.pop()
+        name = " ".join(words).strip(" ,.;:")
+        if name and name not in texts and not name.isupper() and name not in found:
+            found.append(name)
+    return found[:3]
+
+
+class RulesPolicy:
+    """Plan: read the routed skills, search for facts, search for references, answer."""
+
+    name = "rules"
+    model = "rules-v1"
+
+    def __init__(self, skills: SkillLibrary | None = None) -> None:
+        self.skills = skills or load_skills()
+
+    @classmethod
+    def from_context(cls, ctx: "AgentContext") -> "RulesPolicy":
+        return cls(load_skills(ctx.skills_dir))
+
+    async def respond(self, messages: list[BaseMessage], ctx: "AgentContext") -> AIMessage:
+        return AIMessage(content=self.reply(messages, ctx))
+
+    def reply(self, messages: list[BaseMessage], ctx: "AgentContext") -> str:
+        """The next reply text, in the GenEvolve protocol."""
+        request = next(str(m.content) for m in messages if isinstance(m, HumanMessage) and not m.additional_kwargs.get(CONTROL_KEY))
+        analysis = analyse(request, self.skills)
+        done = _calls_made(messages)
+        final = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
+        used = len(done)
+        rounds_left = ctx.max_rounds - sum(isinstance(m, AIMessage) for m in messages)
+        if not final and used < ctx.max_tool_calls and rounds_left > 1:
+            for name, args, why in self._plan(analysis, ctx):
+                if (name, _key(args)) not in done:
+                    return f"<think>{why}</think>\n{format_tool_call(name, args)}"
+        program = self._program(analysis, messages, ctx)
+        why = "I have the facts, the guides and the references I need; writing the program."
+        return f"<think>{why}</think>\n{format_answer(program)}"
+
+    def _plan(self, a: RequestAnalysis, ctx: "AgentContext") -> list[tuple[str, dict[str, Any], str]]:
+        steps: list[tuple[str, dict[str, Any], str]] = []
+        for skill in a.skills:
+            steps.append(("query_knowledge", {"skill_name": skill}, f"The request calls for {skill.replace('_', ' ')}; reading its guide."))
+        queries = a.entities[:3] or [a.topic]
+        steps.append(("search", {"queries": queries, "top_k": min(ctx.top_k, 3)}, f"Checking facts about {', '.join(queries)}."))
+        for subject in (a.entities or [a.topic])[: ctx.n_max_reference_images]:
+            steps.append(("image_search", {"query": subject, "top_k": min(ctx.top_k, 3)}, f"Looking for a visual reference of {subject}."))
+        return steps
+
+    def _program(self, a: RequestAnalysis, messages: list[BaseMessage], ctx: "AgentContext") -> dict[str, Any]:
+        observations = [str(m.content) for m in messages if isinstance(m, ToolMessage)]
+        refs: list[tuple[str, str]] = []
+        for obs in observations:
+            if obs.startswith("--- image search result for ["):
+                subject = obs[len("--- image search result for [") : obs.index("] ---")]
+                first = IMG_LINE.search(obs)
+                if first and first.group(1) not in {r[0] for r in refs}:
+                    refs.append((first.group(1), f"{first.group(2).strip()}: use it for the look and identity of {subject}"))
+        refs = sorted(refs[: ctx.n_max_reference_images], key=lambda r: int(r[0][4:]))
+        parts = [a.request.rstrip(". ") + "."]
+        facts = []
+        for obs in observations:
+            if obs.startswith("--- search result for ["):
+                snippet = SNIPPET_LINE.search(obs)
+                if snippet:
+                    facts.append(_first_sentence(snippet.group(1)))
+        if facts:
+            parts.append("Facts to respect: " + " ".join(dict.fromkeys(facts)))
+        for position, (_, note) in enumerate(refs):
+            subject = note.split(": use it for the look and identity of ", 1)[-1]
+            parts.append(f"Match the appearance of {subject} to the {ORDINALS[position]} reference image.")
+        for text in a.texts:
+            parts.append(f'The text "{text}" appears exactly once, spelled exactly as given, clearly legible.')
+        for number, noun in a.counts:
+            parts.append(f"Show exactly {number} {noun}, each one fully visible and separate, no more and no fewer.")
+        for skill in a.skills:
+            guide = self.skills.skills.get(skill)
+            if guide and guide.constraints:
+                parts.append(" ".join(guide.constraints[:2]))
+        gen_prompt = URL.sub("", " ".join(parts))
+        gen_prompt = re.sub(r"\bIMG_\d{3,}\b", "", gen_prompt)
+        return {
+            "gen_prompt": " ".join(gen_prompt.split()),
+            "reference_images": [{"img_id": img_id, "note": note} for img_id, note in refs],
+        }
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split()).rstrip("…")
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return (match.group(1) if match else text).strip()
+
+
+def _key(args: dict[str, Any]) -> str:
+    return repr(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in args.items() if k != "top_k"))
+
+
+def _calls_made(messages: list[BaseMessage]) -> set[tuple[str, str]]:
+    return {(c["name"], _key(c["args"])) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls}
+
+
+__all__ = ["RulesPolicy", "RequestAnalysis", "analyse"]

@@ -1,0 +1,115 @@
+"""Run one trajectory end to end with a checkpointer, and collect its result.
+
+Shared by ``genevolve-graph run``, the batch stage and notebooks. A thread that exists but
+did not finish continues from its last checkpoint instead of restarting; a finished thread
+is returned as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.graph import build_graph, recursion_limit
+from genevolve_graph.persistence import open_checkpointer
+from genevolve_graph.state import Program, RenderResult
+
+
+@dataclass
+class RunResult:
+    thread_id: str
+    request: str
+    program: Program | None
+    termination: str | None
+    error: str | None
+    rounds: int
+    tool_calls: int
+    repairs: list[str] = field(default_factory=list)
+    render: RenderResult | None = None
+    messages: list[BaseMessage] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The stage-1 fields of DESIGN.md §4 (without the input row)."""
+        program = self.program
+        return {
+            "prompt": self.request,
+            "gen_prompt": program.gen_prompt if program else None,
+            "reference_images": [r.model_dump() for r in program.reference_images] if program else [],
+            "termination": self.termination,
+            "rounds": self.rounds,
+            "tool_calls": self.tool_calls,
+            "repairs": self.repairs,
+            "error": self.error,
+            "thread_id": self.thread_id,
+        }
+
+
+def run_config(ctx: AgentContext, thread_id: str, **metadata: Any) -> dict[str, Any]:
+    """The config every recorded run uses: thread id, metadata tags, a budget-sized recursion limit."""
+    tags = {"policy": ctx.policy, "model": ctx.model if ctx.policy != "rules" else "rules-v1", "protocol": ctx.protocol,
+            "experiment": ctx.experiment, "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens}
+    tags.update({k: v for k, v in metadata.items() if v is not None})
+    return {"configurable": {"thread_id": thread_id}, "metadata": tags, "recursion_limit": recursion_limit(ctx)}
+
+
+def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
+    return RunResult(
+        thread_id=thread_id,
+        request=values.get("request", ""),
+        program=values.get("program"),
+        termination=values.get("termination"),
+        error=values.get("error"),
+        rounds=values.get("rounds", 0),
+        tool_calls=values.get("tool_calls", 0),
+        repairs=list(values.get("repairs") or []),
+        render=values.get("render"),
+        messages=list(values.get("messages") or []),
+    )
+
+
+async def run_with_saver(
+    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, **metadata: Any
+) -> RunResult:
+    """Run (or continue) one thread on an open saver."""
+    graph = graph or build_graph(saver)
+    config = run_config(ctx, thread_id, **metadata)
+    snapshot = await graph.aget_state(config)
+    if snapshot.values and not snapshot.next:
+        return result_from_values(thread_id, snapshot.values)  # finished before
+    graph_input = None if snapshot.values else {"request": request}
+    await graph.ainvoke(graph_input, config, context=ctx)
+    snapshot = await graph.aget_state(config)
+    return result_from_values(thread_id, snapshot.values)
+
+
+async def run_one(request: str, ctx: AgentContext, *, checkpoint_url: str, thread_id: str, **metadata: Any) -> RunResult:
+    async with open_checkpointer(checkpoint_url) as saver:
+        return await run_with_saver(request, ctx, saver, thread_id=thread_id, **metadata)
+
+
+def write_program_json(path: Path, result: RunResult) -> Path:
+    """``program.json``: the program plus termination, rounds, thread_id (atomic write)."""
+    payload = result.program.model_dump() if result.program else {"gen_prompt": None, "reference_images": []}
+    payload.update(
+        termination=result.termination,
+        rounds=result.rounds,
+        tool_calls=result.tool_calls,
+        thread_id=result.thread_id,
+        repairs=result.repairs,
+        error=result.error,
+        render=result.render.model_dump() if result.render else None,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(payload, stream, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+    return path

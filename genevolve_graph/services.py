@@ -1,0 +1,73 @@
+"""The objects a trajectory uses (policy, search backends, skills, renderer).
+
+Each is either injected by the caller (``build_graph(policy=..., ...)``, for tests, notebooks
+and apps that hold their own clients) or built from the runtime context and cached per
+event loop and settings, so that a batch of trajectories shares one HTTP client pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable
+
+from genevolve_graph.context import AgentContext
+from genevolve_graph.generators.registry import make_renderer
+from genevolve_graph.policies import make_policy
+from genevolve_graph.skills import SkillLibrary, load_skills
+from genevolve_graph.tools.registry import make_image_search_backend, make_search_backend
+
+if TYPE_CHECKING:
+    from genevolve_graph.generators.base import Renderer
+    from genevolve_graph.policies.base import Policy
+    from genevolve_graph.tools.base import ImageSearchBackend, SearchBackend
+
+_CACHE: "OrderedDict[tuple[Any, ...], Any]" = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _context_key(ctx: AgentContext) -> tuple[Any, ...]:
+    return tuple((f.name, repr(getattr(ctx, f.name))) for f in fields(ctx))
+
+
+def _cached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) -> Any:
+    try:
+        loop_id = id(asyncio.get_running_loop())
+    except RuntimeError:
+        loop_id = 0
+    key = (kind, loop_id, _context_key(ctx))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    value = build(ctx)
+    _CACHE[key] = value
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
+@dataclass
+class Services:
+    """Injected objects; whatever is ``None`` comes from the context."""
+
+    policy: "Policy | None" = None
+    search: "SearchBackend | None" = None
+    image_search: "ImageSearchBackend | None" = None
+    skills: SkillLibrary | None = None
+    renderer: "Renderer | None" = None
+
+    def get_policy(self, ctx: AgentContext) -> "Policy":
+        return self.policy or _cached("policy", ctx, make_policy)
+
+    def get_search(self, ctx: AgentContext) -> "SearchBackend":
+        return self.search or _cached("search", ctx, make_search_backend)
+
+    def get_image_search(self, ctx: AgentContext) -> "ImageSearchBackend":
+        return self.image_search or _cached("image_search", ctx, make_image_search_backend)
+
+    def get_skills(self, ctx: AgentContext) -> SkillLibrary:
+        return self.skills or load_skills(ctx.skills_dir)
+
+    def get_renderer(self, ctx: AgentContext) -> "Renderer":
+        return self.renderer or _cached("renderer", ctx, make_renderer)

@@ -1,0 +1,160 @@
+"""A scripted OpenAI-compatible chat server for tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` from a script instead of a model, records every
+request (body, arrival and reply times) and the maximum number of requests in flight. The
+reply for a request is chosen statelessly: the script entry whose key occurs in the first
+user message (the image request), at the index given by the number of assistant messages
+already in the conversation, so concurrent trajectories each get their own script.
+
+A reply is a string (the assistant's content), a dict ``{"content", "tool_calls"}`` for
+native tool calling, or a dict ``{"status": 429}`` for an HTTP error. ``flaky`` lists
+statuses to return on the first attempts of every turn before the real reply (429 then
+success); ``fail_when`` makes requests containing a substring fail with 500 every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from genevolve_graph.testing.server_thread import ServerThread
+
+Reply = str | dict[str, Any]
+Script = dict[str, list[Reply]] | list[Reply] | Callable[[dict[str, Any]], Reply]
+
+
+@dataclass
+class RecordedRequest:
+    body: dict[str, Any]
+    arrived: float
+    answered: float = 0.0
+    status: int = 200
+    authorization: bool = False
+
+
+@dataclass
+class ScriptedChatServer:
+    script: Script
+    latency: float = 0.0
+    flaky: list[int] = field(default_factory=list)
+    fail_when: str | None = None
+    model: str = "scripted-genevolve"
+
+    def __post_init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._attempts: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self._thread: ServerThread | None = None
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    # ---------------------------------------------------------------- script lookup
+    @staticmethod
+    def conversation_key(body: dict[str, Any]) -> str:
+        for message in body.get("messages", []):
+            if message.get("role") == "user":
+                content = message.get("content")
+                return content if isinstance(content, str) else json.dumps(content)
+        return ""
+
+    @staticmethod
+    def turn(body: dict[str, Any]) -> int:
+        return sum(1 for m in body.get("messages", []) if m.get("role") == "assistant")
+
+    def reply_for(self, body: dict[str, Any]) -> Reply:
+        if callable(self.script):
+            return self.script(body)
+        key, turn = self.conversation_key(body), self.turn(body)
+        if isinstance(self.script, list):
+            replies = self.script
+        else:
+            matches = [k for k in self.script if k in key]
+            if not matches:
+                return {"status": 404, "message": f"no script for request {key[:80]!r}"}
+            replies = self.script[max(matches, key=len)]
+        if turn >= len(replies):
+            return {"status": 500, "message": f"script exhausted at turn {turn}"}
+        return replies[turn]
+
+    # ---------------------------------------------------------------- handlers
+    async def _models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _chat(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        record = RecordedRequest(body=body, arrived=time.monotonic(), authorization="authorization" in request.headers)
+        with self._lock:
+            self.requests.append(record)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            key, turn = self.conversation_key(body), self.turn(body)
+            with self._lock:
+                attempt = self._attempts.get((key, turn), 0)
+                self._attempts[(key, turn)] = attempt + 1
+            if self.fail_when and self.fail_when in key:
+                reply: Reply = {"status": 500, "message": "scripted failure"}
+            elif attempt < len(self.flaky):
+                reply = {"status": self.flaky[attempt], "message": "scripted transient failure"}
+            else:
+                reply = self.reply_for(body)
+            return self._respond(reply, record)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+            record.answered = time.monotonic()
+
+    def _respond(self, reply: Reply, record: RecordedRequest) -> JSONResponse:
+        if isinstance(reply, dict) and "status" in reply:
+            record.status = int(reply["status"])
+            headers = {"retry-after": "0"} if record.status == 429 else None
+            return JSONResponse({"error": {"message": reply.get("message", "error"), "type": "scripted"}}, status_code=record.status, headers=headers)
+        if isinstance(reply, str):
+            message: dict[str, Any] = {"role": "assistant", "content": reply}
+        else:
+            message = {"role": "assistant", "content": reply.get("content")}
+            if reply.get("tool_calls"):
+                message["tool_calls"] = [
+                    {"id": c.get("id") or f"call_{uuid.uuid4().hex[:8]}", "type": "function",
+                     "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+                    for c in reply["tool_calls"]
+                ]
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()), "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        })
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "ScriptedChatServer":
+        self._thread = ServerThread(self.app).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread:
+            self._thread.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._thread, "start the server with 'with ScriptedChatServer(...) as server'"
+        return self._thread.url + "/v1"
+
+    def successful_bodies(self) -> list[dict[str, Any]]:
+        return [r.body for r in self.requests if r.status == 200]
