@@ -16,6 +16,7 @@ from langgraph.store.base import BaseStore
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import binder
+from genevolve_graph.nodes.common import dual_node
 from genevolve_graph.nodes.emitter import emitter, route_after_emitter
 from genevolve_graph.nodes.planner import make_planner, route_after_planner
 from genevolve_graph.nodes.render import make_render_node
@@ -37,11 +38,11 @@ def build_builder(
     """The uncompiled graph. Objects passed here replace those built from the context."""
     services = Services(policy=policy, search=search, image_search=image_search, skills=skills, renderer=renderer)
     builder = StateGraph(AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("planner", make_planner(services))
-    builder.add_node("tools", make_tools_node(services))
+    builder.add_node("planner", dual_node(make_planner(services), "planner"))
+    builder.add_node("tools", dual_node(make_tools_node(services), "tools"))
     builder.add_node("binder", binder)
     builder.add_node("emitter", emitter)
-    builder.add_node("render", make_render_node(services))
+    builder.add_node("render", dual_node(make_render_node(services), "render"))
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["tools", "planner", "binder"])
     builder.add_edge("tools", "planner")

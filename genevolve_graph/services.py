@@ -8,6 +8,7 @@ event loop and settings, so that a batch of trajectories shares one HTTP client 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from genevolve_graph.policies.base import Policy
     from genevolve_graph.tools.base import ImageSearchBackend, SearchBackend
 
-_CACHE: "OrderedDict[tuple[Any, ...], Any]" = OrderedDict()
+_NO_LOOP = OrderedDict()  # objects built outside any event loop
+_CACHES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[Any, ...], Any]]" = weakref.WeakKeyDictionary()
 _CACHE_SIZE = 64
 
 
@@ -32,18 +34,20 @@ def _context_key(ctx: AgentContext) -> tuple[Any, ...]:
 
 
 def _cached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) -> Any:
+    """One object per kind, settings and event loop: HTTP clients belong to the loop that
+    made them, and a closed loop's cache goes with the loop."""
     try:
-        loop_id = id(asyncio.get_running_loop())
+        cache = _CACHES.setdefault(asyncio.get_running_loop(), OrderedDict())
     except RuntimeError:
-        loop_id = 0
-    key = (kind, loop_id, _context_key(ctx))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+        cache = _NO_LOOP
+    key = (kind, _context_key(ctx))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     value = build(ctx)
-    _CACHE[key] = value
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
     return value
 
 

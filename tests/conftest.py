@@ -29,12 +29,14 @@ def checkpoint_urls(tmp_path) -> dict[str, str]:
     return urls
 
 
-SAVER_KINDS = ["memory", "sqlite"] + (["postgres"] if POSTGRES_URL else [])
+SAVER_KINDS = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture(params=SAVER_KINDS)
 def checkpoint_url(request, tmp_path) -> str:
-    """Parametrized over the savers available here (Postgres when GENEVOLVE_TEST_POSTGRES_URL is set, as .ci/run does)."""
+    """Parametrized over memory, SQLite and Postgres."""
+    if request.param == "postgres" and not POSTGRES_URL:
+        pytest.skip("no PostgreSQL: set GENEVOLVE_TEST_POSTGRES_URL (scripts/start_test_postgres.sh starts one, as .ci/run does)")
     return checkpoint_urls(tmp_path)[request.param]
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from langgraph.runtime import Runtime, get_runtime
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import id_number, normalise_id
-from genevolve_graph.nodes.common import context_of
+from genevolve_graph.nodes.common import current_context
 from genevolve_graph.state import AgentState, Program, Reference
 
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
@@ -100,9 +99,9 @@ def _remap_ordinals(prompt: str, old_to_new: dict[int, int | None]) -> tuple[str
     return ORDINAL_PHRASE.sub(remap, prompt), repairs
 
 
-def emitter(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+def emitter(state: AgentState) -> dict[str, Any]:
     """A sync node: pure validation, no I/O."""
-    ctx = context_of(runtime)
+    ctx = current_context()
     answer = state.get("answer")
     if not answer:
         termination = state.get("termination") or "no_answer"
@@ -115,5 +114,5 @@ def emitter(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]
 
 
 def route_after_emitter(state: AgentState) -> str:
-    ctx = context_of(get_runtime())
+    ctx = current_context()
     return "render" if state.get("program") is not None and ctx.renderer != "none" else "__end__"

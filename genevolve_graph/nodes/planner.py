@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.runtime import Runtime
 
 from genevolve_graph.context import AgentContext
-from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.nodes.common import current_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
 from genevolve_graph.protocol import (
@@ -69,8 +68,8 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
 
 
 def make_planner(services: Services):
-    async def planner(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    async def planner(state: AgentState) -> dict[str, Any]:
+        ctx = current_context()
         messages = list(state.get("messages") or [])
         new: list[BaseMessage] = []
         if not messages:

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.config import get_config
-from langgraph.runtime import Runtime
 
 from genevolve_graph.context import AgentContext
-from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.nodes.common import current_context, emit
 from genevolve_graph.paths import default_output_dir
 from genevolve_graph.services import Services
 from genevolve_graph.state import AgentState, RenderResult
@@ -23,8 +22,8 @@ def output_path(ctx: AgentContext, thread_id: str) -> Path:
 
 
 def make_render_node(services: Services):
-    async def render(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    async def render(state: AgentState) -> dict[str, Any]:
+        ctx = current_context()
         program = state["program"]
         thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
         path = output_path(ctx, thread_id)

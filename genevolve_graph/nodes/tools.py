@@ -11,11 +11,10 @@ import asyncio
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.runtime import Runtime
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
-from genevolve_graph.nodes.common import context_of, emit
+from genevolve_graph.nodes.common import current_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
 from genevolve_graph.protocol import new_id
 from genevolve_graph.services import Services
@@ -68,8 +67,8 @@ def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) 
 
 
 def make_tools_node(services: Services):
-    async def tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    async def tools(state: AgentState) -> dict[str, Any]:
+        ctx = current_context()
         last = state["messages"][-1]
         assert isinstance(last, AIMessage) and last.tool_calls, "the tools node runs only after a tool call"
         call = last.tool_calls[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import openai
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_openai import ChatOpenAI
@@ -77,9 +78,13 @@ class OpenAIChatPolicy:
         self.protocol = protocol
         self.max_retries = max_retries
         self.retry_initial_delay = retry_initial_delay
-        kwargs: dict[str, Any] = {}
-        if http_async_client is not None:
-            kwargs["http_async_client"] = http_async_client
+        if http_async_client is None:
+            # Our own pool (not langchain-openai's process-wide cached one): a pool belongs
+            # to the event loop that first used it, and policies are cached per loop.
+            http_async_client = httpx.AsyncClient(
+                timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128)
+            )
+        kwargs: dict[str, Any] = {"http_async_client": http_async_client}
         self.chat = ChatOpenAI(
             model=model,
             base_url=base_url,

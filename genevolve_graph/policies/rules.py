@@ -41,7 +41,7 @@ SKILL_CUES: dict[str, re.Pattern[str]] = {
         re.I,
     ),
     "anatomy_body_coherence": re.compile(
-        r"\b(person|people|man|men|woman|women|child|children|kid|boy|girl|portrait|face|hands?|fingers?|dancer|athlete|player|soldier|chef|doctor|astronaut|musician|crowd|family|figure|body|pose|riding|holding)\b",
+        r"\b(persons?|people|man|men|woman|women|child|children|kids?|boys?|girls?|portraits?|faces?|hands?|fingers?|dancers?|athletes?|players?|soldiers?|chefs?|doctors?|astronauts?|musicians?|violinists?|crowds?|famil(?:y|ies)|figures?|body|bodies|pose|riding|holding)\b",
         re.I,
     ),
     "attribute_binding": re.compile(
@@ -115,7 +115,7 @@ def analyse(request: str, skills: SkillLibrary, max_skills: int = 3) -> RequestA
         skill = skills.skills.get(name)
         if skill:
             score += sum(1 for t in skill.triggers if t and re.search(r"\b" + re.escape(t) + r"\b", lowered))
-        if score:
+        if score >= 2:  # one weak trigger word alone does not route a skill
             scores[name] = score
     routed = sorted(scores, key=lambda n: (-scores[n], SKILL_PRIORITY.index(n)))[:max_skills]
     texts = [m.strip() for m in QUOTED.findall(request) if m.strip()]
@@ -209,13 +209,22 @@ class RulesPolicy:
         for skill in a.skills:
             guide = self.skills.skills.get(skill)
             if guide and guide.constraints:
-                parts.append(" ".join(guide.constraints[:2]))
+                parts.append(" ".join(_without_examples(c) for c in guide.constraints[:2]))
         gen_prompt = URL.sub("", " ".join(parts))
         gen_prompt = re.sub(r"\bIMG_\d{3,}\b", "", gen_prompt)
         return {
             "gen_prompt": " ".join(gen_prompt.split()),
             "reference_images": [{"img_id": img_id, "note": note} for img_id, note in refs],
         }
+
+
+EXAMPLE_TAIL = re.compile(r"""(?::\s*(?:the\s+\w+\s+)?["“][^"”]*["”](?:[^.]*)?|\s*\([^)]*["“][^)]*\))""")
+
+
+def _without_examples(constraint: str) -> str:
+    """A guide constraint without its quoted examples, which belong to other requests."""
+    text = EXAMPLE_TAIL.sub("", constraint).strip()
+    return text if text.endswith((".", "!", "?")) else text.rstrip(",;: ") + "."
 
 
 def _first_sentence(text: str) -> str:

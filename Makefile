@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - create .venv, install, run the agent offline on an example prompt
+#   make test   - install with the test extras and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_PROMPT ?= A 1990s travel-magazine cover in front of the Eiffel Tower, title "PARIS"
+DEMO_OUT ?= demo-out
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+export LANGSMITH_TRACING = false
+
+.PHONY: demo test install install-test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+
+install: $(PY)
+	$(PIP) install -q -e .
+
+install-test: $(PY)
+	$(PIP) install -q torch==2.13.0   # the CPU wheel first, so no extra pulls a CUDA build
+	$(PIP) install -q -e ".[test]"
+
+demo: install
+	$(VENV)/bin/genevolve-graph run '$(DEMO_PROMPT)' --out $(DEMO_OUT)
+
+test: install-test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install-test
+	$(PY) benchmarks/graph_overhead.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,108 @@
+"""Graph overhead per policy round, measured against a scripted server with fixed latency.
+
+N sequential 8-round trajectories (7 tool calls, then an answer) run through the graph with
+SQLite checkpointing and the real ChatOpenAI client; the wall time is compared with the
+bare sum of the server's reply latencies. Also reports the checkpoint bytes of one
+11-round trajectory (storage must grow linearly with length).
+
+Targets: at most 3 ms of overhead per round, and a ratio of at most 1.10.
+Run: python benchmarks/graph_overhead.py [--trajectories 20] [--latency-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from genevolve_graph import AgentContext, build_graph  # noqa: E402
+from genevolve_graph.persistence import open_checkpointer  # noqa: E402
+from genevolve_graph.runner import run_with_saver  # noqa: E402
+from genevolve_graph.testing.scripted_openai import ScriptedChatServer  # noqa: E402
+
+SKILLS = ["text_rendering", "spatial_layout", "quantity_counting", "aesthetic_drawing"]
+
+
+def script(rounds: int) -> list[str]:
+    replies = []
+    for i in range(rounds - 1):
+        if i % 3 == 0:
+            call = {"name": "query_knowledge", "arguments": {"skill_name": SKILLS[i % len(SKILLS)]}}
+        elif i % 3 == 1:
+            call = {"name": "search", "arguments": {"queries": [f"Eiffel Tower fact {i}"], "top_k": 3}}
+        else:
+            call = {"name": "image_search", "arguments": {"query": "Eiffel Tower at dusk", "top_k": 2}}
+        replies.append(f"<think>step {i}</think>\n<tool_call>{json.dumps(call)}</tool_call>")
+    answer = {"gen_prompt": "A magazine cover with the tower from the first reference image, title \"PARIS\".",
+              "reference_images": [{"img_id": "IMG_001", "note": "tower"}]}
+    replies.append(f"<think>done</think>\n<answer>{json.dumps(answer)}</answer>")
+    return replies
+
+
+async def run_many(server: ScriptedChatServer, db: Path, n: int, rounds: int) -> float:
+    ctx = AgentContext(policy="openai", base_url=server.base_url, model="bench", renderer="none",
+                       max_rounds=max(11, rounds), max_tool_calls=10)
+    async with open_checkpointer(f"sqlite:///{db}") as saver:
+        graph = build_graph(saver)
+        await run_with_saver("warm-up request", ctx, saver, thread_id="warm", graph=graph)  # imports, client pool, BM25 index
+        start = time.perf_counter()
+        for i in range(n):
+            result = await run_with_saver(f"request {i}", ctx, saver, thread_id=f"t{i}", graph=graph)
+            assert result.termination == "answer" and result.rounds == rounds, (result.termination, result.error)
+        return time.perf_counter() - start
+
+
+def checkpoint_bytes(db: Path, thread: str) -> tuple[int, int]:
+    with sqlite3.connect(db) as conn:
+        (ck,) = conn.execute("select coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) from checkpoints where thread_id=?", (thread,)).fetchone()
+        (wr,) = conn.execute("select coalesce(sum(length(value)), 0) from writes where thread_id=?", (thread,)).fetchone()
+    return ck, wr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trajectories", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    latency = args.latency_ms / 1000
+    requests = {f"request {i}": script(args.rounds) for i in range(args.trajectories)}
+    requests["warm-up request"] = script(args.rounds)
+    requests["eleven rounds"] = script(11)
+    with tempfile.TemporaryDirectory() as tmp, ScriptedChatServer(requests, latency=latency) as server:
+        db = Path(tmp) / "bench.sqlite"
+        wall = asyncio.run(run_many(server, db, args.trajectories, args.rounds))
+        total_rounds = args.trajectories * args.rounds
+        ideal = total_rounds * latency
+        per_round_ms = (wall - ideal) / total_rounds * 1000
+        ratio = wall / ideal
+
+        async def eleven() -> None:
+            ctx = AgentContext(policy="openai", base_url=server.base_url, model="bench", renderer="none")
+            async with open_checkpointer(f"sqlite:///{db}") as saver:
+                r = await run_with_saver("eleven rounds", ctx, saver, thread_id="eleven")
+                assert r.rounds == 11, r.error
+
+        asyncio.run(eleven())
+        ck, wr = checkpoint_bytes(db, "eleven")
+        ck8, wr8 = checkpoint_bytes(db, "t0")
+    print(f"trajectories: {args.trajectories} x {args.rounds} rounds, server latency {args.latency_ms:.0f} ms, SQLite checkpointing")
+    print(f"wall time: {wall:.3f} s   bare sum of server latencies: {ideal:.3f} s")
+    print(f"overhead per round: {per_round_ms:.2f} ms (target <= 3 ms)   ratio: {ratio:.3f} (target <= 1.10)")
+    print(f"checkpoint storage, one 11-round trajectory: {ck + wr} bytes ({ck} in checkpoints, {wr} in writes)")
+    print(f"checkpoint storage, one {args.rounds}-round trajectory: {ck8 + wr8} bytes; bytes per round 8 vs 11: "
+          f"{(ck8 + wr8) / args.rounds:.0f} vs {(ck + wr) / 11:.0f}")
+    ok = per_round_ms <= 3.0 and ratio <= 1.10
+    print("PASS" if ok else "MISS")
+
+
+if __name__ == "__main__":
+    main()
