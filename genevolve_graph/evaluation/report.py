@@ -1,0 +1,269 @@
+"""Side-by-side comparison of evaluation runs: terminal tables, a Markdown file, PNG bar charts.
+
+A run is a directory holding ``summary.json`` (KScore) and/or ``wise_summary.json``
+(WISE); a path straight to one of those files works too. Every table puts the runs in the
+columns (or rows) in the order given, so the first run reads as the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genevolve_graph.evaluation.aggregate import GROUP_FIELDS
+from genevolve_graph.evaluation.kscore import DIMENSIONS
+from genevolve_graph.evaluation.results_io import EvalInputError, write_text_atomic
+from genevolve_graph.evaluation.wise import CATEGORIES as WISE_CATEGORIES
+
+KSCORE_FILE = "summary.json"
+WISE_FILE = "wise_summary.json"
+SHORT = {"faithfulness": "F", "visual_correctness": "V", "text_accuracy": "T", "aesthetics": "A", "overall": "overall"}
+
+
+@dataclass
+class Run:
+    """One evaluated run."""
+
+    label: str
+    path: Path
+    kscore: dict[str, Any] | None = None
+    wise: dict[str, Any] | None = None
+
+
+@dataclass
+class Table:
+    """A titled table of strings, printable in the terminal and as Markdown."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvalInputError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EvalInputError(f"{path} is not a summary (expected a JSON object)")
+    return data
+
+
+def load_runs(paths: list[Path], labels: list[str] | None = None) -> list[Run]:
+    """Runs from directories (or summary files), labelled by ``labels`` or by directory name."""
+    if not paths:
+        raise EvalInputError("report needs at least one run directory")
+    if labels and len(labels) != len(paths):
+        raise EvalInputError(f"--label was given {len(labels)} times for {len(paths)} runs; give one per run or none")
+    runs: list[Run] = []
+    for index, raw in enumerate(paths):
+        path = Path(raw)
+        if path.is_file():
+            directory, files = path.parent, [path]
+        elif path.is_dir():
+            directory, files = path, [p for p in (path / KSCORE_FILE, path / WISE_FILE) if p.is_file()]
+        else:
+            raise EvalInputError(f"run not found: {path} (pass a directory holding {KSCORE_FILE} or {WISE_FILE})")
+        if not files:
+            raise EvalInputError(f"{path} holds neither {KSCORE_FILE} nor {WISE_FILE}; run `genevolve-graph evaluate` first")
+        run = Run(label=labels[index] if labels else directory.resolve().name, path=directory)
+        for file in files:
+            data = _read(file)
+            if str(data.get("protocol", "")).startswith("WISE"):
+                run.wise = data
+            elif "all" in data:
+                run.kscore = data
+            else:
+                raise EvalInputError(f"{file} is neither a KScore nor a WISE summary")
+        runs.append(run)
+    seen: dict[str, int] = {}
+    for run in runs:  # keep labels distinct: a/b/results and c/d/results must not collide
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} ({seen[run.label]})"
+    return runs
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def kscore_tables(runs: list[Run]) -> list[Table]:
+    """All-samples table, then overall by eval_type, category and difficulty."""
+    ks = [r for r in runs if r.kscore]
+    if not ks:
+        return []
+    main = Table("KScore, all samples", ["run", "judge", "count", "missing/failed", "F", "V", "T", "A", "overall", "overall (missing=0)"])
+    for run in ks:
+        a = run.kscore["all"]  # type: ignore[index]
+        main.rows.append([run.label, str(run.kscore.get("judge_model", "")), _fmt(a["count"]), _fmt(a["missing_or_failed"]),  # type: ignore[union-attr]
+                          *(_fmt(a.get(d)) for d in DIMENSIONS), _fmt(a.get("overall")), _fmt(a.get("overall_missing_zero"))])
+    tables = [main]
+    for group in GROUP_FIELDS:
+        names = sorted({name for r in ks for name in r.kscore.get(f"by_{group}", {})})  # type: ignore[union-attr]
+        if not names:
+            continue
+        table = Table(f"KScore overall by {group} (n = samples)", [group, *(r.label for r in ks)])
+        for name in names:
+            cells = []
+            for run in ks:
+                metrics = run.kscore.get(f"by_{group}", {}).get(name)  # type: ignore[union-attr]
+                cells.append("–" if not metrics else f"{_fmt(metrics.get('overall'))} (n={metrics['count']})")
+            table.rows.append([name, *cells])
+        tables.append(table)
+    return tables
+
+
+def wise_tables(runs: list[Run]) -> list[Table]:
+    """WiScore by category and the weighted overall, per run."""
+    ws = [r for r in runs if r.wise]
+    if not ws:
+        return []
+    names = [c.name for c in WISE_CATEGORIES]
+    table = Table("WISE (original): WiScore by category", ["run", "judge", *names, "overall"])
+    for run in ws:
+        w = run.wise  # type: ignore[assignment]
+        overall = w.get("overall")
+        overall_cell = _fmt(overall) if overall is not None else f"{_fmt(w.get('overall_partial'))} (partial)"
+        table.rows.append([run.label, str(w.get("judge_model", "")),
+                           *(_fmt(w["by_category"].get(n, {}).get("wiscore")) for n in names), overall_cell])
+    return [table]
+
+
+def all_tables(runs: list[Run]) -> list[Table]:
+    return kscore_tables(runs) + wise_tables(runs)
+
+
+def print_tables(tables: list[Table], console: Any = None) -> None:
+    """Print the tables with rich."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = console or Console()
+    for table in tables:
+        rich_table = RichTable(title=table.title, title_justify="left")
+        for index, header in enumerate(table.headers):
+            rich_table.add_column(header, justify="left" if index == 0 else "right")
+        for row in table.rows:
+            rich_table.add_row(*row)
+        console.print(rich_table)
+
+
+def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: Path) -> str:
+    """The Markdown report: the runs, the tables, the charts."""
+    lines = ["# Evaluation report", "", "Runs compared (in this order):", ""]
+    for run in runs:
+        kinds = [k for k, v in (("KScore", run.kscore), ("WISE (original)", run.wise)) if v]
+        lines.append(f"- **{run.label}**: `{run.path}` ({', '.join(kinds)})")
+    lines.append("")
+    if any(r.kscore for r in runs):
+        lines += ["KScore aggregation: dimension means over scored samples (text accuracy over text-applicable "
+                  "samples, 0.5 if none); overall = 0.1F + 0.4V + 0.4T + 0.1A of those means; "
+                  "\"missing=0\" counts missing or failed samples as 0.", ""]
+    for table in tables:
+        lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * (len(table.headers) - 1)) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        lines.append("")
+    if charts:
+        lines += ["## Charts", ""]
+        lines += [f"![{c.stem}]({c.relative_to(out_dir).as_posix()})" for c in charts]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float | None]]], title: str) -> None:
+    """Bars per group, one colour per run; absent values are left out (no bar), labelled '–'."""
+    width = 0.8 / max(1, len(series))
+    for index, (label, values) in enumerate(series):
+        xs = [g + (index - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(xs, heights, width=width, label=label)
+        for bar, value in zip(bars, values, strict=True):
+            text = "–" if value is None else f"{value:.2f}"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def draw_charts(runs: list[Run], out_dir: Path) -> list[Path]:
+    """PNG bar charts: KScore dimensions for all samples, KScore overall and dimensions by
+    eval_type and by category, WiScore by category. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    ks = [r for r in runs if r.kscore]
+    metrics = ["overall", *DIMENSIONS]
+    if ks:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(ks)) / 2), 4))
+        _grouped_bars(ax, [SHORT[m] for m in metrics],
+                      [(r.label, [r.kscore["all"].get(m) for m in metrics]) for r in ks], "KScore, all samples")  # type: ignore[index]
+        ax.legend(fontsize=8)
+        save(fig, "kscore_all.png")
+        for group in ("eval_type", "category"):
+            names = sorted({n for r in ks for n in r.kscore.get(f"by_{group}", {})})  # type: ignore[union-attr]
+            if not names:
+                continue
+            fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 0.55 * len(names) * max(1, len(ks)) + 2), 2.6 * len(metrics)))
+            for ax, metric in zip(axes, metrics, strict=True):
+                series = [(r.label, [(r.kscore.get(f"by_{group}", {}).get(n) or {}).get(metric) for n in names]) for r in ks]  # type: ignore[union-attr]
+                _grouped_bars(ax, names, series, f"{metric} by {group}")
+            axes[0].legend(fontsize=8)
+            save(fig, f"kscore_by_{group}.png")
+    ws = [r for r in runs if r.wise]
+    if ws:
+        names = [c.name for c in WISE_CATEGORIES] + ["overall"]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        series = []
+        for run in ws:
+            w = run.wise  # type: ignore[assignment]
+            overall = w.get("overall") if w.get("overall") is not None else w.get("overall_partial")
+            series.append((run.label, [w["by_category"].get(n, {}).get("wiscore") for n in names[:-1]] + [overall]))
+        _grouped_bars(ax, names, series, "WISE (original): WiScore by category")
+        ax.legend(fontsize=8)
+        save(fig, "wise_by_category.png")
+    return written
+
+
+@dataclass
+class ReportFiles:
+    """What ``build_report`` wrote."""
+
+    markdown: Path
+    charts: list[Path]
+    tables: list[Table]
+
+
+def build_report(paths: list[Path], out_dir: Path, *, labels: list[str] | None = None, console: Any = None,
+                 print_to_terminal: bool = True) -> ReportFiles:
+    """Load the runs, print the tables, draw the charts, write ``report.md`` into ``out_dir``."""
+    runs = load_runs(paths, labels)
+    tables = all_tables(runs)
+    if print_to_terminal:
+        print_tables(tables, console)
+    out_dir = Path(out_dir)
+    charts = draw_charts(runs, out_dir)
+    md_path = out_dir / "report.md"
+    write_text_atomic(md_path, markdown(runs, tables, charts, out_dir))
+    return ReportFiles(markdown=md_path, charts=charts, tables=tables)
