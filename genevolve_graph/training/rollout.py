@@ -432,6 +432,8 @@ class RolloutResult:
     retemplated_turns: int
     trajectory: list[dict[str, Any]]
     """The chat after the prompt (assistant replies, tool responses, control messages)."""
+    prompt_messages: list[dict[str, Any]] = field(default_factory=list)
+    """The system prompt and the request as the policy read them (the teacher extends these)."""
     messages: list[BaseMessage] = field(default_factory=list)
 
 
@@ -448,7 +450,7 @@ def request_of(prompt: Any) -> str:
     raise ValueError("a prompt holds no user turn with the image request")
 
 
-def prompt_messages(request: str, ctx: AgentContext) -> list[dict[str, Any]]:
+def request_prompt(request: str, ctx: AgentContext) -> list[dict[str, Any]]:
     """The dataset ``prompt`` for a request: exactly the graph's first two messages."""
     from genevolve_graph.nodes.planner import initial_messages
 
@@ -600,7 +602,7 @@ class GenEvolveRollout:
         failed = values.get("termination") == "error" and not truncated
         program: Program | None = values.get("program")
         if not trace.prompt_ids:  # the graph stopped before the first turn (bad request)
-            trace.prompt_ids = trace.render(prompt_messages(request, self.ctx))
+            trace.prompt_ids = trace.render(request_prompt(request, self.ctx))
         return RolloutResult(
             request=request,
             prompt_ids=trace.prompt_ids,
@@ -616,6 +618,7 @@ class GenEvolveRollout:
             tool_calls=int(values.get("tool_calls", 0)),
             retemplated_turns=trace.retemplated_turns,
             trajectory=chat_dicts(messages[2:], "genevolve") if len(messages) > 2 else [],
+            prompt_messages=chat_dicts(messages[:2], "genevolve") if len(messages) >= 2 else request_prompt(request, self.ctx),
             messages=messages,
         )
 
@@ -637,6 +640,7 @@ class GenEvolveRollout:
             "rollout_error": [r.error for r in results],
             "tool_calls": [r.tool_calls for r in results],
             "trajectory": [r.trajectory for r in results],
+            "policy_prompt": [r.prompt_messages for r in results],
         }
 
     def _log(self, trainer: Any, results: list[RolloutResult]) -> None:
@@ -671,6 +675,6 @@ __all__ = [
     "TokenGenerator",
     "TokenTrace",
     "TracingPolicy",
-    "prompt_messages",
+    "request_prompt",
     "request_of",
 ]

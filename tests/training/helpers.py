@@ -42,7 +42,14 @@ def make_context(root: Path, **changes) -> AgentContext:
         (images / f"{name}.json").write_text(json.dumps({"title": caption, "caption": caption}))
     prompt = root / "system.txt"
     prompt.write_text(SHORT_SYSTEM_PROMPT)
-    ctx = AgentContext(corpus=str(corpus), image_dir=str(images), system_prompt_file=str(prompt), renderer="none", top_k=1)
+    skills = root / "skills"
+    skills.mkdir(exist_ok=True)
+    (skills / "spatial_layout.md").write_text(
+        "---\nname: spatial_layout\nsummary: Put things where the request says.\ntriggers: [left, right]\n---\n"
+        "## Constraints to write into the prompt\n- Say where each object is.\n"
+    )
+    ctx = AgentContext(corpus=str(corpus), image_dir=str(images), system_prompt_file=str(prompt), skills_dir=str(skills),
+                       renderer="none", top_k=1)
     return ctx.with_updates(**changes) if changes else ctx
 
 
