@@ -13,6 +13,7 @@ TRL's ``reward_weights``. What each returns for a rollout:
 * ``None`` when something outside the policy failed (the generation backend, the renderer,
   the judge, an unreadable ground-truth image). TRL leaves ``None`` out of the group's
   baseline and gives the rollout no advantage; a failure never turns into a silent 0.
+  A judge that rejects the key or the model (HTTP 401/403/404) stops training instead.
 
 Failures are counted in the logs (``rewards/render_failures``, ``rewards/judge_failures``).
 """
@@ -128,6 +129,7 @@ class GenEvolveRewards:
             try:
                 score = await judge_kscore(self.image_judge, prompt=request_of(prompts[i]), generated=Path(result.output_path), ground_truth=truth)
             except (JudgeError, ImageLoadError) as exc:
+                _stop_on_configuration(exc)
                 counts["judge"] += 1
                 logger.warning("image judge failed for rollout %d: %s", i, exc)
                 return None
@@ -161,6 +163,7 @@ class GenEvolveRewards:
             try:
                 score = await judge_program(self.text_judge, prompt=request_of(prompts[i]), program=program, ground_truth=truth)
             except (JudgeError, ImageLoadError) as exc:
+                _stop_on_configuration(exc)
                 counts["judge"] += 1
                 logger.warning("program judge failed for rollout %d: %s", i, exc)
                 return None
@@ -177,3 +180,10 @@ class GenEvolveRewards:
             return
         for name, value in counts.items():
             log_metric(f"rewards/{which}_{name}_failures", float(value))
+
+
+def _stop_on_configuration(exc: Exception) -> None:
+    """A judge that rejects the key, the permission or the model fails every request: stop the
+    run with the cause instead of training on no reward at all."""
+    if getattr(exc, "is_configuration_error", False):
+        raise RuntimeError(f"the judge endpoint rejects the configuration: {exc}; fix judges.* in the training config") from exc

@@ -28,8 +28,9 @@ def sufficiency_for(program_text: str) -> float:
 class JudgeScript:
     """Callable script; counts what it was asked."""
 
-    def __init__(self, *, guide_summary: str | None = None, kscore: str | None = None) -> None:
+    def __init__(self, *, guide_summary: str | None = None, guide_trigger: str = "animal in snow", kscore: str | None = None) -> None:
         self.guide_summary = guide_summary
+        self.guide_trigger = guide_trigger
         self.kscore = kscore
         self.calls = {"kscore": 0, "sufficiency": 0, "distiller": 0}
         self.distiller_prompts: list[str] = []
@@ -43,7 +44,7 @@ class JudgeScript:
             self.distiller_prompts.append(user)
             request = user.split("## Request\n", 1)[1].split("\n", 1)[0]
             return json.dumps({
-                "retrieval_key": {"trigger": "animal in snow", "summary": self.guide_summary or request},
+                "retrieval_key": {"trigger": self.guide_trigger, "summary": self.guide_summary or request},
                 "decision_guidance": {
                     "tool_plan": ["Search the animal's colours, then fetch one reference image"],
                     "reference_selection": ["Cite the reference that shows the pose"],
