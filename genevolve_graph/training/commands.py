@@ -39,13 +39,16 @@ def register(app: typer.Typer) -> None:
             settings = load_config(config)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
+        from genevolve_graph.generators.base import RenderError
+
         try:
             from genevolve_graph.training.launch import build_trainer
 
             trainer = build_trainer(settings, **({"max_steps": max_steps} if max_steps else {}))
         except ImportError as exc:
             raise _fail(f"training needs the 'train' extra ({exc.name} is missing): pip install 'genevolve-graph[train]'") from None
-        except (ConfigError, DataError, OSError) as exc:
+        except (ConfigError, DataError, OSError, ValueError, RenderError) as exc:
+            # bad paths, unknown renderer or backend options, unset key variables: one line, exit 2
             raise _fail(str(exc)) from None
         checkpoint = None
         if resume:

@@ -36,19 +36,17 @@ before each rollout).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.policies.base import PolicyError
-from genevolve_graph.protocol import CONTROL_KEY, chat_dicts
+from genevolve_graph.protocol import chat_dicts
 
 if TYPE_CHECKING:
     from genevolve_graph.state import Program
@@ -533,7 +531,13 @@ class GenEvolveRollout:
             results = self.run(requests, tokenizer=tokenizer, generator=generator,
                                max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
         self._log(trainer, results)
-        return self.to_trl(results)
+        output = self.to_trl(results)
+        if output["logprobs"] is None and getattr(trainer, "use_vllm", False) and getattr(trainer.args, "vllm_importance_sampling_correction", False):
+            raise RuntimeError(
+                "the generation endpoint returned no log-probs, which TRL's vLLM importance-sampling correction needs; "
+                "serve the policy with vLLM (logprobs on) or set grpo.vllm_importance_sampling_correction: false"
+            )
+        return output
 
     def _generator_for(self, trainer: Any, tokenizer: Any) -> tuple[TokenGenerator, Any]:
         if self.generator is not None:
@@ -656,11 +660,6 @@ class GenEvolveRollout:
         metrics[mode]["rollout/truncated_rate"].append(sum(r.truncated for r in results) / n)
         metrics[mode]["rollout/tool_calls_mean"].append(sum(r.tool_calls for r in results) / n)
         metrics[mode]["rollout/retemplated_turns"].append(sum(r.retemplated_turns for r in results) / turns)
-
-
-def is_control(message: BaseMessage) -> bool:
-    """A protocol control message (format error, final step) in a trajectory."""
-    return isinstance(message, HumanMessage) and bool(message.additional_kwargs.get(CONTROL_KEY))
 
 
 __all__ = [

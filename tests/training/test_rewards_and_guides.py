@@ -9,7 +9,7 @@ import pytest
 
 from genevolve_graph.evaluation.judge_client import JudgeClient
 from genevolve_graph.generators.preview import PreviewRenderer
-from genevolve_graph.state import Program, Reference, RenderResult
+from genevolve_graph.state import Program, RenderResult
 from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
 from genevolve_graph.training.guides import Attempt, GuideDistiller, GuideError
 from genevolve_graph.training.rewards import GenEvolveRewards
