@@ -294,21 +294,30 @@ class SDLGRPOTrainer(GRPOTrainer):
         dummy = len(rows) == 0
         if dummy:  # others run their teacher forward: keep sharded forwards in step
             rows = torch.zeros(1, dtype=torch.long, device=student.device)
-        t_ids = torch.cat([inputs["teacher_prompt_ids"][rows], completion_ids[rows]], dim=1)
-        t_mask = torch.cat([inputs["teacher_prompt_mask"][rows], completion_mask[rows]], dim=1)
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            teacher, _, _ = self._get_per_token_logps_and_entropies(model, t_ids, t_mask, completion_ids.size(1), batch_size=len(rows))
-        s_rows = student[rows]
         cand_rows = candidates[rows] * (0 if dummy else 1)
+        # the teacher only needs the completion up to the last decision token of these rows
+        positions = cand_rows.nonzero(as_tuple=True)[1]
+        width = int(positions.max().item()) + 1 if positions.numel() else 1
+        cand_rows = cand_rows[:, :width]
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            teacher = self._teacher_logps(
+                model,
+                inputs["teacher_prompt_ids"][rows],
+                inputs["teacher_prompt_mask"][rows],
+                completion_ids[rows, :width],
+                completion_mask[rows, :width],
+                cand_rows,
+            )
+        s_rows = student[rows, :width]
         keep = select_top_fraction((teacher - s_rows.detach()).abs(), cand_rows, self.args.top_k_fraction)
         old = inputs.get("old_per_token_logps")
         ratio = inputs.get("importance_sampling_ratio")
         terms = reverse_kl_terms(
             s_rows,
             teacher,
-            old_logps=old[rows] if old is not None else None,
+            old_logps=old[rows, :width] if old is not None else None,
             is_clip=self.args.sdl_is_clip,
-            sampling_ratio=ratio[rows] if ratio is not None else None,
+            sampling_ratio=(ratio[rows, :width] if ratio.size(1) > 1 else ratio[rows]) if ratio is not None else None,
         )
         kept_local = keep.sum().to(torch.float32)
         kept_global = self.accelerator.reduce(kept_local.clone(), reduction="sum")
@@ -319,6 +328,22 @@ class SDLGRPOTrainer(GRPOTrainer):
         metrics["sdl/masked_token_share"].append((kept_global / totals[1].clamp(min=1)).item())
         metrics["sdl/active_rows"].append(totals[0].item())
         return self.args.sdl_coef * sdl_loss / self.current_gradient_accumulation_steps
+
+    def _teacher_logps(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask) -> torch.Tensor:
+        """Teacher log-probs of the completion tokens where ``score_mask`` is 1 (0 elsewhere).
+
+        One forward of the same model on teacher prompt + completion, through TRL's fused LM
+        head with labels only at the scored positions, so the vocabulary projection runs for
+        decision tokens alone (on GPUs the fused head skips unlabelled positions).
+        """
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        labels = torch.full_like(input_ids, -100)
+        width = completion_ids.size(1)
+        labels[:, -width:] = completion_ids.masked_fill(~score_mask.bool(), -100)
+        with self.accelerator.autocast():
+            outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        return outputs.log_probs[:, -width:].float()
 
 
 def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:

@@ -25,21 +25,33 @@ from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_conte
 from .judges import JudgeScript, judge_server
 
 
+def _manual_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """Completion log-probs by a plain forward and log-softmax (the reference)."""
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.cat([prompt_ids, completion_ids], 1), attention_mask=torch.cat([prompt_mask, completion_mask], 1)
+        ).logits[:, prompt_ids.size(1) - 1 : -1]
+    return torch.log_softmax(logits.float(), -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
 class RecordingTrainer(SDLGRPOTrainer):
     """Records, at every SDL term, what a TRL upgrade could silently break."""
 
     records: list[dict[str, Any]]
+    teacher_diffs: list[float]
+
+    def _teacher_logps(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask):
+        teacher = super()._teacher_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask)
+        manual = _manual_logps(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        scored = score_mask.bool()
+        if scored.any():
+            self.teacher_diffs.append((manual - teacher)[scored].abs().max().item())
+        return teacher
 
     def _sdl_term(self, model, inputs, student):
         term = super()._sdl_term(model, inputs, student)
-        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         mask = inputs["completion_mask"].bool()
-        with torch.no_grad():
-            logits = self.model(
-                input_ids=torch.cat([prompt_ids, completion_ids], 1),
-                attention_mask=torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
-            ).logits[:, prompt_ids.size(1) - 1 : -1]
-            manual = torch.log_softmax(logits.float(), -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+        manual = _manual_logps(self.model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], inputs["completion_mask"])
         record = {
             "requires_grad": student.requires_grad and student.grad_fn is not None,
             "max_diff_to_manual": (manual - student.detach())[mask].abs().max().item(),
@@ -92,7 +104,7 @@ def _train(tmp: Path, tokenizer, embedder, *, steps: int, distill: bool, gate: f
             processing_class=tokenizer, rollout_func=rollout, experience_buffer=buffer,
             distiller=GuideDistiller(client) if distill else None,
         )
-        trainer.records = []
+        trainer.records, trainer.teacher_diffs = [], []
         try:
             trainer.train()
         finally:
@@ -145,6 +157,8 @@ def test_captured_student_logps_keep_their_gradient(sdl_run: Run):
         assert record["requires_grad"]
         assert record["max_diff_to_manual"] < 1e-4  # they are the student's log-probs of the completion
         assert record["grad_norm"] > 0.0  # and the SDL term reaches the weights through them
+    # the teacher's log-probs (fused head, decision positions only) are those of a plain forward
+    assert len(sdl_run.trainer.teacher_diffs) == 3 and max(sdl_run.trainer.teacher_diffs) < 1e-4
 
 
 def test_sdl_is_skipped_when_no_guide_applies(tmp_path, tiny_tokenizer, tiny_embedder):
