@@ -167,7 +167,7 @@ class LocalGenerator:
             do_sample=True,
             temperature=s.temperature,
             top_p=s.top_p,
-            top_k=s.top_k or None,
+            top_k=s.top_k,  # 0 disables top-k explicitly (a model's generation_config.json may set one)
             min_p=s.min_p,
             repetition_penalty=s.repetition_penalty,
             eos_token_id=eos,
