@@ -100,9 +100,10 @@ class SDLGRPOTrainer(GRPOTrainer):
     _name = "SDL-GRPO"
 
     def __init__(self, *args: Any, experience_buffer: ExperienceBuffer | None = None, distiller: GuideDistiller | None = None, **kwargs: Any) -> None:
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(config, SDLConfig):
+            raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
         super().__init__(*args, **kwargs)
-        if not isinstance(self.args, SDLConfig):
-            raise TypeError("SDLGRPOTrainer needs an SDLConfig (GRPOConfig plus the SDL options) as args")
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
         if experience_buffer is None and self.sdl_enabled:
