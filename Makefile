@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install, run the agent offline on an example prompt
 #   make test   - install with the test extras and run the whole suite
+#   make studio - run the agent in `langgraph dev` for LangGraph Studio (installs the studio extra)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export LANGSMITH_TRACING = false
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench studio clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,15 @@ test: install-test
 
 bench: install-test
 	$(PY) benchmarks/graph_overhead.py
+
+# LangGraph Studio: a local API server on langgraph.json; Studio is the hosted page it prints.
+# Runs record into GENEVOLVE_TRACE_DB (default: the user's cache folder,
+# genevolve-graph/traces.sqlite). STUDIO_ARGS passes more options, e.g. --no-browser.
+STUDIO_PORT ?= 2024
+STUDIO_ARGS ?=
+studio: $(PY)
+	$(PIP) install -q -e ".[studio]"
+	LANGGRAPH_CLI_NO_ANALYTICS=1 $(VENV)/bin/langgraph dev --config langgraph.json --port $(STUDIO_PORT) $(STUDIO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,7 +1,8 @@
 """Graph overhead per policy round, measured against a scripted server with fixed latency.
 
 N sequential 8-round trajectories (7 tool calls, then an answer) run through the graph with
-SQLite checkpointing and the real ChatOpenAI client; the wall time is compared with the
+SQLite checkpointing and the real ChatOpenAI client, against the scripted server in its own
+process; the wall time is compared with the
 bare sum of the server's reply latencies. Also reports the checkpoint bytes of one
 11-round trajectory (storage must grow linearly with length).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from genevolve_graph import AgentContext, build_graph  # noqa: E402
 from genevolve_graph.persistence import open_checkpointer  # noqa: E402
 from genevolve_graph.runner import run_with_saver  # noqa: E402
-from genevolve_graph.testing.scripted_openai import ScriptedChatServer  # noqa: E402
+from genevolve_graph.testing.scripted_openai import scripted_server_process  # noqa: E402
 
 SKILLS = ["text_rendering", "spatial_layout", "quantity_counting", "aesthetic_drawing"]
 
@@ -47,17 +49,17 @@ def script(rounds: int) -> list[str]:
     return replies
 
 
-async def run_many(server: ScriptedChatServer, db: Path, n: int, rounds: int) -> float:
-    ctx = AgentContext(policy="openai", base_url=server.base_url, model="bench", renderer="none",
+async def run_many(base_url: str, db: Path, n: int, rounds: int) -> tuple[float, float]:
+    ctx = AgentContext(policy="openai", base_url=base_url, model="bench", renderer="none",
                        max_rounds=max(11, rounds), max_tool_calls=10)
     async with open_checkpointer(f"sqlite:///{db}") as saver:
         graph = build_graph(saver)
         await run_with_saver("warm-up request", ctx, saver, thread_id="warm", graph=graph)  # imports, client pool, BM25 index
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for i in range(n):
             result = await run_with_saver(f"request {i}", ctx, saver, thread_id=f"t{i}", graph=graph)
             assert result.termination == "answer" and result.rounds == rounds, (result.termination, result.error)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def checkpoint_bytes(db: Path, thread: str) -> tuple[int, int]:
@@ -77,16 +79,16 @@ def main() -> None:
     requests = {f"request {i}": script(args.rounds) for i in range(args.trajectories)}
     requests["warm-up request"] = script(args.rounds)
     requests["eleven rounds"] = script(11)
-    with tempfile.TemporaryDirectory() as tmp, ScriptedChatServer(requests, latency=latency) as server:
+    with tempfile.TemporaryDirectory() as tmp, scripted_server_process(requests, latency=latency) as base_url:
         db = Path(tmp) / "bench.sqlite"
-        wall = asyncio.run(run_many(server, db, args.trajectories, args.rounds))
+        wall, cpu = asyncio.run(run_many(base_url, db, args.trajectories, args.rounds))
         total_rounds = args.trajectories * args.rounds
         ideal = total_rounds * latency
         per_round_ms = (wall - ideal) / total_rounds * 1000
         ratio = wall / ideal
 
         async def eleven() -> None:
-            ctx = AgentContext(policy="openai", base_url=server.base_url, model="bench", renderer="none")
+            ctx = AgentContext(policy="openai", base_url=base_url, model="bench", renderer="none")
             async with open_checkpointer(f"sqlite:///{db}") as saver:
                 r = await run_with_saver("eleven rounds", ctx, saver, thread_id="eleven")
                 assert r.rounds == 11, r.error
@@ -97,6 +99,8 @@ def main() -> None:
     print(f"trajectories: {args.trajectories} x {args.rounds} rounds, server latency {args.latency_ms:.0f} ms, SQLite checkpointing")
     print(f"wall time: {wall:.3f} s   bare sum of server latencies: {ideal:.3f} s")
     print(f"overhead per round: {per_round_ms:.2f} ms (target <= 3 ms)   ratio: {ratio:.3f} (target <= 1.10)")
+    print(f"client CPU time per round (graph + client + checkpointing, independent of other load): {cpu / total_rounds * 1000:.2f} ms")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (a busy machine inflates wall-time overhead)")
     print(f"checkpoint storage, one 11-round trajectory: {ck + wr} bytes ({ck} in checkpoints, {wr} in writes)")
     print(f"checkpoint storage, one {args.rounds}-round trajectory: {ck8 + wr8} bytes; bytes per round 8 vs 11: "
           f"{(ck8 + wr8) / args.rounds:.0f} vs {(ck + wr) / 11:.0f}")

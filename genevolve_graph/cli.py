@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import sys
 import uuid
@@ -26,7 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "genevolve_graph.evaluation.commands",
+    "genevolve_graph.training.export_commands",
+]
 """Modules with a ``register(app)`` function adding more subcommands."""
 
 
@@ -145,6 +149,44 @@ def policy_context(
     )
 
 
+def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, lists, true)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {pair!r} is not KEY=VALUE; e.g. --option download_concurrency=8")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def backend_options(
+    *,
+    show_images: bool = False,
+    searxng_url: Optional[str] = None,
+    langchain_search: Optional[str] = None,
+    allow_host: list[str] | None = None,
+    image_download_dir: Optional[Path] = None,
+    option: list[str] | None = None,
+) -> dict[str, Any]:
+    """``AgentContext.options`` from the backend flags shared by run and batch."""
+    options = parse_option_pairs(option)
+    if show_images:
+        options["show_images"] = True
+    if searxng_url:
+        options["searxng_url"] = searxng_url
+    if langchain_search:
+        options["langchain_search"] = langchain_search
+    if allow_host:
+        options["allow_hosts"] = list(allow_host)
+    if image_download_dir:
+        options["image_download_dir"] = str(image_download_dir.expanduser().resolve())
+    return options
+
+
 def check_checkpoint_url(url: str) -> None:
     from genevolve_graph.persistence import CheckpointURLError, parse_url
 
@@ -183,6 +225,12 @@ def run(
     thread_id: Optional[str] = typer.Option(None, help="Thread id in the checkpointer (default: a new uuid)."),
     experiment: str = typer.Option("", help="Experiment tag recorded in checkpoint metadata."),
     seed: int = typer.Option(0, help="Render seed."),
+    show_images: bool = typer.Option(False, "--show-images", help="Attach thumbnails of retrieved images to observations (vision policies)."),
+    searxng_url: Optional[str] = typer.Option(None, envvar="SEARXNG_URL", help="SearXNG instance for --search/--image-search searxng."),
+    langchain_search: Optional[str] = typer.Option(None, help="module:attr of a LangChain tool or retriever for --search langchain."),
+    allow_host: Optional[list[str]] = typer.Option(None, help="host:port exempt from the public-address rule for image downloads (repeatable)."),
+    image_download_dir: Optional[Path] = typer.Option(None, envvar="IMAGE_DOWNLOAD_DIR", help="Cache folder for downloaded images."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable), e.g. download_concurrency=8."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the trajectory."),
 ) -> None:
     """Plan a program for PROMPT, render it, and record the trajectory."""
@@ -196,7 +244,11 @@ def run(
         max_tokens=max_tokens, max_rounds=max_rounds, max_refs=max_refs, max_tool_calls=max_tool_calls, search=search,
         corpus=corpus, image_search=image_search, image_dir=image_dir, skills_dir=skills_dir,
         system_prompt_file=system_prompt_file, renderer=renderer, output_dir=out, experiment=experiment, seed=seed,
-        options={"output_name": "preview.png" if renderer == "preview" else "image.png"},
+        options={
+            **backend_options(show_images=show_images, searxng_url=searxng_url, langchain_search=langchain_search,
+                              allow_host=allow_host, image_download_dir=image_download_dir, option=option),
+            "output_name": "preview.png" if renderer == "preview" else "image.png",
+        },
     )
     url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
     check_checkpoint_url(url)

@@ -51,6 +51,23 @@ def _cached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) 
     return value
 
 
+async def _acached(kind: str, ctx: AgentContext, build: Callable[[AgentContext], Any]) -> Any:
+    """``_cached`` for async nodes: a miss is built in a worker thread, because building may
+    read files (skill guides, corpora) and the event loop must not block on disk (the
+    ``langgraph dev`` server rejects blocking calls inside async nodes)."""
+    cache = _CACHES.setdefault(asyncio.get_running_loop(), OrderedDict())
+    key = (kind, _context_key(ctx))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = await asyncio.to_thread(build, ctx)
+    cache.setdefault(key, value)  # another task may have built it meanwhile: keep the first
+    cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return cache[key]
+
+
 @dataclass
 class Services:
     """Injected objects; whatever is ``None`` comes from the context."""
@@ -75,3 +92,20 @@ class Services:
 
     def get_renderer(self, ctx: AgentContext) -> "Renderer":
         return self.renderer or _cached("renderer", ctx, make_renderer)
+
+    # Async getters for the async nodes: the same objects, built off the event loop.
+
+    async def aget_policy(self, ctx: AgentContext) -> "Policy":
+        return self.policy or await _acached("policy", ctx, make_policy)
+
+    async def aget_search(self, ctx: AgentContext) -> "SearchBackend":
+        return self.search or await _acached("search", ctx, make_search_backend)
+
+    async def aget_image_search(self, ctx: AgentContext) -> "ImageSearchBackend":
+        return self.image_search or await _acached("image_search", ctx, make_image_search_backend)
+
+    async def aget_skills(self, ctx: AgentContext) -> SkillLibrary:
+        return self.skills or await asyncio.to_thread(load_skills, ctx.skills_dir)
+
+    async def aget_renderer(self, ctx: AgentContext) -> "Renderer":
+        return self.renderer or await _acached("renderer", ctx, make_renderer)

@@ -12,12 +12,13 @@ a trajectory instead of quadratically (every message must carry an ``id``).
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 from langgraph.graph.message import _messages_delta_reducer
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
 
 Termination = Literal["answer", "no_answer", "answer_parse_failed", "error"]
 """Why a trajectory ended: a valid program, no answer within budget, an answer that could

@@ -94,3 +94,14 @@ def test_main_registers_command_modules_and_shows_help(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "run" in capsys.readouterr().out
+
+
+def test_backend_flags_become_context_options(tmp_path):
+    from genevolve_graph.cli import backend_options
+
+    options = backend_options(show_images=True, searxng_url="http://127.0.0.1:8888", allow_host=["127.0.0.1:9000"],
+                              image_download_dir=tmp_path, option=["download_concurrency=8", "label=plain text"])
+    assert options == {"show_images": True, "searxng_url": "http://127.0.0.1:8888", "allow_hosts": ["127.0.0.1:9000"],
+                       "image_download_dir": str(tmp_path.resolve()), "download_concurrency": 8, "label": "plain text"}
+    result = invoke("run", "a fox", "--option", "novalue", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "is not KEY=VALUE" in result.stderr

@@ -227,3 +227,19 @@ async def test_metadata_tags_the_thread(scripted_server, tmp_path):
 def test_run_config_carries_a_budget_sized_recursion_limit():
     config = run_config(AgentContext(max_rounds=11), "t")
     assert config["recursion_limit"] >= 2 * 11 + 3
+
+
+async def test_show_images_attaches_thumbnails_to_the_observation(scripted_server, tmp_path):
+    server = scripted_server({PARIS: PARIS_SCRIPT})
+    result = await run(server, tmp_path, options={"show_images": True, "thumbnail_max_side": 64})
+    assert result.termination == "answer"
+    image_turn = server.successful_bodies()[3]["messages"][-1]
+    assert image_turn["role"] == "user" and isinstance(image_turn["content"], list)
+    text, *images = image_turn["content"]
+    assert text["type"] == "text" and text["text"].startswith("<tool_response>\n--- image search result for [")
+    assert text["text"].endswith("\n</tool_response>")
+    assert images and all(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in images if p["type"] != "text")
+    # Off by default: the text-only observation the released checkpoint saw.
+    plain = scripted_server({PARIS: PARIS_SCRIPT})
+    await run(plain, tmp_path)
+    assert isinstance(plain.successful_bodies()[3]["messages"][-1]["content"], str)

@@ -100,3 +100,30 @@ def test_sync_saver_reads_what_the_async_saver_wrote(scripted_server, tmp_path):
 def test_invalid_checkpoint_urls_name_the_fix(url):
     with pytest.raises(CheckpointURLError, match=r"use .*sqlite:///path"):
         parse_url(url)
+
+
+def test_checkpoints_read_back_under_strict_msgpack(tmp_path):
+    """With LANGGRAPH_STRICT_MSGPACK our allow-list still revives Program and Reference."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "strict.sqlite"
+    code = f"""
+import asyncio
+from genevolve_graph import AgentContext, Program, Reference, build_graph
+from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync
+from genevolve_graph.runner import run_with_saver
+async def go():
+    async with open_checkpointer("sqlite:///{db}") as saver:
+        await run_with_saver("The Eiffel Tower at dusk", AgentContext(renderer="none"), saver, thread_id="s")
+asyncio.run(go())
+with open_checkpointer_sync("sqlite:///{db}") as saver:
+    values = build_graph(saver).get_state({{"configurable": {{"thread_id": "s"}}}}).values
+assert isinstance(values["program"], Program), type(values["program"])
+assert all(isinstance(r, Reference) for r in values["images"].values())
+print("ok", len(values["images"]))
+"""
+    env = {**__import__("os").environ, "LANGGRAPH_STRICT_MSGPACK": "true"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok ") and "Blocked" not in proc.stderr

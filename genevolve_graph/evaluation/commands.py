@@ -15,13 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
-from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE
-from genevolve_graph.evaluation.judge_client import JudgeClient
-from genevolve_graph.evaluation.results_io import EvalInputError
-from genevolve_graph.evaluation.rubric import rubric_from_file
-from genevolve_graph.evaluation.runner import JudgeConfigurationError
-
+# The judge stack (openai, PIL, pydantic models) is imported inside the commands so that
+# registering them keeps `genevolve-graph --help` quick.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_SIDE = 4096  # = images.DEFAULT_MAX_SIDE (checked by a test)
+DEFAULT_JPEG_QUALITY = 100  # = images.DEFAULT_JPEG_QUALITY
 
 JudgeModel = Annotated[str, typer.Option("--judge-model", envvar="GENEVOLVE_JUDGE_MODEL",
                                          help="Judge model name at the endpoint (the paper: gemini-3.1-pro-preview).")]
@@ -47,6 +45,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _run(coro_factory: Callable[[], Any]) -> Any:
     """Run an evaluation coroutine, turning input and configuration errors into one line + exit 2."""
+    from genevolve_graph.evaluation.results_io import EvalInputError
+    from genevolve_graph.evaluation.runner import JudgeConfigurationError
+
     try:
         return asyncio.run(coro_factory())
     except (EvalInputError, ValueError) as exc:
@@ -56,6 +57,8 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
 
 
 def _rubric(path: Path | None, builtin: str) -> tuple[str | None, str]:
+    from genevolve_graph.evaluation.rubric import rubric_from_file
+
     if path is None:
         return None, f"builtin:{builtin}"
     try:
@@ -76,17 +79,32 @@ def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[dict[st
 
     def on_plan(todo: int, skipped: int) -> None:
         if skipped:
-            console.print(f"resuming: {skipped} samples already scored, {todo} to judge")
+            console.print(f"resuming: {skipped} samples already scored, {todo} to judge", highlight=False)
         progress.start()
         state["task"] = progress.add_task(label, total=todo)
 
     def on_record(record: dict[str, Any]) -> None:
         if record.get("status") != "scored":
-            console.print(f"  {record.get('id')}: {record.get('status')}: {str(record.get('error'))[:200]}")
+            console.print(f"  {record.get('id')}: {record.get('status')}: {str(record.get('error'))[:300]}",
+                          soft_wrap=True, markup=False, highlight=False)
         if "task" in state:
             progress.advance(state["task"])
 
     return on_plan, on_record, progress.stop
+
+
+def _judge_all(label: str, evaluate: Callable[..., Any], opts: Any, client: Any) -> dict[str, Any]:
+    """Run one evaluation with a progress display; the client is closed however it ends."""
+    on_plan, on_record, stop = _progress(label)
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await evaluate(client, opts, on_record=on_record, on_plan=on_plan)
+        finally:
+            stop()
+            await client.aclose()
+
+    return _run(go)
 
 
 def register(app: typer.Typer) -> None:
@@ -111,7 +129,8 @@ def register(app: typer.Typer) -> None:
         max_side: MaxSide = DEFAULT_MAX_SIDE,
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
     ) -> None:
-        """Score generated images against the ground truth with the KScore judge (DESIGN.md §4)."""
+        """Score generated images against their ground truth with the KScore judge (GenEvolve-Bench protocol)."""
+        from genevolve_graph.evaluation.judge_client import JudgeClient
         from genevolve_graph.evaluation.runner import EVAL_LOG_NAME, SUMMARY_CSV, SUMMARY_JSON, EvaluateOptions, evaluate_kscore_results
 
         if resume and overwrite:
@@ -121,18 +140,8 @@ def register(app: typer.Typer) -> None:
             results=results, out_dir=out_dir, gt_roots=list(gt_root or []), max_workers=max_workers, resume=resume,
             overwrite=overwrite, rubric=rubric, rubric_source=rubric_source, max_side=max_side, jpeg_quality=jpeg_quality,
         )
-        on_plan, on_record, stop = _progress("KScore")
-
-        async def go() -> dict[str, Any]:
-            client = JudgeClient(judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries,
-                                 timeout=timeout, max_tokens=max_tokens)
-            try:
-                return await evaluate_kscore_results(client, opts, on_record=on_record, on_plan=on_plan)
-            finally:
-                stop()
-                await client.aclose()
-
-        summary = _run(go)
+        summary = _judge_all("KScore", evaluate_kscore_results, opts, JudgeClient(
+            judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
         out = Path(out_dir) if out_dir else Path(results).resolve().parent
         a = summary["all"]
         typer.echo(
@@ -167,6 +176,7 @@ def register(app: typer.Typer) -> None:
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
     ) -> None:
         """Score images on WISE with the original protocol (WiScore; the original judge: gpt-4o-2024-05-13)."""
+        from genevolve_graph.evaluation.judge_client import JudgeClient
         from genevolve_graph.evaluation.wise import EVAL_LOG_NAME, PROTOCOL, SUMMARY_CSV, SUMMARY_JSON, WiseOptions, evaluate_wise
 
         if resume and overwrite:
@@ -177,18 +187,8 @@ def register(app: typer.Typer) -> None:
             max_workers=max_workers, resume=resume, overwrite=overwrite, rubric=rubric, rubric_source=rubric_source,
             max_side=max_side, jpeg_quality=jpeg_quality,
         )
-        on_plan, on_record, stop = _progress("WISE")
-
-        async def go() -> dict[str, Any]:
-            client = JudgeClient(judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries,
-                                 timeout=timeout, max_tokens=max_tokens)
-            try:
-                return await evaluate_wise(client, opts, on_record=on_record, on_plan=on_plan)
-            finally:
-                stop()
-                await client.aclose()
-
-        summary = _run(go)
+        summary = _judge_all("WISE", evaluate_wise, opts, JudgeClient(
+            judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
         if summary["overall"] is not None:
             typer.echo(f"{PROTOCOL} overall WiScore {summary['overall']} (missing=0: {summary['overall_missing_zero']})")
         else:
@@ -206,6 +206,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare evaluated runs side by side: terminal tables, report.md and bar charts."""
         from genevolve_graph.evaluation.report import build_report
+        from genevolve_graph.evaluation.results_io import EvalInputError
 
         try:
             files = build_report(list(runs), out, labels=list(label) if label else None)

@@ -271,4 +271,5 @@ async def ask_parsed(
         except ValueError as exc:
             last_problem, last_raw = str(exc), raw
     snippet = " ".join(last_raw.split())[:200]
-    raise JudgeError(f"could not read the {what} after {max(1, attempts)} replies: {last_problem} (last reply: {snippet!r})")
+    quoted = "" if snippet[:40] in last_problem else f" (last reply: {snippet!r})"
+    raise JudgeError(f"could not read the {what} after {max(1, attempts)} replies: {last_problem}{quoted}")

@@ -141,11 +141,15 @@ def print_tables(tables: list[Table], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = console or Console()
+    import sys
+
+    # Piped output (CI logs, files) gets a wide console so numbers are never cut; a narrow
+    # terminal folds cells onto more lines rather than truncating them with an ellipsis.
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     for table in tables:
         rich_table = RichTable(title=table.title, title_justify="left")
         for index, header in enumerate(table.headers):
-            rich_table.add_column(header, justify="left" if index == 0 else "right")
+            rich_table.add_column(header, justify="left" if index == 0 else "right", overflow="fold")
         for row in table.rows:
             rich_table.add_row(*row)
         console.print(rich_table)
@@ -188,9 +192,10 @@ def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float
             text = "–" if value is None else f"{value:.2f}"
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7,
                         xytext=(0, 2), textcoords="offset points")
+    slanted = len(groups) > 4 and max(len(g) for g in groups) > 6
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center", fontsize=8)
-    ax.set_ylim(0, 1.08)
+    ax.set_xticklabels(groups, rotation=30 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
+    ax.set_ylim(0, 1.15)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
 
@@ -206,9 +211,11 @@ def draw_charts(runs: list[Run], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
+    def legend(ax: Any) -> None:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
     def save(fig: Any, name: str) -> None:
         path = out_dir / name
-        fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -216,32 +223,33 @@ def draw_charts(runs: list[Run], out_dir: Path) -> list[Path]:
     ks = [r for r in runs if r.kscore]
     metrics = ["overall", *DIMENSIONS]
     if ks:
-        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(ks)) / 2), 4))
+        fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(metrics) * max(1, len(ks)) + 2), 4), layout="constrained")
         _grouped_bars(ax, [SHORT[m] for m in metrics],
                       [(r.label, [r.kscore["all"].get(m) for m in metrics]) for r in ks], "KScore, all samples")  # type: ignore[index]
-        ax.legend(fontsize=8)
+        legend(ax)
         save(fig, "kscore_all.png")
         for group in ("eval_type", "category"):
             names = sorted({n for r in ks for n in r.kscore.get(f"by_{group}", {})})  # type: ignore[union-attr]
             if not names:
                 continue
-            fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 0.55 * len(names) * max(1, len(ks)) + 2), 2.6 * len(metrics)))
+            fig, axes = plt.subplots(len(metrics), 1, figsize=(max(7, 0.55 * len(names) * max(1, len(ks)) + 3), 2.6 * len(metrics)),
+                                     layout="constrained")
             for ax, metric in zip(axes, metrics, strict=True):
                 series = [(r.label, [(r.kscore.get(f"by_{group}", {}).get(n) or {}).get(metric) for n in names]) for r in ks]  # type: ignore[union-attr]
                 _grouped_bars(ax, names, series, f"{metric} by {group}")
-            axes[0].legend(fontsize=8)
+            legend(axes[0])
             save(fig, f"kscore_by_{group}.png")
     ws = [r for r in runs if r.wise]
     if ws:
         names = [c.name for c in WISE_CATEGORIES] + ["overall"]
-        fig, ax = plt.subplots(figsize=(8, 4))
+        fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(names) * len(ws) + 3), 4), layout="constrained")
         series = []
         for run in ws:
             w = run.wise  # type: ignore[assignment]
             overall = w.get("overall") if w.get("overall") is not None else w.get("overall_partial")
             series.append((run.label, [w["by_category"].get(n, {}).get("wiscore") for n in names[:-1]] + [overall]))
         _grouped_bars(ax, names, series, "WISE (original): WiScore by category")
-        ax.legend(fontsize=8)
+        legend(ax)
         save(fig, "wise_by_category.png")
     return written
 

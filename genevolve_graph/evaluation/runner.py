@@ -159,7 +159,9 @@ async def evaluate_kscore_results(
     existing = open_log(log, resume=opts.resume, overwrite=opts.overwrite)
     rubric = opts.rubric if opts.rubric is not None else builtin_rubric("kscore")
     gen_roots = [results.parent, Path.cwd()]
-    gt_roots = [*(Path(r).resolve() for r in opts.gt_roots), results.parent]
+    # With --gt-root, relative ground truths resolve only there: falling back to the run's
+    # directory could silently pair a generated image with itself.
+    gt_roots = [Path(r).resolve() for r in opts.gt_roots] or [results.parent, Path.cwd()]
 
     async def judge_one(sid: str, row: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {

@@ -6,9 +6,10 @@ from typing import Any
 
 import asyncio
 import concurrent.futures
+import contextvars
 from typing import Awaitable, Callable
 
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
 
@@ -20,26 +21,35 @@ def current_context() -> AgentContext:
     return AgentContext.coerce(get_runtime().context)
 
 
-def dual_node(afunc: Callable[[Any], Awaitable[dict[str, Any]]], name: str) -> RunnableLambda:
+class DualNode(Runnable[Any, dict[str, Any]]):
     """An async node that also runs under the sync API (``graph.invoke``, a sync chain).
 
+    A bare ``Runnable`` rather than ``RunnableLambda``: LangGraph already traces the node,
+    and a lambda would configure a second callback manager on every call (about 0.4 ms).
     The sync path runs the coroutine on a private event loop (in a worker thread when the
     calling thread already has a loop, as in a notebook cell), with the caller's context
     variables, so the runtime and stream writer stay reachable.
     """
 
-    def func(state: Any) -> dict[str, Any]:
+    def __init__(self, afunc: Callable[[Any], Awaitable[dict[str, Any]]], name: str) -> None:
+        self.afunc = afunc
+        self.name = name
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+        return await self.afunc(input)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(afunc(state))
-        import contextvars
-
-        ctx = contextvars.copy_context()
+            return asyncio.run(self.afunc(input))
+        context = contextvars.copy_context()
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(ctx.run, asyncio.run, afunc(state)).result()
+            return pool.submit(context.run, asyncio.run, self.afunc(input)).result()
 
-    return RunnableLambda(func, afunc=afunc, name=name)
+
+def dual_node(afunc: Callable[[Any], Awaitable[dict[str, Any]]], name: str) -> DualNode:
+    return DualNode(afunc, name)
 
 
 def emit(event: str, **data: Any) -> None:

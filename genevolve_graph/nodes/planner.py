@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -76,8 +77,8 @@ def make_planner(services: Services):
             request = (state.get("request") or "").strip()
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
-            try:
-                new += initial_messages(request, ctx)
+            try:  # in a thread: a system prompt file is read from disk
+                new += await asyncio.to_thread(initial_messages, request, ctx) if ctx.system_prompt_file else initial_messages(request, ctx)
             except PromptFileError as exc:
                 return {"termination": "error", "error": str(exc)}
         rounds = state.get("rounds", 0)
@@ -89,7 +90,7 @@ def make_planner(services: Services):
         conversation = messages + new
         emit("policy_started", round=rounds + 1)
         try:
-            policy = services.get_policy(ctx)
+            policy = await services.aget_policy(ctx)
             reply = await policy.respond(conversation, ctx)
         except PolicyError as exc:
             return {"messages": new, "termination": "error", "error": str(exc)}

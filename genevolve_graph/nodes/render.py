@@ -29,7 +29,7 @@ def make_render_node(services: Services):
         path = output_path(ctx, thread_id)
         emit("render_started", renderer=ctx.renderer, path=str(path))
         try:
-            renderer = services.get_renderer(ctx)
+            renderer = await services.aget_renderer(ctx)
             result = await renderer.render(program, path, seed=ctx.seed)
         except Exception as exc:  # noqa: BLE001 - a render failure is recorded, not raised
             result = RenderResult(success=False, backend=ctx.renderer, error=f"{type(exc).__name__}: {exc}")

@@ -20,7 +20,7 @@ from genevolve_graph.protocol import new_id
 from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
-from genevolve_graph.tools.base import BackendUnavailable
+from genevolve_graph.tools.base import BackendUnavailable, ImageHit
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
 
 
@@ -33,7 +33,7 @@ def _failure(tool: str, exc: BaseException) -> str:
 async def run_search(services: Services, ctx: AgentContext, queries: list[str], top_k: int) -> str:
     """All queries run concurrently; one block per query, in the order asked."""
     try:
-        backend = services.get_search(ctx)
+        backend = await services.aget_search(ctx)
     except Exception as exc:  # noqa: BLE001 - a misconfigured backend is an observation
         return _failure("search", exc)
     results = await asyncio.gather(*(backend.search(q, top_k) for q in queries), return_exceptions=True)
@@ -48,19 +48,27 @@ async def run_search(services: Services, ctx: AgentContext, queries: list[str], 
 
 async def run_image_search(
     services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference]
-) -> tuple[str, dict[str, Reference], list[Reference]]:
+) -> tuple[str | list[dict[str, Any]], dict[str, Reference], list[Reference]]:
     try:
-        backend = services.get_image_search(ctx)
+        backend = await services.aget_image_search(ctx)
         outcome = await backend.search_images(query, top_k)
     except Exception as exc:  # noqa: BLE001
         return f"--- image search result for [{query}] ---\n{_failure('image_search', exc)}\n--- end of image search result ---", {}, []
     refs, added = assign_ids(registry, outcome.hits)
-    return image_search_block(query, refs, outcome.rejected), added, refs
+    block = image_search_block(query, refs, outcome.rejected)
+    if ctx.options.get("show_images") and refs:
+        # --show-images: thumbnails as image parts after the text, for vision policies.
+        from genevolve_graph.tools.thumbnails import observation_content
+
+        hits = [ImageHit(title=r.title, url=r.url, local_path=r.local_path, page_url=r.page_url) for r in refs]
+        content = await asyncio.to_thread(observation_content, block, hits, [r.img_id for r in refs], ctx.options)
+        return content, added, refs
+    return block, added, refs
 
 
-def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
+async def run_query_knowledge(services: Services, ctx: AgentContext, skill_name: str) -> str:
     try:
-        skill = services.get_skills(ctx).get(skill_name)
+        skill = (await services.aget_skills(ctx)).get(skill_name)
     except SkillError as exc:
         return f"query_knowledge failed: {exc}"
     return skill_block(skill.name, skill.body)
@@ -88,9 +96,10 @@ def make_tools_node(services: Services):
                 for ref in refs:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
             else:
-                observation = run_query_knowledge(services, ctx, args["skill_name"])
+                observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
-            emit("tool_done", tool=name, chars=len(observation))
+            text = observation if isinstance(observation, str) else observation[0]["text"]
+            emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 

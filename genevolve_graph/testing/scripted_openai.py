@@ -15,12 +15,16 @@ success); ``fail_when`` makes requests containing a substring fail with 500 ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import httpx
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -158,3 +162,36 @@ class ScriptedChatServer:
 
     def successful_bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.status == 200]
+
+
+def _serve_in_child(script: Script, latency: float, ports: Any) -> None:
+    server = ScriptedChatServer(script, latency=latency)
+    thread = ServerThread(server.app)
+    ports.put(thread.port)
+    thread.server.run(sockets=[thread.sock])
+
+
+@contextlib.contextmanager
+def scripted_server_process(script: Script, latency: float = 0.0) -> Iterator[str]:
+    """The scripted server in a separate process (for benchmarks: its CPU time then does not
+    compete with the client's for one interpreter). Yields the ``/v1`` base URL."""
+    context = multiprocessing.get_context("spawn")
+    ports = context.Queue()
+    process = context.Process(target=_serve_in_child, args=(script, latency, ports), daemon=True)
+    process.start()
+    try:
+        port = ports.get(timeout=60)
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/models", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the scripted server process did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.join(timeout=10)

@@ -64,12 +64,16 @@ class LocalImageSearch:
 
     def __init__(self, image_dir: str | Path = "") -> None:
         self.directory = Path(image_dir).expanduser() if image_dir else DEFAULT_IMAGE_DIR
+        self._loaded: tuple[list[dict[str, str]], BM25Index] | None = None
 
     def load(self) -> tuple[list[dict[str, str]], BM25Index]:
-        return _index(str(self.directory.resolve()))
+        if self._loaded is None:
+            self._loaded = _index(str(self.directory.resolve()))
+        return self._loaded
 
     async def search_images(self, query: str, top_k: int) -> ImageSearchOutcome:
-        items, index = await asyncio.to_thread(self.load)
+        # The folder is read once, off the event loop; later searches are in-memory.
+        items, index = self._loaded or await asyncio.to_thread(self.load)
         hits = [
             ImageHit(title=items[i]["title"], url=items[i]["url"], local_path=items[i]["local_path"], page_url=items[i]["page_url"])
             for i in index.top(query, top_k)

@@ -16,9 +16,18 @@ if TYPE_CHECKING:
 
 SEARCH_BACKENDS: dict[str, str] = {
     "local": "genevolve_graph.tools.local_search:from_context",
+    "serper": "genevolve_graph.tools.serper:from_context",
+    "searxng": "genevolve_graph.tools.searxng:from_context",
+    "tavily": "genevolve_graph.tools.tavily:from_context",
+    "ddgs": "genevolve_graph.tools.duckduckgo:from_context",
+    "langchain": "genevolve_graph.tools.langchain_adapter:from_context",
 }
 IMAGE_SEARCH_BACKENDS: dict[str, str] = {
     "local": "genevolve_graph.tools.local_images:from_context",
+    "serper": "genevolve_graph.tools.serper:from_context",
+    "searxng": "genevolve_graph.tools.searxng:from_context",
+    "tavily": "genevolve_graph.tools.tavily:from_context",
+    "ddgs": "genevolve_graph.tools.duckduckgo:from_context",
 }
 
 

@@ -1,22 +1,20 @@
-"""The ``train`` command group, shared by every module that adds a ``train`` subcommand.
+"""The ``train`` command group, shared by every training command.
 
-``genevolve-graph train grpo`` (this area) and ``train sft`` (another) both call
-:func:`get_train_app`, which returns the existing group or creates it, so either module can
-register first.
+Several modules add ``train`` subcommands (``train sft``, ``train grpo``) from their own
+``register(app)``; whichever registers first creates the group and the others reuse it, so
+the order in which ``cli.COMMAND_MODULES`` lists them does not matter.
 """
 
 from __future__ import annotations
 
 import typer
 
-TRAIN_HELP = "Train the policy: SFT on exported trajectories, GRPO with SDL on rendered and judged rollouts."
-
 
 def get_train_app(app: typer.Typer) -> typer.Typer:
-    """The ``train`` sub-app of ``app`` (created and added on first use)."""
-    for group in app.registered_groups:
-        if group.name == "train" and group.typer_instance is not None:
-            return group.typer_instance
-    train = typer.Typer(name="train", help=TRAIN_HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-    app.add_typer(train, name="train")
-    return train
+    """The ``train`` group of ``app``: the one already registered, or a new one added to it."""
+    for info in app.registered_groups:
+        if info.name == "train" and info.typer_instance is not None:
+            return info.typer_instance
+    train_app = typer.Typer(name="train", help="Train the policy (SFT, GRPO + SDL).", no_args_is_help=True)
+    app.add_typer(train_app, name="train")
+    return train_app

@@ -1,24 +1,25 @@
 """A scripted OpenAI-compatible judge server on 127.0.0.1 for the evaluation tests.
 
-Real HTTP (FastAPI under uvicorn in a thread, on a free port). Each request is matched to a
-script by a marker string found in its text content; the script's replies are served in
-order, the last one repeating. A reply is judge text (well-formed, fenced, malformed: the
-test decides) or an HTTP error status (429 with ``Retry-After``, 500, 401...). Every request
-is recorded with its arrival time, so tests can check the rate limiter from the server's
-side and inspect exactly what the client sent.
+Real HTTP (FastAPI under uvicorn in a thread on a free port, via the project's
+``ServerThread``). Each request is matched to a script by a marker string found in its text
+content; the script's replies are served in order, the last one repeating. A reply is judge
+text (well-formed, fenced, malformed: the test decides) or an HTTP error status (429 with
+``Retry-After``, 500, 401...). Every request is recorded with its arrival time, so tests
+can check the rate limiter from the server's side and inspect exactly what the client sent.
 """
 
 from __future__ import annotations
 
-import socket
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from genevolve_graph.testing.server_thread import ServerThread
 
 
 @dataclass
@@ -79,14 +80,14 @@ class ScriptedJudge:
         self.requests: list[Recorded] = []
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self._chat)
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread | None = None
 
     # -- script
     def on(self, marker: str, *replies: Reply) -> None:
-        """Requests whose text contains ``marker`` get ``replies`` in order (the last repeats)."""
+        """Requests whose text contains ``marker`` get ``replies`` in order (the last repeats);
+        a second call for the same marker replaces its script."""
         with self._lock:
+            self._scripts = [(m, r) for m, r in self._scripts if m != marker]
             self._scripts.append((marker, list(replies)))
 
     def default(self, *replies: Reply) -> None:
@@ -118,8 +119,6 @@ class ScriptedJudge:
         with self._lock:
             self.requests.append(Recorded(at=at, body=body, text=text, marker=marker))
         if reply.delay:
-            import asyncio
-
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
             return JSONResponse(
@@ -141,25 +140,13 @@ class ScriptedJudge:
     # -- lifecycle
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        assert self._thread is not None, "start() the server first"
+        return f"{self._thread.url}/v1"
 
     def start(self) -> ScriptedJudge:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the scripted judge server did not start")
-            time.sleep(0.01)
+        self._thread = ServerThread(self.app).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.stop()

@@ -1,0 +1,114 @@
+"""Safe decoding of untrusted image bytes (downloads, data URLs sent to the render service).
+
+Whatever a web server or a client sends is treated as hostile until Pillow has decoded it
+under limits: only JPEG, PNG, WebP and GIF (first frame) are accepted, recognised by their
+content (never by file extension or Content-Type); the byte size and the pixel count are
+capped *before* pixel data is decoded; Pillow's decompression-bomb warning is an error; a
+truncated or corrupt file is an error. Every refusal is an ``UnsafeImageError`` whose
+message says why in a few words, so it can be shown to a user or a policy as it is.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+"""Pillow format names accepted from untrusted sources."""
+
+DEFAULT_MAX_BYTES = 15 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# ``warnings.catch_warnings`` swaps a process-global filter list (Python 3.11 has no
+# context-local warnings), so two threads decoding at once could restore each other's
+# filters. Decodes hold this lock while the "bomb warning is an error" filter is active.
+_WARNINGS_LOCK = threading.Lock()
+
+
+class UnsafeImageError(ValueError):
+    """Untrusted bytes that are not an acceptable image; the message gives the reason."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image plus what the bytes turned out to be.
+
+    ``image`` is fully loaded, EXIF-orientation applied, in mode RGB or RGBA;
+    ``format`` is the detected Pillow format; ``frames`` the frame count of the source
+    (only the first frame is decoded).
+    """
+
+    image: Image.Image
+    format: str
+    frames: int
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode untrusted ``data`` into a loaded RGB/RGBA image or raise ``UnsafeImageError``."""
+    return decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).image
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedImage:
+    """Like ``decode_image_bytes`` but also reports the detected format and frame count."""
+    if max_pixels <= 0 or max_bytes <= 0:
+        raise ValueError("max_pixels and max_bytes must be positive")
+    if not data:
+        raise UnsafeImageError("empty body")
+    if len(data) > max_bytes:
+        raise UnsafeImageError(f"{len(data)} bytes exceeds the {max_bytes}-byte cap")
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _decode(data, max_pixels)
+
+
+def _decode(data: bytes, max_pixels: int) -> DecodedImage:
+    try:
+        im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise UnsafeImageError(f"not an allowed image format ({_sniff(data)}); allowed: JPEG, PNG, WebP, GIF") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can break a parser in any way
+        raise UnsafeImageError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
+    with im:
+        fmt = im.format or "?"
+        if fmt not in ALLOWED_FORMATS:  # defensive: formats= already restricts this
+            raise UnsafeImageError(f"format {fmt} is not allowed")
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise UnsafeImageError(f"invalid dimensions {width}x{height}")
+        if width * height > max_pixels:
+            raise UnsafeImageError(f"{width}x{height} = {width * height} pixels exceeds the {max_pixels}-pixel cap")
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        try:
+            im.seek(0)
+            im.load()
+            out = ImageOps.exif_transpose(im)
+            out = out.convert("RGBA" if _has_alpha(out) else "RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - OSError for truncation, anything for malice
+            raise UnsafeImageError(f"truncated or corrupt {fmt} data ({exc})") from None
+    if out.width * out.height > max_pixels:
+        raise UnsafeImageError(f"{out.width}x{out.height} pixels exceeds the {max_pixels}-pixel cap")
+    return DecodedImage(image=out, format=fmt, frames=frames)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _sniff(data: bytes) -> str:
+    """A short guess of what non-image bytes are, for the refusal message."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "looks like SVG"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head or b"<body" in head:
+        return "looks like HTML"
+    if head.startswith((b"{", b"[")):
+        return "looks like JSON"
+    return "unrecognised content"

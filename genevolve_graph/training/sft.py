@@ -1,0 +1,270 @@
+"""Supervised fine-tuning of the policy on exported or imported trajectories (TRL ``SFTTrainer``).
+
+- Data: the records ``genevolve-graph export`` writes (``sft`` or ``trl`` JSONL, or the
+  ``trl`` dataset folder) or a local copy of GenEvolve-Data-SFT; every record goes through
+  the same validation as ``import-sft`` and bad ones are reported and skipped.
+- Loss on the assistant turns only (``assistant_only_loss``): the chat template must mark
+  them with ``{% generation %}``; TRL swaps in its training variant for the templates it
+  knows (Qwen3, Qwen3-VL, Qwen2.5, ...). Otherwise pass a template with the markers.
+- A VLM (a model whose config has a ``vision_config``) trains with its vision tower frozen;
+  each listed image is placed in the ``<tool_response>`` turn of the ``image_search`` that
+  returned it. A text-only model trains on the text, which names the images by ``IMG_###``.
+- Optional LoRA through PEFT; bf16 when the accelerator supports it; every other
+  ``SFTConfig`` field can be set (``--learning_rate 1e-5 --num_train_epochs 2 ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genevolve_graph.training.sft_data import LoadResult, SFTRecord, load_sft, message_text
+
+VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder", "vision")
+_IMG_LINE_RE = re.compile(r"^(IMG_\d{3,}):", re.M)
+
+
+class SFTSetupError(ValueError):
+    """Training cannot start as asked; the message names the input and the fix."""
+
+
+@dataclass
+class SFTOptions:
+    data: Path
+    model: Path
+    out: Path
+    lora_r: int = 0
+    """LoRA rank (0: full fine-tuning)."""
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    freeze_vision: bool = True
+    config_args: list[str] = field(default_factory=list)
+    """Further ``SFTConfig`` options as command-line arguments (``--learning_rate 1e-5``)."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_training_records(path: Path | str) -> tuple[list[SFTRecord], LoadResult]:
+    """Valid records under ``path`` (image paths made absolute) and the load report."""
+    result = load_sft(path)
+    records = []
+    for loaded in result.records:
+        record = loaded.record
+        if record.images:
+            record = record.model_copy(update={"images": [str((result.root / p).resolve()) for p in record.images]})
+        records.append(record)
+    return records, result
+
+
+def _text_messages(record: SFTRecord) -> list[dict[str, Any]]:
+    messages = []
+    for message in record.chat():
+        if not isinstance(message.get("content"), str):
+            message["content"] = message_text(message.get("content"))
+        messages.append(message)
+    return messages
+
+
+def vision_messages(record: SFTRecord) -> list[dict[str, Any]]:
+    """Messages as content parts with an image placeholder for every listed image.
+
+    The k-th listed image is the k-th ``IMG_###`` id an ``image_search`` returned, so its
+    placeholder goes right after the text of that ``<tool_response>`` turn, where the policy
+    first learns of it. When the ids cannot be matched to the list (other data), all images
+    go before the request text, as TRL does by default.
+    """
+    messages = [{**m, "content": [{"type": "text", "text": message_text(m.get("content"))}]} for m in record.chat()]
+    if not record.images:
+        return messages
+    ids = (record.meta or {}).get("image_ids") or []
+    turn_of: dict[int, list[int]] = {}
+    seen: list[str] = []
+    for index, message in enumerate(messages):
+        text = message["content"][0]["text"]
+        if message["role"] in ("user", "tool") and "--- image search result for [" in text:
+            for img_id in _IMG_LINE_RE.findall(text):
+                if img_id not in seen:
+                    seen.append(img_id)
+                    turn_of.setdefault(index, []).append(len(seen) - 1)
+    if (ids and ids != seen[: len(ids)]) or len(seen) != len(record.images):
+        first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+        messages[first_user]["content"] = [{"type": "image"} for _ in record.images] + messages[first_user]["content"]
+        return messages
+    for index, positions in turn_of.items():
+        messages[index]["content"] = messages[index]["content"] + [{"type": "image"} for _ in positions]
+    return messages
+
+
+def build_dataset(records: list[SFTRecord], *, vision: bool = False) -> Any:
+    """A ``datasets.Dataset`` in TRL's conversational format."""
+    from datasets import Dataset
+
+    if not records:
+        raise SFTSetupError("no valid training records; check the data with genevolve-graph import-sft --data PATH")
+    if vision:
+        columns: dict[str, list[Any]] = {"messages": [vision_messages(r) for r in records], "images": [list(r.images) for r in records]}
+    else:
+        columns = {"messages": [_text_messages(r) for r in records]}
+    if any(r.tools for r in records):
+        columns["tools"] = [json.dumps(r.tools, ensure_ascii=False) if r.tools else None for r in records]
+    return Dataset.from_list([dict(zip(columns, row)) for row in zip(*columns.values())])
+
+
+# --------------------------------------------------------------------------- model
+
+
+def is_vision_model(config: Any) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def freeze_vision_tower(model: Any) -> list[str]:
+    """Freeze every vision-encoder submodule (``visual``, ``vision_tower``, ...). Returns their names."""
+    frozen: list[str] = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in VISION_MODULE_NAMES and not any(name.startswith(f + ".") for f in frozen):
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def check_chat_template(processing_class: Any) -> str:
+    """Which template will mark the assistant tokens; raises ``SFTSetupError`` when none can."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = getattr(processing_class, "chat_template", None)
+    if not template:
+        raise SFTSetupError(
+            "the tokenizer has no chat template; pass one with {% generation %} markers: --chat_template_path FILE.jinja"
+        )
+    if has_generation_markers(template):
+        return "the model's template (has {% generation %} markers)"
+    try:
+        get_training_chat_template(processing_class)
+    except ValueError:
+        raise SFTSetupError(
+            "the model's chat template has no {% generation %} markers and TRL has no training variant of it, so the "
+            "assistant tokens cannot be masked; pass a template with the markers (--chat_template_path FILE.jinja) "
+            "or train on every token (--assistant_only_loss False)"
+        ) from None
+    return "TRL's training variant of the model's template"
+
+
+def _bf16_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def make_sft_config(out: Path, config_args: list[str] | None = None) -> Any:
+    """``SFTConfig`` with this project's defaults, overridden by ``config_args``."""
+    from transformers import HfArgumentParser
+    from trl import SFTConfig
+
+    class _Parser(HfArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise SFTSetupError(f"SFTConfig option: {message}")
+
+    bf16 = _bf16_available()
+    defaults: dict[str, Any] = {
+        "output_dir": str(out),
+        "assistant_only_loss": True,
+        "max_length": 16384,
+        "bf16": bf16,
+        "report_to": "none",
+        "logging_steps": 10,
+        "save_strategy": "epoch",
+    }
+    argv: list[str] = []
+    for key, value in defaults.items():
+        argv += [f"--{key}", str(value)]
+    argv += list(config_args or [])
+    try:
+        config, remaining = _Parser(SFTConfig, allow_abbrev=False).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, SFTSetupError):
+            raise
+        raise SFTSetupError(f"SFTConfig: {exc}") from None
+    if remaining:
+        raise SFTSetupError(
+            f"unknown SFTConfig option(s) {' '.join(remaining)}; any SFTConfig field is accepted as --field_name VALUE (e.g. --learning_rate 1e-5)"
+        )
+    return config
+
+
+def build_trainer(
+    records: list[SFTRecord],
+    model_path: Path | str,
+    out: Path | str,
+    *,
+    config_args: list[str] | None = None,
+    lora_r: int = 0,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_target_modules: str = "all-linear",
+    freeze_vision: bool = True,
+) -> Any:
+    """An ``SFTTrainer`` ready to ``train()``: model, tokenizer/processor, data, config."""
+    from transformers import AutoConfig
+
+    model_path = Path(model_path).expanduser()
+    if not (model_path / "config.json").is_file():
+        raise SFTSetupError(f"{model_path} is not a model folder (no config.json) (--model); pass a local Hugging Face model directory")
+    config = make_sft_config(Path(out), config_args)
+    model_config = AutoConfig.from_pretrained(model_path)
+    vision = is_vision_model(model_config)
+    dtype = "bfloat16" if config.bf16 else "float32"
+    if vision:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype)
+        processing_class = AutoProcessor.from_pretrained(model_path)
+        if freeze_vision:
+            freeze_vision_tower(model)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        processing_class = AutoTokenizer.from_pretrained(model_path)
+    if config.assistant_only_loss and not config.chat_template_path:
+        check_chat_template(processing_class)
+    peft_config = None
+    if lora_r > 0:
+        from peft import LoraConfig
+
+        targets: str | list[str] = lora_target_modules if lora_target_modules == "all-linear" else [t.strip() for t in lora_target_modules.split(",") if t.strip()]
+        peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+        if vision and freeze_vision:
+            peft_config.exclude_modules = r".*(" + "|".join(VISION_MODULE_NAMES) + r").*"
+    dataset = build_dataset(records, vision=vision)
+    from trl import SFTTrainer
+
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class, peft_config=peft_config)
+
+
+def train_sft(options: SFTOptions) -> tuple[Any, LoadResult]:
+    """Load, validate, train and save. Returns (trainer, load report)."""
+    records, loaded = load_training_records(options.data)
+    trainer = build_trainer(
+        records,
+        options.model,
+        options.out,
+        config_args=options.config_args,
+        lora_r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        lora_target_modules=options.lora_target_modules,
+        freeze_vision=options.freeze_vision,
+    )
+    trainer.train()
+    trainer.save_model(str(options.out))
+    processing_class = trainer.processing_class
+    if processing_class is not None:
+        processing_class.save_pretrained(str(options.out))
+    return trainer, loaded

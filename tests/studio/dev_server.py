@@ -1,0 +1,97 @@
+"""Start ``langgraph dev`` on a free loopback port for a test, and stop it by its pid.
+
+The server silently moves to another port when the requested one is taken, so the port is
+read from its log (the ``API: http://127.0.0.1:PORT`` banner, or the "using port N instead"
+warning), never assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+BANNER = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
+MOVED = re.compile(r"using port (\d+) instead")
+
+
+@dataclass
+class DevServer:
+    process: subprocess.Popen
+    log_path: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return ANSI.sub("", self.log_path.read_text(encoding="utf-8", errors="replace"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bound_port(log: str) -> int | None:
+    """The port the server says it serves on (after it may have moved)."""
+    clean = ANSI.sub("", log)
+    match = BANNER.search(clean) or MOVED.search(clean)
+    return int(match.group(1)) if match else None
+
+
+@contextlib.contextmanager
+def langgraph_dev(root: Path, log_path: Path, env: dict[str, str], *, port: int | None = None, timeout: float = 60.0) -> Iterator[DevServer]:
+    """``langgraph dev --no-browser --no-reload`` in ``root`` until the block ends."""
+    command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser", "--no-reload",
+               "--host", "127.0.0.1", "--port", str(port or free_port()), "--config", "langgraph.json"]
+    log = log_path.open("w", encoding="utf-8")
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        server: DevServer | None = None
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"langgraph dev exited with {process.returncode}:\n{ANSI.sub('', log_path.read_text())[-4000:]}")
+            found = bound_port(log_path.read_text(encoding="utf-8", errors="replace"))
+            if found:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{found}/ok", timeout=2).status_code == 200:
+                        server = DevServer(process, log_path, found)
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        if server is None:
+            raise RuntimeError(f"langgraph dev did not come up in {timeout:.0f}s:\n{ANSI.sub('', log_path.read_text())[-4000:]}")
+        yield server
+    finally:
+        stop(process)
+        log.close()
+
+
+def stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the server's process group (its own session), then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(grace)

@@ -1,0 +1,78 @@
+"""Safe decoding of untrusted image bytes (genevolve_graph.imaging)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from genevolve_graph.imaging import UnsafeImageError, decode_image, decode_image_bytes
+from genevolve_graph.tools.local_servers import image_bytes, png_declaring
+
+
+@pytest.mark.parametrize("fmt, expected", [("jpeg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("gif", "GIF")])
+def test_allowed_formats_decode_to_loaded_rgb(fmt: str, expected: str) -> None:
+    decoded = decode_image(image_bytes("cat", fmt, (40, 30)), max_pixels=10_000, max_bytes=100_000)
+    assert decoded.format == expected
+    assert decoded.image.size == (40, 30)
+    assert decoded.image.mode == "RGB"
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    data = image_bytes("anim", "gifanim", (20, 20))
+    decoded = decode_image(data, max_pixels=10_000, max_bytes=100_000)
+    assert decoded.format == "GIF" and decoded.frames == 3
+    with Image.open(io.BytesIO(data)) as original:
+        original.seek(0)
+        first = original.convert("RGB")
+    assert decoded.image.tobytes() == first.tobytes()
+
+
+def test_transparency_is_kept_as_rgba() -> None:
+    out = io.BytesIO()
+    Image.new("RGBA", (8, 8), (255, 0, 0, 100)).save(out, format="PNG")
+    assert decode_image_bytes(out.getvalue(), max_pixels=100, max_bytes=10_000).mode == "RGBA"
+
+
+def test_exif_orientation_is_applied() -> None:
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    Image.new("RGB", (40, 20), "white").save(out, format="JPEG", exif=exif)
+    assert decode_image_bytes(out.getvalue(), max_pixels=10_000, max_bytes=100_000).size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (png_declaring(100_000, 100_000), "decompression bomb"),  # 10^10 pixels: Pillow's hard limit
+        (png_declaring(10_000, 10_000), "decompression bomb"),  # 10^8: Pillow only warns; the warning is an error here
+        (png_declaring(3_000, 3_000), "exceeds the 1000000-pixel cap"),  # below Pillow's limits, above ours
+        (b"<!DOCTYPE html><html><body>hello</body></html>", "looks like HTML"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "looks like SVG"),
+        (b"BM" + b"\x00" * 60, "not an allowed image format"),  # BMP header: not on the list
+        (b"", "empty body"),
+    ],
+    ids=["bomb-1e10", "bomb-warning", "pixel-cap", "html", "svg", "bmp", "empty"],
+)
+def test_refusals_say_why(data: bytes, reason: str) -> None:
+    with pytest.raises(UnsafeImageError, match=reason):
+        decode_image_bytes(data, max_pixels=1_000_000 if reason.startswith("exceeds") else 10**9, max_bytes=1_000_000)
+
+
+def test_truncated_image_is_refused() -> None:
+    data = image_bytes("trunc", "jpeg", (256, 256))
+    with pytest.raises(UnsafeImageError, match="truncated or corrupt JPEG"):
+        decode_image_bytes(data[: len(data) * 2 // 3], max_pixels=10**6, max_bytes=10**6)
+
+
+def test_byte_cap() -> None:
+    data = image_bytes("big", "png", (64, 64))
+    with pytest.raises(UnsafeImageError, match=f"{len(data)} bytes exceeds the 1000-byte cap"):
+        decode_image_bytes(data, max_pixels=10**6, max_bytes=1000)
+
+
+def test_extension_is_irrelevant_content_decides() -> None:
+    # A PNG whatever it is called: the decoder never sees a name, only bytes.
+    assert decode_image(image_bytes("x", "png"), max_pixels=10**6, max_bytes=10**6).format == "PNG"
