@@ -389,6 +389,8 @@ class TracingPolicy:
 
     async def respond(self, messages: list[BaseMessage], ctx: AgentContext) -> AIMessage:
         chat = chat_dicts(messages, self.protocol)
+        if any(not isinstance(m.get("content"), str) for m in chat):
+            raise TemplateError("a message holds non-text parts (images); training rollouts are text-only")
         ids, env_tokens = self.trace.prompt_for(chat)
         budget = min(ctx.max_tokens, self.max_completion_length - len(self.trace.completion_ids))
         if budget <= 0:
@@ -477,6 +479,8 @@ class GenEvolveRollout:
     ) -> None:
         if ctx.protocol != "genevolve":
             raise ValueError("training rollouts use protocol 'genevolve'; set protocol: genevolve in the agent settings")
+        if ctx.options.get("show_images"):
+            raise ValueError("training rollouts are text-only: remove the 'show_images' option (thumbnails in observations are for vision policies)")
         self.ctx = replace(ctx, renderer="none")
         self.generator = generator
         self.max_concurrency = max_concurrency
