@@ -2,7 +2,7 @@
 
 Global batch: the fox group on rank 0, the tower group on rank 1. The scripted distiller writes
 fox guides only, so rank 1 retrieves nothing above the gate and must run the dummy teacher
-forward while rank 0 runs its own. Prints one JSON line per rank.
+forward while rank 0 runs its own. Each rank writes OUT/rank-N.json.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(out: Path) -> None:
         trainer.train()
         rollout.close()
     logs = [r for r in trainer.state.log_history if "sdl/guide_hit_rate" in r]
-    print(json.dumps({
+    (out / f"rank-{rank}.json").write_text(json.dumps({
         "rank": rank,
         "world": trainer.accelerator.num_processes,
         "steps": trainer.state.global_step,
@@ -70,7 +70,7 @@ def main(out: Path) -> None:
         "hit_rate": [r["sdl/guide_hit_rate"] for r in logs],
         "active_rows": [r["sdl/active_rows"] for r in logs],
         "changed": sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters()),
-    }), flush=True)
+    }))
 
 
 if __name__ == "__main__":
