@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "genevolve_graph.evaluation.commands",
     "genevolve_graph.training.export_commands",
     "genevolve_graph.generators.commands",
+    "genevolve_graph.training.commands",
 ]
 """Modules with a ``register(app)`` function adding more subcommands."""
 

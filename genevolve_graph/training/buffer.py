@@ -1,0 +1,231 @@
+"""The experience buffer: a rolling store of Decision Guides with an embedding index.
+
+* Capacity (default 500): when full, the oldest guide leaves.
+* Index: one normalised embedding per guide, of its trigger + summary, from a
+  sentence-transformers model (Qwen3-Embedding-0.6B by default, or any local path).
+* Retrieval: top-1 by cosine similarity against the request; a hit counts only when the
+  similarity reaches the gate (default 0.84), otherwise the teacher gets no guide.
+* Persistence: a directory with ``guides.jsonl`` (one guide per line, oldest first),
+  ``embeddings.npy`` and ``meta.json``; written atomically, so a crash never leaves a
+  half-written buffer. A buffer reloaded with another embedding model re-embeds its keys.
+* Distributed training: the main process adds guides and ``export_entries`` /
+  ``import_entries`` ship them (with their embeddings) to the other processes, so every
+  process holds the same buffer without embedding anything twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from genevolve_graph.training.guides import DecisionGuide
+
+DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_CAPACITY = 500
+DEFAULT_GATE = 0.84
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised vectors."""
+
+    name: str
+
+    def embed_keys(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model as the buffer's embedder.
+
+    Keys and queries are embedded the same way by default (symmetric similarity between a
+    request and a guide's summary of a request, which is what a 0.84 gate is meant for).
+    ``query_prompt`` adds an instruction to queries only, for asymmetric setups.
+    """
+
+    def __init__(
+        self,
+        model: Any = DEFAULT_EMBEDDING_MODEL,
+        *,
+        device: str | None = None,
+        query_prompt: str | None = None,
+        batch_size: int = 32,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(model, str | os.PathLike):
+            from sentence_transformers import SentenceTransformer
+
+            self.name = name or str(model)
+            local = Path(model).exists()
+            try:
+                self.model = SentenceTransformer(str(model), device=device, local_files_only=local or _offline())
+            except OSError as exc:
+                raise OSError(
+                    f"cannot load the embedding model {model!r} ({exc}); pass a local sentence-transformers "
+                    "directory or download the model first (huggingface-cli download Qwen/Qwen3-Embedding-0.6B)"
+                ) from exc
+        else:
+            self.model = model
+            self.name = name or type(model).__name__
+        self.query_prompt = query_prompt
+        self.batch_size = batch_size
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts), prompt=prompt, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+    def embed_keys(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, None)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prompt)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A guide found for a request, with its cosine similarity."""
+
+    guide: DecisionGuide
+    score: float
+
+
+class ExperienceBuffer:
+    """Rolling guides + their embeddings; top-1 cosine retrieval behind a gate."""
+
+    def __init__(self, embedder: Embedder, *, capacity: int = DEFAULT_CAPACITY, gate: float = DEFAULT_GATE, path: str | Path | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be at least 1, got {capacity}")
+        if not -1.0 <= gate <= 1.0:
+            raise ValueError(f"the retrieval gate is a cosine similarity in [-1, 1], got {gate}")
+        self.embedder = embedder
+        self.capacity = capacity
+        self.gate = gate
+        self.path = Path(path) if path is not None else None
+        self.guides: list[DecisionGuide] = []
+        self.embeddings: np.ndarray | None = None
+        if self.path is not None and (self.path / "guides.jsonl").exists():
+            self._load(self.path)
+
+    def __len__(self) -> int:
+        return len(self.guides)
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, guides: DecisionGuide | Iterable[DecisionGuide]) -> list[DecisionGuide]:
+        """Embed and store guides (oldest dropped beyond capacity). Returns those added."""
+        batch = [guides] if isinstance(guides, DecisionGuide) else list(guides)
+        if not batch:
+            return []
+        vectors = self.embedder.embed_keys([g.key_text() for g in batch])
+        self._append(batch, vectors)
+        return batch
+
+    def _append(self, guides: list[DecisionGuide], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape[0] != len(guides):
+            raise ValueError(f"{len(guides)} guides but {vectors.shape[0]} embeddings")
+        self.guides.extend(guides)
+        self.embeddings = vectors if self.embeddings is None else np.concatenate([self.embeddings, vectors])
+        overflow = len(self.guides) - self.capacity
+        if overflow > 0:
+            self.guides = self.guides[overflow:]
+            self.embeddings = self.embeddings[overflow:]
+
+    def export_entries(self, guides: Sequence[DecisionGuide]) -> list[dict[str, Any]]:
+        """Picklable records of guides already in the buffer (for broadcasting)."""
+        index = {g.id: i for i, g in enumerate(self.guides)}
+        out = []
+        for guide in guides:
+            i = index.get(guide.id)
+            if i is not None:
+                out.append({"guide": guide.model_dump(mode="json"), "embedding": self.embeddings[i].tolist()})
+        return out
+
+    def import_entries(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append records made by ``export_entries`` on another process."""
+        if not entries:
+            return
+        guides = [DecisionGuide.model_validate(e["guide"]) for e in entries]
+        vectors = np.asarray([e["embedding"] for e in entries], dtype=np.float32)
+        self._append(guides, vectors)
+
+    # ------------------------------------------------------------------ reading
+
+    def search(self, queries: Sequence[str]) -> list[Retrieval | None]:
+        """Top-1 guide per query with its similarity, regardless of the gate."""
+        if not queries:
+            return []
+        if not self.guides:
+            return [None] * len(queries)
+        q = self.embedder.embed_queries(list(queries))
+        scores = q @ self.embeddings.T
+        best = scores.argmax(axis=1)
+        return [Retrieval(self.guides[int(j)], float(scores[i, j])) for i, j in enumerate(best)]
+
+    def retrieve(self, queries: Sequence[str]) -> list[Retrieval | None]:
+        """Top-1 guide per query when its similarity reaches the gate, else None."""
+        return [hit if hit is not None and hit.score >= self.gate else None for hit in self.search(queries)]
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the buffer atomically to a directory (default: the one it was opened with)."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no path to save the experience buffer to; pass one")
+        target.mkdir(parents=True, exist_ok=True)
+        dim = 0 if self.embeddings is None else int(self.embeddings.shape[1])
+        meta = {"embedder": self.embedder.name, "dim": dim, "capacity": self.capacity, "gate": self.gate, "count": len(self.guides)}
+        lines = "".join(json.dumps(g.model_dump(mode="json"), ensure_ascii=False) + "\n" for g in self.guides)
+        _atomic_write(target / "guides.jsonl", lines.encode())
+        vectors = self.embeddings if self.embeddings is not None else np.zeros((0, 0), dtype=np.float32)
+        with tempfile.NamedTemporaryFile(dir=target, suffix=".npy", delete=False) as handle:
+            np.save(handle, vectors)
+        os.replace(handle.name, target / "embeddings.npy")
+        _atomic_write(target / "meta.json", json.dumps(meta, indent=2).encode())
+        return target
+
+    def _load(self, path: Path) -> None:
+        guides = []
+        with open(path / "guides.jsonl", encoding="utf-8") as handle:
+            for n, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        guides.append(DecisionGuide.model_validate_json(line))
+                    except ValueError as exc:
+                        raise ValueError(f"{path / 'guides.jsonl'} line {n} is not a Decision Guide: {exc}") from exc
+        meta_path, vec_path = path / "meta.json", path / "embeddings.npy"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        vectors = np.load(vec_path) if vec_path.exists() else None
+        reusable = vectors is not None and meta.get("embedder") == self.embedder.name and vectors.shape[0] == len(guides)
+        if not guides:
+            return
+        if not reusable:  # another embedding model (or missing vectors): embed the keys again
+            vectors = self.embedder.embed_keys([g.key_text() for g in guides])
+        self._append(guides, vectors)
+
+    @classmethod
+    def load(cls, path: str | Path, embedder: Embedder, **kwargs: Any) -> "ExperienceBuffer":
+        path = Path(path)
+        if not (path / "guides.jsonl").exists():
+            raise FileNotFoundError(f"no experience buffer at {path} (expected {path / 'guides.jsonl'})")
+        return cls(embedder, path=path, **kwargs)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        handle.write(data)
+    os.replace(handle.name, path)

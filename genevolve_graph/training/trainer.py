@@ -1,0 +1,361 @@
+"""``SDLGRPOTrainer``: TRL's GRPO plus the SDL teacher branch (DESIGN.md §5).
+
+GRPO stays as TRL computes it; SDL adds one term. Per generation batch, after the rewards:
+
+1. *Distill* (main process): for each group of ``num_generations`` rollouts whose best and
+   worst rewards differ by at least ``delta_min``, the distiller LLM writes a Decision Guide
+   from the pair; guides go into the experience buffer (and its file) and are shipped, with
+   their embeddings, to every other process, so all processes hold the same buffer.
+2. *Retrieve* (every process): per rollout, the top-1 guide for its request if the cosine
+   similarity reaches ``gate``. The buffer is updated before retrieval, so a group whose own
+   best/worst pair just produced a guide is taught with it (hindsight), and later requests
+   of the same kind reuse it.
+3. *Teacher prompt*: the rollout's own system prompt with the guide appended, then the
+   request, tokenized with the same chat template; the completion tokens are the student's.
+4. *Loss* (per micro-batch): the student's log-probs come from TRL's own forward (captured,
+   with their graph); one no-grad forward of the *same* model on teacher prompt + completion
+   gives the teacher's. On decision tokens (inside ``<tool_call>``/``<answer>`` blocks of the
+   policy's turns) with a guide, the top ``top_k_fraction`` per sequence by
+   ``|log π_t − log π_s|`` enter the importance-weighted reverse KL (``sdl.reverse_kl_terms``),
+   averaged over the kept tokens of all processes, times ``sdl_coef``, added to TRL's loss.
+   When no process has an active token the teacher forward is skipped everywhere (the
+   decision is collective, so sharded models never deadlock); a process without active rows
+   runs a one-row dummy forward when others need theirs.
+
+Logged: ``sdl/loss``, ``sdl/guide_hit_rate``, ``sdl/masked_token_share`` (kept tokens over
+the policy's tokens), ``sdl/decision_token_share``, ``sdl/active_rows``, ``sdl/guides_added``,
+``sdl/distill_failures``, ``sdl/buffer_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+from trl import GRPOConfig, GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import pad
+
+from genevolve_graph.training.buffer import DEFAULT_EMBEDDING_MODEL, ExperienceBuffer, Retrieval, SentenceEmbedder
+from genevolve_graph.training.guides import Attempt, DecisionGuide, GuideDistiller, GuideError, pick_pair
+from genevolve_graph.training.rollout import request_of
+from genevolve_graph.training.sdl import (
+    DEFAULT_DECISION_TAGS,
+    decision_token_mask,
+    masked_mean,
+    reverse_kl_terms,
+    select_top_fraction,
+)
+
+logger = logging.getLogger(__name__)
+
+SDL_KEYS = ("teacher_prompt_ids", "teacher_prompt_mask", "sdl_active", "decision_mask")
+
+
+@dataclass
+class SDLConfig(GRPOConfig):
+    """``GRPOConfig`` plus the SDL options."""
+
+    sdl_coef: float = field(default=0.1, metadata={"help": "Weight of the SDL reverse-KL term added to the GRPO loss (0 disables SDL)."})
+    delta_min: float = field(default=0.2, metadata={"help": "Minimum best-worst reward gap in a group for the pair to be distilled into a guide."})
+    gate: float = field(default=0.84, metadata={"help": "Minimum cosine similarity for a retrieved guide to reach the teacher."})
+    top_k_fraction: float = field(default=0.10, metadata={"help": "Share of each sequence's decision tokens kept, by largest |log p_teacher - log p_student|."})
+    buffer_capacity: int = field(default=500, metadata={"help": "Rolling capacity of the experience buffer."})
+    decision_tags: list[str] = field(default_factory=lambda: list(DEFAULT_DECISION_TAGS), metadata={"help": "Tags whose blocks hold decision tokens."})
+    sdl_is_clip: float = field(default=2.0, metadata={"help": "Upper clip of the importance weight pi_theta/pi_old of the SDL term."})
+    embedding_model: str = field(default=DEFAULT_EMBEDDING_MODEL, metadata={"help": "sentence-transformers model (hub id or local path) indexing the guides."})
+    buffer_dir: str | None = field(default=None, metadata={"help": "Where the experience buffer is persisted (default: OUTPUT_DIR/experience_buffer)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sdl_coef < 0:
+            raise ValueError(f"sdl_coef must be >= 0, got {self.sdl_coef}")
+        if not 0.0 < self.top_k_fraction <= 1.0:
+            raise ValueError(f"top_k_fraction must be in (0, 1], got {self.top_k_fraction}")
+        if not -1.0 <= self.gate <= 1.0:
+            raise ValueError(f"gate is a cosine similarity in [-1, 1], got {self.gate}")
+        if self.buffer_capacity < 1:
+            raise ValueError(f"buffer_capacity must be >= 1, got {self.buffer_capacity}")
+        if not self.decision_tags:
+            raise ValueError("decision_tags must name at least one tag (e.g. tool_call, answer)")
+        if self.delta_min < 0:
+            raise ValueError(f"delta_min must be >= 0, got {self.delta_min}")
+
+
+class SDLGRPOTrainer(GRPOTrainer):
+    """GRPO with the SDL teacher branch. Takes ``GRPOTrainer``'s arguments plus:
+
+    ``experience_buffer``: an :class:`ExperienceBuffer` (default: one over
+    ``args.embedding_model``, persisted in ``args.buffer_dir``). ``distiller``: a
+    :class:`GuideDistiller` (None: no new guides; a preloaded buffer still teaches).
+    """
+
+    _tag_names = ["trl", "grpo", "sdl", "genevolve"]
+    _name = "SDL-GRPO"
+
+    def __init__(self, *args: Any, experience_buffer: ExperienceBuffer | None = None, distiller: GuideDistiller | None = None, **kwargs: Any) -> None:
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(config, SDLConfig):
+            raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
+        super().__init__(*args, **kwargs)
+        self.sdl_enabled = self.args.sdl_coef > 0
+        self.distiller = distiller
+        if experience_buffer is None and self.sdl_enabled:
+            buffer_dir = self.args.buffer_dir or str(Path(self.args.output_dir) / "experience_buffer")
+            experience_buffer = ExperienceBuffer(
+                SentenceEmbedder(self.args.embedding_model), capacity=self.args.buffer_capacity, gate=self.args.gate, path=buffer_dir
+            )
+        self.experience_buffer = experience_buffer
+        self._capture_student = False
+        self._captured_student_logps: torch.Tensor | None = None
+        self._buffer_synced = False
+        if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
+            logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
+
+    # ------------------------------------------------------------------ rewards
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func.detach().cpu()
+        return rewards_per_func
+
+    def _total_rewards(self) -> list[float]:
+        """R per rollout (weighted sum, NaN when every reward function returned None), global order."""
+        rpf = self._last_rewards_per_func
+        weights = self.reward_weights.to(rpf.device)
+        total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+        total[torch.isnan(rpf).all(dim=1)] = float("nan")
+        return total.tolist()
+
+    # ------------------------------------------------------------------ generation batch
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.sdl_enabled or not self.model.training:
+            return output
+        self._sync_buffer_once()
+        self._distill(inputs)
+        self._attach_teacher(inputs, output)
+        return output
+
+    def _sync_buffer_once(self) -> None:
+        """Every process starts from the main process's buffer (e.g. one reloaded from disk)."""
+        if self._buffer_synced:
+            return
+        self._buffer_synced = True
+        if self.accelerator.num_processes == 1:
+            return
+        payload = [self.experience_buffer.export_entries(self.experience_buffer.guides) if self.accelerator.is_main_process else None]
+        broadcast_object_list(payload, from_process=0)
+        if not self.accelerator.is_main_process:
+            self.experience_buffer.guides, self.experience_buffer.embeddings = [], None
+            self.experience_buffer.import_entries(payload[0])
+
+    def _distill(self, inputs: list[dict[str, Any]]) -> None:
+        names = list(self.reward_func_names)
+        rpf = self._last_rewards_per_func
+        totals = self._total_rewards()
+        local = [
+            {
+                "request": request_of(row["prompt"]),
+                "trajectory": row.get("trajectory") or [],
+                "program": row.get("program"),
+                "termination": row.get("termination", ""),
+            }
+            for row in inputs
+        ]
+        rows = gather_object(local)
+        added: list[DecisionGuide] = []
+        failures = 0
+        if self.accelerator.is_main_process and self.distiller is not None:
+            g = self.num_generations
+            jobs = []
+            for start in range(0, len(rows) - g + 1, g):
+                pair = pick_pair(totals[start : start + g], self.args.delta_min)
+                if pair is None:
+                    continue
+                attempts = []
+                for i in pair:
+                    row = rows[start + i]
+                    comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
+                    attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
+                                            program=row["program"], termination=row["termination"]))
+                jobs.append((rows[start]["request"], attempts[0], attempts[1]))
+            guides, failures = self._run_async(self._distill_all(jobs))
+            if guides:
+                added = self.experience_buffer.add(guides)
+                if self.experience_buffer.path is not None:
+                    self.experience_buffer.save()
+        payload = [self.experience_buffer.export_entries(added) if self.accelerator.is_main_process else None, failures]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+            if not self.accelerator.is_main_process:
+                self.experience_buffer.import_entries(payload[0])
+        mode = "train"
+        self._metrics[mode]["sdl/guides_added"].append(float(len(payload[0] or [])))
+        self._metrics[mode]["sdl/distill_failures"].append(float(payload[1]))
+        self._metrics[mode]["sdl/buffer_size"].append(float(len(self.experience_buffer)))
+
+    async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt]]) -> tuple[list[DecisionGuide], int]:
+        step = self.state.global_step
+
+        async def one(job: tuple[str, Attempt, Attempt]) -> DecisionGuide | None:
+            try:
+                return await self.distiller.distill(*job, step=step)
+            except GuideError as exc:
+                logger.warning("no guide for %r: %s", job[0][:80], exc)
+                return None
+
+        results = await asyncio.gather(*(one(j) for j in jobs))
+        guides = [r for r in results if r is not None]
+        return guides, len(results) - len(guides)
+
+    def _run_async(self, coro):
+        loop = getattr(self, "async_loop", None)
+        if loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return asyncio.run(coro)
+
+    def _attach_teacher(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
+        device = self.accelerator.device
+        requests = [request_of(row["prompt"]) for row in inputs]
+        unique = list(dict.fromkeys(requests))
+        found = dict(zip(unique, self.experience_buffer.retrieve(unique), strict=True))
+        hits: list[Retrieval | None] = [found[r] for r in requests]
+
+        teacher_ids = []
+        for row, hit, student_ids, student_mask in zip(inputs, hits, output["prompt_ids"], output["prompt_mask"], strict=True):
+            if hit is None:
+                teacher_ids.append(student_ids[student_mask.bool()].cpu())
+            else:
+                teacher_ids.append(torch.tensor(self._teacher_prompt_ids(row, hit.guide.render())))
+        teacher_prompt_ids = pad(teacher_ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        teacher_prompt_mask = pad([torch.ones_like(t) for t in teacher_ids], padding_value=0, padding_side="left").to(device)
+        model_mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
+        decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
+        active = torch.tensor([hit is not None for hit in hits], dtype=torch.long, device=device)
+        output.update(teacher_prompt_ids=teacher_prompt_ids, teacher_prompt_mask=teacher_prompt_mask, sdl_active=active, decision_mask=decision_mask)
+
+        stats = torch.tensor([float(active.sum()), float(len(hits)), float(decision_mask.sum()), float(model_mask.sum())], device=device)
+        stats = self.accelerator.reduce(stats, reduction="sum")
+        self._metrics["train"]["sdl/guide_hit_rate"].append((stats[0] / stats[1].clamp(min=1)).item())
+        self._metrics["train"]["sdl/decision_token_share"].append((stats[2] / stats[3].clamp(min=1)).item())
+
+    def _teacher_prompt_ids(self, row: dict[str, Any], guide_text: str) -> list[int]:
+        """The rollout's own prompt messages with the guide appended to the system prompt."""
+        messages = teacher_messages(row.get("policy_prompt") or row["prompt"], guide_text)
+        out = self.processing_class.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, **self.chat_template_kwargs
+        )
+        ids = out["input_ids"]
+        return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+    # ------------------------------------------------------------------ loss
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_student:
+            self._captured_student_logps = out[0]
+            self._capture_student = False  # only the student forward of _compute_loss
+        return out
+
+    def _compute_loss(self, model, inputs):
+        if not self.sdl_enabled or not self.model.training or "decision_mask" not in inputs:
+            return super()._compute_loss(model, inputs)
+        self._capture_student, self._captured_student_logps = True, None
+        loss = super()._compute_loss(model, inputs)
+        student = self._captured_student_logps
+        self._capture_student, self._captured_student_logps = False, None
+        if student is None or not student.requires_grad:
+            raise RuntimeError(
+                "SDL could not capture the student's log-probs (with their gradient) from GRPOTrainer._compute_loss; "
+                "this TRL version changed how the loss computes them (see docs/training.md, 'TRL upgrades')"
+            )
+        return loss + self._sdl_term(model, inputs, student)
+
+    def _sdl_term(self, model, inputs: dict[str, Any], student: torch.Tensor) -> torch.Tensor:
+        metrics = self._metrics["train"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        model_mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
+        candidates = model_mask * inputs["decision_mask"] * inputs["sdl_active"].unsqueeze(1)
+        rows = (candidates.sum(dim=1) > 0).nonzero(as_tuple=True)[0]
+        n_active = torch.tensor([float(len(rows)), float(model_mask.sum())], device=student.device)
+        totals = self.accelerator.reduce(n_active.clone(), reduction="sum")
+        if totals[0].item() == 0:  # no process has a token to teach: skip the teacher everywhere
+            metrics["sdl/loss"].append(0.0)
+            metrics["sdl/masked_token_share"].append(0.0)
+            metrics["sdl/active_rows"].append(0.0)
+            return student.sum() * 0.0
+        dummy = len(rows) == 0
+        if dummy:  # others run their teacher forward: keep sharded forwards in step
+            rows = torch.zeros(1, dtype=torch.long, device=student.device)
+        cand_rows = candidates[rows] * (0 if dummy else 1)
+        # the teacher only needs the completion up to the last decision token of these rows
+        positions = cand_rows.nonzero(as_tuple=True)[1]
+        width = int(positions.max().item()) + 1 if positions.numel() else 1
+        cand_rows = cand_rows[:, :width]
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            teacher = self._teacher_logps(
+                model,
+                inputs["teacher_prompt_ids"][rows],
+                inputs["teacher_prompt_mask"][rows],
+                completion_ids[rows, :width],
+                completion_mask[rows, :width],
+                cand_rows,
+            )
+        s_rows = student[rows, :width]
+        keep = select_top_fraction((teacher - s_rows.detach()).abs(), cand_rows, self.args.top_k_fraction)
+        old = inputs.get("old_per_token_logps")
+        ratio = inputs.get("importance_sampling_ratio")
+        terms = reverse_kl_terms(
+            s_rows,
+            teacher,
+            old_logps=old[rows, :width] if old is not None else None,
+            is_clip=self.args.sdl_is_clip,
+            sampling_ratio=(ratio[rows, :width] if ratio.size(1) > 1 else ratio[rows]) if ratio is not None else None,
+        )
+        kept_local = keep.sum().to(torch.float32)
+        kept_global = self.accelerator.reduce(kept_local.clone(), reduction="sum")
+        denominator = kept_global / self.accelerator.num_processes
+        sdl_loss = masked_mean(terms, keep, denominator)
+        estimate = self.accelerator.reduce(torch.stack([(terms.detach() * keep).sum(), kept_local]), reduction="sum")
+        metrics["sdl/loss"].append((estimate[0] / estimate[1].clamp(min=1)).item())
+        metrics["sdl/masked_token_share"].append((kept_global / totals[1].clamp(min=1)).item())
+        metrics["sdl/active_rows"].append(totals[0].item())
+        return self.args.sdl_coef * sdl_loss / self.current_gradient_accumulation_steps
+
+    def _teacher_logps(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask) -> torch.Tensor:
+        """Teacher log-probs of the completion tokens where ``score_mask`` is 1 (0 elsewhere).
+
+        One forward of the same model on teacher prompt + completion, through TRL's fused LM
+        head with labels only at the scored positions, so the vocabulary projection runs for
+        decision tokens alone (on GPUs the fused head skips unlabelled positions).
+        """
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        labels = torch.full_like(input_ids, -100)
+        width = completion_ids.size(1)
+        labels[:, -width:] = completion_ids.masked_fill(~score_mask.bool(), -100)
+        with self.accelerator.autocast():
+            outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        return outputs.log_probs[:, -width:].float()
+
+
+def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:
+    """The teacher's prompt: the student's messages with the guide appended to the system prompt
+    (or, without a system prompt, as one)."""
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
+        out[0]["content"] = out[0]["content"] + "\n\n" + guide_text
+    else:
+        out.insert(0, {"role": "system", "content": guide_text})
+    return out
+
+
+__all__ = ["SDLConfig", "SDLGRPOTrainer", "SDL_KEYS", "teacher_messages"]

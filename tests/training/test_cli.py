@@ -1,0 +1,96 @@
+"""``genevolve-graph train grpo --config FILE`` end to end on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from genevolve_graph.testing.tiny_models import build_tiny_sentence_transformer, save_tiny_policy
+from genevolve_graph.training.cli_app import get_train_app
+from genevolve_graph.training.commands import register
+
+from .helpers import DATA, FOX, TOWER, make_context
+from .judges import JudgeScript, judge_server
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    def version() -> None:  # a second command, so that 'train' stays a group
+        typer.echo("0")
+
+    register(app)
+    return app
+
+
+def test_train_group_is_shared_and_created_once():
+    app = typer.Typer()
+    train = get_train_app(app)
+    assert get_train_app(app) is train
+    register(app)
+    assert [g.name for g in app.registered_groups] == ["train"]
+    assert [c.name for c in train.registered_commands] == ["grpo"]
+
+
+def _write_setup(tmp_path, judge_url: str) -> dict:
+    ctx_root = tmp_path / "agent"
+    make_context(ctx_root)
+    save_tiny_policy(tmp_path / "policy")
+    build_tiny_sentence_transformer("static", directory=tmp_path / "embedder")
+    data = tmp_path / "rl"
+    (data / "images").mkdir(parents=True)
+    shutil.copy(DATA / "images" / "cat.png", data / "images" / "fox.png")
+    rows = [{"id": "fox", "prompt": FOX, "gt_image": "images/fox.png"}, {"id": "tower", "question": TOWER, "gt_image": "images/fox.png"}]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {
+        "model": {"name_or_path": "./policy", "dtype": "float32"},
+        "data": {"path": "rl/train.jsonl"},
+        "agent": {"corpus": "agent/corpus.jsonl", "image_dir": "agent/images", "skills_dir": "agent/skills",
+                  "system_prompt_file": "agent/system.txt", "max_rounds": 2, "max_tokens": 8, "top_k": 1},
+        "renderer": {"name": "preview"},
+        "judges": {"image": {"base_url": judge_url, "model": "scripted-judge", "max_retries": 0}},
+        "sdl": {"coef": 0.1, "embedding_model": "./embedder"},
+        "grpo": {"output_dir": "out", "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 256,
+                 "max_steps": 5, "learning_rate": 1e-3, "use_cpu": True, "bf16": False, "save_strategy": "no",
+                 "dataloader_num_workers": 0, "logging_steps": 1},
+    }
+
+
+def test_train_grpo_runs_from_a_yaml_file(tmp_path):
+    with judge_server(JudgeScript()) as server:
+        config = _write_setup(tmp_path, server.base_url)
+        path = tmp_path / "grpo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max-steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 steps" in result.output
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_bad_configs_fail_with_one_line(tmp_path):
+    runner = CliRunner()
+    app = _app()
+    missing = runner.invoke(app, ["train", "grpo", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "nope.yaml" in missing.output and "readable YAML" in missing.output
+
+    config = _write_setup(tmp_path, "http://127.0.0.1:9/v1")
+    bad = dict(config, sdl={"coef": 0.1, "gat": 0.9})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = runner.invoke(app, ["train", "grpo", "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "sdl.gat" in result.output
+
+    bad = dict(config, grpo={"output_dir": "out", "num_generation": 3})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = runner.invoke(app, ["train", "grpo", "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "num_generation" in result.output and "GRPOConfig" in result.output
+
+    (tmp_path / "rl" / "images" / "fox.png").unlink()
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["train", "grpo", "--config", str(tmp_path / "ok.yaml")])
+    assert result.exit_code == 2 and "gt_image" in result.output and "line 1" in result.output
