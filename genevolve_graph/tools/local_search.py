@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from genevolve_graph.jsonl import iter_jsonl
 from genevolve_graph.tools.base import SearchHit
 from genevolve_graph.tools.bm25 import BM25Index
 
@@ -26,17 +26,10 @@ def read_corpus(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise CorpusError(f"corpus {path} is not a readable file; pass --corpus with a JSONL file of title/url/text lines")
     docs: list[dict[str, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"corpus {path} line {number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text", row.get("snippet")), str):
-                raise CorpusError(f"corpus {path} line {number}: needs a 'text' string (and 'title', 'url')")
-            docs.append({"title": str(row.get("title", "")), "url": str(row.get("url", "")), "text": row.get("text", row.get("snippet", ""))})
+    for number, row in iter_jsonl(path, "corpus", CorpusError):
+        if not isinstance(row, dict) or not isinstance(row.get("text", row.get("snippet")), str):
+            raise CorpusError(f"corpus {path} line {number}: needs a 'text' string (and 'title', 'url')")
+        docs.append({"title": str(row.get("title", "")), "url": str(row.get("url", "")), "text": row.get("text", row.get("snippet", ""))})
     if not docs:
         raise CorpusError(f"corpus {path} holds no documents")
     return docs

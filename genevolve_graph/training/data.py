@@ -12,11 +12,11 @@ ground-truth image (``gt_image``, relative to the data set's root). The dataset 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from genevolve_graph.context import AgentContext
+from genevolve_graph.jsonl import iter_jsonl
 from genevolve_graph.training.rollout import request_prompt
 
 
@@ -30,26 +30,19 @@ def read_rows(path: Path, root: Path | None = None, *, limit: int | None = None)
         raise DataError(f"RL data {path} is not a readable file; pass data.path with a JSONL of prompt/gt_image rows")
     root = root or path.parent
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"RL data {path} line {number}: not JSON ({exc.msg})") from None
-            request = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
-            if not isinstance(request, str) or not request.strip():
-                raise DataError(f"RL data {path} line {number}: needs the image request as a 'prompt' (or 'question') string")
-            gt = row.get("gt_image")
-            if not isinstance(gt, str) or not gt:
-                raise DataError(f"RL data {path} line {number}: needs 'gt_image', the ground-truth image path")
-            gt_path = Path(gt) if Path(gt).is_absolute() else root / gt
-            if not gt_path.is_file():
-                raise DataError(f"RL data {path} line {number}: gt_image {gt_path} does not exist; set data.root to the data set's folder")
-            rows.append({"id": str(row.get("id", number)), "request": request.strip(), "gt_image": str(gt_path.resolve())})
-            if limit is not None and len(rows) >= limit:
-                break
+    for number, row in iter_jsonl(path, "RL data", DataError):
+        request = row.get("prompt", row.get("question")) if isinstance(row, dict) else None
+        if not isinstance(request, str) or not request.strip():
+            raise DataError(f"RL data {path} line {number}: needs the image request as a 'prompt' (or 'question') string")
+        gt = row.get("gt_image")
+        if not isinstance(gt, str) or not gt:
+            raise DataError(f"RL data {path} line {number}: needs 'gt_image', the ground-truth image path")
+        gt_path = Path(gt) if Path(gt).is_absolute() else root / gt
+        if not gt_path.is_file():
+            raise DataError(f"RL data {path} line {number}: gt_image {gt_path} does not exist; set data.root to the data set's folder")
+        rows.append({"id": str(row.get("id", number)), "request": request.strip(), "gt_image": str(gt_path.resolve())})
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise DataError(f"RL data {path} holds no rows")
     return rows
