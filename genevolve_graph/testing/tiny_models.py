@@ -20,6 +20,8 @@ Needs the ``train`` extra (torch, transformers, trl, sentence-transformers).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import importlib.resources
 import json
 from pathlib import Path
@@ -80,8 +82,9 @@ def qwen3_chat_template() -> str:
         raise ImportError("the tiny tokenizer uses the Qwen3 chat template shipped with trl: pip install 'genevolve-graph[train]'") from exc
 
 
-def build_tiny_tokenizer(vocab_size: int = 640):
-    """A byte-level BPE tokenizer with Qwen3's special tokens, tags and chat template."""
+def build_tiny_tokenizer(vocab_size: int = 640, *, corpus: Iterable[str] | None = None, padding_side: str = "left"):
+    """A byte-level BPE tokenizer with Qwen3's special tokens, tags and chat template,
+    trained on ``corpus`` (default: GenEvolve-protocol texts)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,13 +97,13 @@ def build_tiny_tokenizer(vocab_size: int = 640):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(tiny_corpus(), trainer)
+    tok.train_from_iterator(list(corpus) if corpus is not None else tiny_corpus(), trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        padding_side="left",
+        padding_side=padding_side,
         chat_template=qwen3_chat_template(),
     )
     return hf_tok
@@ -128,7 +131,9 @@ def _finish(model, tokenizer):
     return model
 
 
-def build_tiny_causal_lm(tokenizer, *, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
+def build_tiny_causal_lm(
+    tokenizer, *, hidden_size: int = 32, num_layers: int = 2, seed: int = 0, max_position_embeddings: int = 4096
+):
     """A random ``Qwen3ForCausalLM`` over the tiny tokenizer's vocabulary."""
     import torch
     from transformers import Qwen3ForCausalLM
@@ -143,6 +148,7 @@ def build_tiny_causal_lm(tokenizer, *, hidden_size: int = 32, num_layers: int = 
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=hidden_size // 4,
+        max_position_embeddings=max_position_embeddings,
     )
     return _finish(Qwen3ForCausalLM(cfg), tokenizer)
 
