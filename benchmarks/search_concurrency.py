@@ -52,7 +52,7 @@ def _image_urls(image_base: str, query: str, n: int) -> list[str]:
 def _serve_images(delay: float, conn: Any) -> None:
     """Child process: the image host, until the parent says stop."""
     from genevolve_graph.testing.server_thread import ServerThread
-    from genevolve_graph.tools.local_servers import ImageHostState, image_host_app
+    from genevolve_graph.testing.search_servers import ImageHostState, image_host_app
 
     images = ServerThread(image_host_app(ImageHostState(delay=delay))).start()
     conn.send((images.url, images.port))
@@ -65,7 +65,7 @@ def _serve_search(image_url: str, conn: Any) -> None:
     from functools import partial
 
     from genevolve_graph.testing.server_thread import ServerThread
-    from genevolve_graph.tools.local_servers import SearchState, search_app
+    from genevolve_graph.testing.search_servers import SearchState, search_app
 
     state = SearchState(serper_key=SERPER_KEY, image_base=image_url, image_results_fn=partial(_image_urls, image_url))
     search = ServerThread(search_app(state)).start()
@@ -91,7 +91,7 @@ def warm_up() -> None:
     """Pay one-time process costs before timing, as a long-running batch would have:
     module imports, Pillow's format plugins, the TLS context."""
     from genevolve_graph.imaging import decode_image_bytes
-    from genevolve_graph.tools.local_servers import image_bytes
+    from genevolve_graph.testing.search_servers import image_bytes
     from genevolve_graph.tools.webclient import ssl_context
 
     ssl_context()

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web-tool tests need fastapi and uvicorn (the 'test' extra)")
 
 from genevolve_graph.testing.server_thread import ServerThread
-from genevolve_graph.tools.local_servers import ImageHostState, SearchState, image_host_app, search_app
+from genevolve_graph.testing.search_servers import ImageHostState, SearchState, image_host_app, search_app
 from genevolve_graph.tools.runcache import RUN_CACHE
 
 SERPER_KEY = "sk-serper-SECRET-5f3a9c2e7d"

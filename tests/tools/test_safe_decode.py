@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from genevolve_graph.imaging import UnsafeImageError, decode_image, decode_image_bytes
-from genevolve_graph.tools.local_servers import image_bytes, png_declaring
+from genevolve_graph.testing.search_servers import image_bytes, png_declaring
 
 
 @pytest.mark.parametrize("fmt, expected", [("jpeg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("gif", "GIF")])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from genevolve_graph.tools.download import DownloadRejected, ImageCandidate, ImageDownloader, shared_downloader
-from genevolve_graph.tools.local_servers import image_bytes
+from genevolve_graph.testing.search_servers import image_bytes
 from genevolve_graph.tools.netguard import NetPolicy
 from genevolve_graph.tools.web_options import OptionError, WebOptions
 

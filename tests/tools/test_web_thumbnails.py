@@ -8,7 +8,7 @@ import io
 from PIL import Image
 
 from genevolve_graph.tools.base import ImageHit
-from genevolve_graph.tools.local_servers import image_bytes
+from genevolve_graph.testing.search_servers import image_bytes
 from genevolve_graph.tools.thumbnails import thumbnail_parts
 
 

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm, build_tiny_tokenizer
 
+
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     return build_tiny_tokenizer(vocab_size, corpus=corpus, padding_side="right")
 
