@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["genevolve_graph.batch_commands"]
 """Modules with a ``register(app)`` function adding more subcommands."""
 
 
