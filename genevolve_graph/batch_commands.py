@@ -35,6 +35,9 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("max_rounds", int, typer.Option(11, help="Maximum policy rounds.", rich_help_panel="Policy")),
     ("max_refs", int, typer.Option(2, help="Maximum reference images in the program.", rich_help_panel="Policy")),
     ("max_tool_calls", int, typer.Option(10, help="Maximum tool calls.", rich_help_panel="Policy")),
+    ("max_retries", int, typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the row ends with termination 'error'.", rich_help_panel="Policy")),
+    ("retry_delay", float, typer.Option(1.0, help="First retry backoff in seconds (doubles per retry, with jitter).", rich_help_panel="Policy")),
+    ("request_timeout", float, typer.Option(120.0, help="Seconds before one policy request times out.", rich_help_panel="Policy")),
     ("search", str, typer.Option("local", help="Text search backend.", rich_help_panel="Tools")),
     ("corpus", Optional[Path], typer.Option(None, help="JSONL corpus for --search local.", rich_help_panel="Tools")),
     ("image_search", str, typer.Option("local", help="Image search backend.", rich_help_panel="Tools")),
@@ -87,7 +90,9 @@ def _with_options(*groups: list[tuple[str, Any, Any]]) -> Callable[[Callable[...
 def _rollout_context(values: dict[str, Any], out: Path):
     if values.get("api_key"):
         os.environ["OPENAI_API_KEY"] = values["api_key"]
-    return policy_context(
+    if values["max_retries"] < 0 or values["retry_delay"] < 0 or values["request_timeout"] <= 0:
+        fail("--max-retries and --retry-delay must be at least 0 and --request-timeout above 0")
+    ctx = policy_context(
         policy=values["policy"], base_url=values["base_url"], model=values["model"], protocol=values["protocol"],
         temperature=values["temperature"], top_p=values["top_p"], max_tokens=values["max_tokens"],
         max_rounds=values["max_rounds"], max_refs=values["max_refs"], max_tool_calls=values["max_tool_calls"],
@@ -95,6 +100,8 @@ def _rollout_context(values: dict[str, Any], out: Path):
         skills_dir=values["skills_dir"], system_prompt_file=values["system_prompt_file"], renderer="none",
         output_dir=out, experiment=values["experiment"], seed=0,
     )
+    return ctx.with_updates(max_retries=values["max_retries"], retry_initial_delay=values["retry_delay"],
+                            request_timeout=values["request_timeout"])
 
 
 def _preflight(ctx: Any) -> None:
@@ -397,7 +404,10 @@ def merge(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``batch``, ``render``, ``bench genevolve`` and ``merge`` to the app."""
+    """Add ``batch``, ``render``, ``bench genevolve`` and ``merge`` to the app (once per app)."""
+    if getattr(app, "_genevolve_batch_registered", False):
+        return
+    app._genevolve_batch_registered = True  # type: ignore[attr-defined]
     app.command("batch")(batch)
     app.command("render")(render)
     bench_app.command("genevolve")(bench_genevolve)

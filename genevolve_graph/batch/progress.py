@@ -71,7 +71,7 @@ class StageProgress:
             self._progress.start()
             self._task = self._progress.add_task(self.label, total=self.total, completed=self.done, failed=self.failed)
         elif self.enabled:
-            self.console.print(f"{self.label}: {self.done}/{self.total} rows already done, {self.total - self.done} to run", highlight=False)
+            self.console.print(f"{self.label}: {self.done}/{self.total} rows already done, {self.total - self.done} to run", highlight=False, soft_wrap=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -105,8 +105,9 @@ class StageProgress:
                 f"{self.label}: {self.done}/{self.total} done, {self.failed} failed, {self.rate():.2f} rows/s, "
                 f"ETA {format_duration(eta) if eta is not None else '--'}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     def note(self, message: str) -> None:
         """A message that does not tear the live bar."""
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(message, highlight=False, markup=False, soft_wrap=True)

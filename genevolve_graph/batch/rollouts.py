@@ -87,7 +87,7 @@ def context_settings(ctx: AgentContext) -> dict[str, Any]:
         "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens, "max_rounds": ctx.max_rounds,
         "max_tool_calls": ctx.max_tool_calls, "max_refs": ctx.n_max_reference_images, "search": ctx.search,
         "image_search": ctx.image_search, "corpus": ctx.corpus, "image_dir": ctx.image_dir, "skills_dir": ctx.skills_dir,
-        "system_prompt_file": ctx.system_prompt_file,
+        "system_prompt_file": ctx.system_prompt_file, "max_retries": ctx.max_retries, "request_timeout": ctx.request_timeout,
     }
 
 
