@@ -247,14 +247,12 @@ def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
     return sorted(placed, key=lambda r: r.position)
 
 
-def _run_render_stage(rows: list[Any], values: dict[str, Any], *, out: Path, input_path: Path, digest: str,
-                      concurrency: int, resume: Optional[bool], grace: float, progress: bool):
+def _run_render_stage(rows: list[Any], values: dict[str, Any], ctx: Any, renderer: Any, *, out: Path, input_path: Path,
+                      digest: str, concurrency: int, resume: Optional[bool], grace: float, progress: bool):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.renders import RenderOptions, arun_renders, prepare_renders
     from genevolve_graph.batch.rows import InputError
 
-    ctx = _render_context(values, out / "images")
-    renderer = _make_renderer(ctx)
     options = RenderOptions(out_dir=out, concurrency=concurrency, resume=resume, fallback=values["fallback"],
                             input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress)
     try:
@@ -307,6 +305,8 @@ def render(
 ) -> None:
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    ctx = _render_context(values, out / "images")
+    renderer = _make_renderer(ctx)
     source = input.expanduser()
     if source.is_dir():
         candidates = [source / "results.jsonl", source / "results.json"]
@@ -315,7 +315,7 @@ def render(
     rows = _order_like_stage1(rows, source)
     if max_samples is not None:
         rows = rows[:max_samples] if max_samples >= 1 else fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
-    report = _run_render_stage(rows, values, out=out, input_path=source, digest=_digest(source), concurrency=concurrency,
+    report = _run_render_stage(rows, values, ctx, renderer, out=out, input_path=source, digest=_digest(source), concurrency=concurrency,
                                resume=resume, grace=grace, progress=progress)
     _finish(report, resume_hint=f"genevolve-graph render --input {input} --out {out} (with the same options)")
 
@@ -358,8 +358,10 @@ def bench_genevolve(
         rows = rows[:max_samples]
     if shard_spec:
         rows = select_shard(rows, *shard_spec)
-    if values["renderer"] != "none":
-        _make_renderer(_render_context(values, out / "renders" / "images"))  # configuration errors before any rollout
+    render_ctx = renderer = None
+    if values["renderer"] != "none":  # configuration errors show before any rollout
+        render_ctx = _render_context(values, out / "renders" / "images")
+        renderer = _make_renderer(render_ctx)
     ctx = _rollout_context(values, out / "rollouts")
     if preflight:
         _preflight(ctx)
@@ -377,7 +379,7 @@ def bench_genevolve(
 
     stage2_rows = [BatchRow(key=row.key, position=row.position, data=report.folder.records[row.key]) for row in rows]
     rollouts_file = out / "rollouts" / "results.jsonl"
-    rendered = _run_render_stage(stage2_rows, values, out=out / "renders", input_path=rollouts_file,
+    rendered = _run_render_stage(stage2_rows, values, render_ctx, renderer, out=out / "renders", input_path=rollouts_file,
                                  digest=_digest(rollouts_file), concurrency=render_concurrency, resume=resume, grace=grace,
                                  progress=progress)
     _finish(rendered, resume_hint=hint)

@@ -242,7 +242,7 @@ def open_run_folder(
     ``resume`` None means: resume when the folder already holds this stage's results.
     Raises ``InputError`` for a folder that cannot be used as asked.
     """
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().resolve()  # absolute, so recorded image paths work from anywhere
     manifest_path = path / MANIFEST
     journal = ResultJournal(path / RESULTS_JSONL)
     existing = manifest_path.exists() or journal.path.exists()
