@@ -136,7 +136,8 @@ class ServerHandle:
 # --------------------------------------------------------------------------- the two contenders
 
 
-async def run_batch(base_url: str, rows: int, rounds: int, concurrency: int, workdir: Path, checkpoint: str) -> tuple[float, float, Any]:
+async def run_batch(base_url: str, rows: int, rounds: int, concurrency: int, workdir: Path, checkpoint: str,
+                    workers: int) -> tuple[float, float, Any]:
     from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
     from genevolve_graph.batch.rows import read_rows
     from genevolve_graph.context import AgentContext
@@ -148,12 +149,19 @@ async def run_batch(base_url: str, rows: int, rounds: int, concurrency: int, wor
     path = workdir / "input.jsonl"
     path.write_text("".join(json.dumps({"id": i, "question": request(i), "category": "bench"}) + "\n" for i in range(rows)))
     batch_rows = read_rows(path)
-    start, cpu = time.perf_counter(), time.process_time()
-    options = RolloutOptions(out_dir=workdir / "run", concurrency=concurrency, progress=False,
+    start, cpu = time.perf_counter(), _cpu()
+    options = RolloutOptions(out_dir=workdir / "run", concurrency=concurrency, progress=False, workers=workers,
                              checkpoint=None if checkpoint == "sqlite" else checkpoint)
     report = await arun_rollouts(batch_rows, ctx, options)
     wall = time.perf_counter() - start
-    return wall, time.process_time() - cpu, report
+    return wall, _cpu() - cpu, report
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished worker processes (the server process
+    is still running, so it is not counted)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def run_thread_pool(base_url: str, rows: int, rounds: int, threads: int) -> float:
@@ -192,6 +200,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--server", choices=["process", "thread"], default="process")
+    parser.add_argument("--workers", type=int, default=1, help="batch worker processes (RolloutOptions.workers, --workers of the command)")
     parser.add_argument("--checkpoint", default="sqlite", help="sqlite (the run folder's trace.sqlite, as the command uses) or any checkpoint URL, e.g. memory")
     args = parser.parse_args()
     latency = args.latency_ms / 1000
@@ -199,8 +208,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            wall, cpu, report = asyncio.run(run_batch(server.base_url, args.rows, args.rounds, args.concurrency, workdir, args.checkpoint))
+            wall, cpu, report = asyncio.run(run_batch(server.base_url, args.rows, args.rounds, args.concurrency, workdir, args.checkpoint,
+                                                      args.workers))
             peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            worker_peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if args.workers > 1 else 0
             batch_stats = server.stats()
             db = workdir / "run" / "trace.sqlite"
             ck, wr, file_size = checkpoint_bytes(db) if db.exists() else (0, 0, 0)
@@ -223,13 +234,14 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"batch wall: {wall:.2f} s   ideal: {ideal:.2f} s   ratio: {ratio:.2f} (target <= 1.25; "
           f"whole waves would need {waves:.2f} s = {waves / ideal:.2f} x ideal)")
-    print(f"batch CPU time (this process, all its threads): {cpu:.2f} s = {cpu / (args.rows * args.rounds) * 1000:.2f} ms per round")
+    print(f"batch CPU time (all its threads and worker processes): {cpu:.2f} s = {cpu / (args.rows * args.rounds) * 1000:.2f} ms per round")
     print(f"thread-pool loop CPU time: {loop_cpu:.2f} s = {loop_cpu / (args.rows * args.rounds) * 1000:.2f} ms per round")
     print(f"thread-pool loop wall: {loop_wall:.2f} s   throughput: batch {speed:.1f} rows/s vs loop {loop_speed:.1f} rows/s "
           f"= {speed / loop_speed:.2f} x (target >= 1.00)")
     print(f"server max in flight: batch {batch_stats['max_in_flight']}, loop {loop_stats['max_in_flight']}; "
           f"requests: batch {batch_stats['requests']} ({batch_stats['errors']} errors), loop {loop_stats['requests']}")
-    print(f"peak memory of the batch (ru_maxrss): {peak_kib / 1024:.0f} MiB")
+    print(f"peak memory of the batch (ru_maxrss): {peak_kib / 1024:.0f} MiB"
+          + (f" in the parent, {worker_peak_kib / 1024:.0f} MiB in the largest worker process" if args.workers > 1 else ""))
     print(f"checkpoint bytes per row: {(ck + wr) / args.rows:.0f} ({ck / args.rows:.0f} checkpoints + {wr / args.rows:.0f} writes); "
           f"trace.sqlite {file_size / args.rows:.0f} bytes per row; results.jsonl {results_size / args.rows:.0f} bytes per row")
     ok = ratio <= 1.25 and speed >= loop_speed

@@ -45,9 +45,20 @@ def now_iso() -> str:
 class StopController:
     """Turns SIGINT/SIGTERM into a clean stop of a running stage."""
 
-    def __init__(self, *, grace: float = 30.0, notify: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        *,
+        grace: float = 30.0,
+        notify: Callable[[str], None] = print,
+        on_stop: Callable[[], None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
         self.grace = grace
         self.notify = notify
+        self.on_stop = on_stop
+        """Called once at the first stop request (worker processes are told to stop scheduling)."""
+        self.on_cancel = on_cancel
+        """Called when the rows in flight are to be cancelled (worker processes are told so)."""
         self.stopping = False
         self.signal: signal.Signals | None = None
         self.fatal: BaseException | None = None
@@ -77,9 +88,12 @@ class StopController:
         if not self.stopping:
             self.stopping = True
             self.signal = sig
+            if self.on_stop:
+                self.on_stop()
             in_flight = sum(1 for t in self.tasks if not t.done())
+            which = f"{in_flight} row(s)" if self.tasks else "rows"  # rows in worker processes are not counted here
             self.notify(
-                f"{sig.name} received: no new rows start; {in_flight} row(s) in flight get {self.grace:g} s to finish, "
+                f"{sig.name} received: no new rows start; the {which} in flight get {self.grace:g} s to finish, "
                 f"then they are cancelled (a cancelled rollout continues from its checkpoint on resume). "
                 f"{sig.name} again cancels them now."
             )
@@ -88,11 +102,14 @@ class StopController:
             self.cancel_in_flight()
 
     def cancel_in_flight(self) -> None:
+        self.stopping = True
         pending = [t for t in self.tasks if not t.done()]
         if pending:
             self.notify(f"cancelling {len(pending)} row(s) in flight")
         for task in pending:
             task.cancel()
+        if self.on_cancel:
+            self.on_cancel()
 
     def abort(self, exc: BaseException) -> None:
         """Something that makes recording impossible (disk full, ...): stop everything now."""
@@ -136,15 +153,16 @@ async def run_stage(
     rows: Iterable[BatchRow],
     worker: Callable[[BatchRow], Awaitable[dict[str, Any]]],
     *,
-    journal: ResultJournal,
+    sink: Callable[[dict[str, Any]], None],
     records: dict[str, dict[str, Any]],
     concurrency: int,
     controller: StopController,
-    progress: StageProgress,
+    progress: StageProgress | None,
     is_failure: Callable[[dict[str, Any]], bool],
 ) -> StageSession:
     """Run ``worker`` over ``rows`` with at most ``concurrency`` at a time; each record is
-    appended to the journal (fsynced) and put into ``records`` as it finishes."""
+    handed to ``sink`` (run in a worker thread: ``ResultJournal.append`` writes and fsyncs
+    it; in a worker process it goes to the parent) and then put into ``records``."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     loop = asyncio.get_running_loop()
@@ -155,7 +173,7 @@ async def run_stage(
     async def one(row: BatchRow) -> None:
         try:
             record = await worker(row)
-            append = loop.run_in_executor(None, journal.append, record)
+            append = loop.run_in_executor(None, sink, record)
             try:
                 await _finish(append)
             except asyncio.CancelledError:
@@ -174,7 +192,8 @@ async def run_stage(
         failed = is_failure(record)
         session.done += 1
         session.failed += int(failed)
-        progress.advance(failed=failed)
+        if progress is not None:
+            progress.advance(failed=failed)
 
     for row in rows:
         await slots.acquire()

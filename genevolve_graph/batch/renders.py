@@ -149,7 +149,7 @@ async def arun_renders(
         with progress:
             for note in folder.notes:
                 progress.note(note)
-            session = await run_stage(todo, worker, journal=folder.journal, records=folder.records,
+            session = await run_stage(todo, worker, sink=folder.journal.append, records=folder.records,
                                       concurrency=options.concurrency, controller=controller, progress=progress,
                                       is_failure=is_failure)
     finally:

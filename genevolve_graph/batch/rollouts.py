@@ -61,6 +61,55 @@ def error_record(row: BatchRow, thread_id: str, message: str, seconds: float, pa
     return record
 
 
+def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int]):
+    """``worker(row) -> record`` for one checkpointer and one compiled graph (shared by all rows)."""
+    from genevolve_graph.runner import result_from_values, run_config, run_with_saver
+
+    async def worker(row: BatchRow) -> dict[str, Any]:
+        thread_id = thread_id_for(run_id, row.key, attempts.get(row.key, 1))
+        started = time.monotonic()
+        try:
+            result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=graph,
+                                          row_id=row.key, batch_run=run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as the row's outcome
+            try:
+                snapshot = await graph.aget_state(run_config(ctx, thread_id))
+                partial = result_from_values(thread_id, snapshot.values) if snapshot.values else None
+            except Exception:  # noqa: BLE001 - the state may be unreadable for the same reason
+                partial = None
+            return error_record(row, thread_id, f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - started, partial)
+        return rollout_record(row, result, ctx.protocol, time.monotonic() - started)
+
+    return worker
+
+
+async def rollouts_in_loop(
+    rows: list[BatchRow],
+    ctx: AgentContext,
+    *,
+    checkpoint_url: str,
+    run_id: str,
+    attempts: dict[str, int],
+    concurrency: int,
+    sink: Any,
+    records: dict[str, dict[str, Any]],
+    controller: StopController,
+    progress: StageProgress | None,
+    services: dict[str, Any] | None = None,
+) -> Any:
+    """The rows on this event loop: one checkpointer, one compiled graph, ``concurrency`` in flight."""
+    from genevolve_graph.graph import build_graph
+    from genevolve_graph.persistence import open_checkpointer
+
+    async with open_checkpointer(checkpoint_url) as saver:
+        graph = build_graph(saver, **(services or {}))
+        worker = make_worker(saver, graph, ctx, run_id=run_id, attempts=attempts)
+        return await run_stage(rows, worker, sink=sink, records=records, concurrency=concurrency,
+                               controller=controller, progress=progress, is_failure=is_failure)
+
+
 @dataclass
 class RolloutOptions:
     """Where and how a rollout stage runs (the policy and tools are in the context)."""
@@ -69,6 +118,10 @@ class RolloutOptions:
     checkpoint: str | None = None
     """Checkpointer URL; default ``sqlite:///<out_dir>/trace.sqlite`` (or the run's earlier one)."""
     concurrency: int = 16
+    """Trajectories in flight at once (over all worker processes)."""
+    workers: int = 1
+    """Worker processes, each with its own event loop (for fast endpoints, where one
+    interpreter's CPU becomes the limit); 1 runs everything on the caller's loop."""
     resume: bool | None = None
     retry_failed: bool = False
     run_id: str | None = None
@@ -156,10 +209,8 @@ async def arun_rollouts(
 
     ``services`` go to ``build_graph`` (an injected policy, search backend, ...).
     """
-    from genevolve_graph.graph import build_graph
-    from genevolve_graph.persistence import open_checkpointer
-    from genevolve_graph.runner import run_with_saver
-
+    if options.workers > 1 and services:
+        raise ValueError("injected services cannot be sent to worker processes; use workers=1")
     if folder is None or checkpoint_url is None:
         folder, checkpoint_url = prepare_rollouts(rows, ctx, options)
     progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
@@ -168,45 +219,32 @@ async def arun_rollouts(
     own_controller = controller is None
     controller = controller or StopController(grace=options.grace, notify=progress.note)
     todo = [row for row in rows if row.key not in folder.records]
-    attempts = folder.manifest.get("attempts", {})
+    attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
     run_id = folder.run_id
     ctx = ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id)
+    if own_controller:
+        controller.install()
+    try:
+        with progress:
+            for note in folder.notes:
+                progress.note(note)
+            if options.workers > 1 and len(todo) > 1:
+                from genevolve_graph.batch.workers import run_in_processes
 
-    async with open_checkpointer(checkpoint_url) as saver:
-        compiled = build_graph(saver, **(services or {}))  # one compiled graph for every row
-
-        async def worker(row: BatchRow) -> dict[str, Any]:
-            thread_id = thread_id_for(run_id, row.key, int(attempts.get(row.key, 1)))
-            started = time.monotonic()
-            try:
-                result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=compiled,
-                                              row_id=row.key, batch_run=run_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded as the row's outcome
-                partial = None
-                try:
-                    from genevolve_graph.runner import result_from_values, run_config
-
-                    snapshot = await compiled.aget_state(run_config(ctx, thread_id))
-                    partial = result_from_values(thread_id, snapshot.values) if snapshot.values else None
-                except Exception:  # noqa: BLE001 - the state may be unreadable for the same reason
-                    partial = None
-                return error_record(row, thread_id, f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - started, partial)
-            return rollout_record(row, result, ctx.protocol, time.monotonic() - started)
-
+                session = await run_in_processes(
+                    todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
+                    concurrency=options.concurrency, workers=options.workers, sink=folder.journal.append,
+                    records=folder.records, controller=controller, progress=progress, is_failure=is_failure,
+                )
+            else:
+                session = await rollouts_in_loop(
+                    todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
+                    concurrency=options.concurrency, sink=folder.journal.append, records=folder.records,
+                    controller=controller, progress=progress, services=services,
+                )
+    finally:
         if own_controller:
-            controller.install()
-        try:
-            with progress:
-                for note in folder.notes:
-                    progress.note(note)
-                session = await run_stage(todo, worker, journal=folder.journal, records=folder.records,
-                                          concurrency=options.concurrency, controller=controller, progress=progress,
-                                          is_failure=is_failure)
-        finally:
-            if own_controller:
-                controller.uninstall()
+            controller.uninstall()
     report = StageReport(STAGE, folder, rows, session, outcome_field="termination", error_field="error",
                          interrupted=controller.signal, fatal=controller.fatal)
     report.extra.append(f"trace: {folder.manifest.get('checkpoint')} (threads {run_id}:<id>)")
