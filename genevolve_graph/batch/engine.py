@@ -223,10 +223,17 @@ class RunFolder:
     records: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
+    lock_fd: int | None = None
 
     @property
     def run_id(self) -> str:
         return self.manifest["run_id"]
+
+    def release(self) -> None:
+        """Give up the folder's lock (the end of a session; process exit does it too)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = now_iso()
@@ -296,6 +303,7 @@ def open_run_folder(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {path} (--out): {exc.strerror}") from None
+    lock_fd = lock_folder(path)
     if manifest is None:
         manifest = {
             "tool": "genevolve-graph",
@@ -317,13 +325,50 @@ def open_run_folder(
     manifest.update(input=input_path, input_sha256=input_digest, rows=[[row.position, row.key] for row in rows])
     manifest.setdefault("attempts", {})
     manifest.setdefault("sessions", []).append({"started": now_iso(), "settings": settings})
-    records = journal.load()
+    try:
+        records = journal.load()  # under the lock: nobody else is appending while a torn tail is cut
+    except BaseException:
+        os.close(lock_fd) if lock_fd is not None else None
+        raise
     if journal.repaired_bytes:
         notes.append(
             f"note: {journal.path} ended in a torn line ({journal.repaired_bytes} bytes, a write interrupted by a crash); "
             "it was cut off and that row runs again"
         )
-    return RunFolder(path=path, manifest=manifest, journal=journal, records=records, notes=notes, resumed=existing)
+    return RunFolder(path=path, manifest=manifest, journal=journal, records=records, notes=notes, resumed=existing,
+                     lock_fd=lock_fd)
+
+
+LOCK_FILE = ".lock"
+
+
+def lock_folder(path: Path) -> int | None:
+    """An exclusive lock on the run folder for this session: two processes appending to one
+    ``results.jsonl`` could record a row twice. Released when the session ends or the
+    process dies (also by SIGKILL). ``None`` where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputError(
+            f"{path} is in use by another genevolve-graph process; wait for it to finish or stop it (Ctrl-C), then run again"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+SECRET_WORDS = ("key", "token", "secret", "password", "credential")
+
+
+def redact_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Backend options for ``run.json``, without values that look like secrets."""
+    return {name: ("***" if any(word in name.lower() for word in SECRET_WORDS) else value) for name, value in options.items()}
 
 
 # --------------------------------------------------------------------------- the report

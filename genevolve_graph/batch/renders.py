@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, now_iso, open_run_folder, run_stage
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, now_iso, open_run_folder, redact_options, run_stage
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
@@ -89,11 +89,16 @@ def render_record(row: BatchRow, result: RenderResult, source: str | None, seed:
 
 def prepare_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions) -> RunFolder:
     settings = {"renderer": ctx.renderer, "seed": ctx.seed, "fallback": options.fallback,
-                "options": {k: v for k, v in sorted(ctx.options.items()) if k != "output_name"}, **options.extra_settings}
+                "options": redact_options({k: v for k, v in sorted(ctx.options.items()) if k != "output_name"}),
+                **options.extra_settings}
     folder = open_run_folder(options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
                              input_digest=options.input_digest, shard=None, settings=settings)
-    (folder.path / "images").mkdir(parents=True, exist_ok=True)
-    folder.save_manifest()
+    try:
+        (folder.path / "images").mkdir(parents=True, exist_ok=True)
+        folder.save_manifest()
+    except BaseException:
+        folder.release()
+        raise
     return folder
 
 
@@ -107,11 +112,19 @@ async def arun_renders(
     renderer: Any = None,
 ) -> StageReport:
     """Render every row not yet recorded; ``renderer`` replaces the one ``ctx`` names."""
-    from genevolve_graph.generators.registry import make_renderer
-
     if options.fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, not {options.fallback!r}")
     folder = folder or prepare_renders(rows, ctx, options)
+    try:
+        return await _renders(rows, ctx, options, folder, controller, renderer)
+    finally:
+        folder.release()
+
+
+async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions, folder: RunFolder,
+                   controller: StopController | None, renderer: Any) -> StageReport:
+    from genevolve_graph.generators.registry import make_renderer
+
     progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
                              failed=sum(1 for r in rows if r.key in folder.records and is_failure(folder.records[r.key])),
                              enabled=options.progress)

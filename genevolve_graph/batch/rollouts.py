@@ -160,13 +160,21 @@ def redact_url(url: str) -> str:
 
 def prepare_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> tuple[RunFolder, str]:
     """Open the run folder and settle the checkpoint URL (raises ``InputError``)."""
-    from genevolve_graph.batch.rows import InputError
-
     settings = {**context_settings(ctx), **options.extra_settings}
     folder = open_run_folder(
         options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
         input_digest=options.input_digest, shard=options.shard, settings=settings, run_id=options.run_id,
     )
+    try:
+        return _settle(folder, options)
+    except BaseException:
+        folder.release()
+        raise
+
+
+def _settle(folder: RunFolder, options: RolloutOptions) -> tuple[RunFolder, str]:
+    from genevolve_graph.batch.rows import InputError
+
     recorded = folder.manifest.get("checkpoint")
     url = options.checkpoint
     if url is None:
@@ -213,6 +221,14 @@ async def arun_rollouts(
         raise ValueError("injected services cannot be sent to worker processes; use workers=1")
     if folder is None or checkpoint_url is None:
         folder, checkpoint_url = prepare_rollouts(rows, ctx, options)
+    try:
+        return await _rollouts(rows, ctx, options, folder, checkpoint_url, controller, services)
+    finally:
+        folder.release()
+
+
+async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions, folder: RunFolder,
+                    checkpoint_url: str, controller: StopController | None, services: dict[str, Any] | None) -> StageReport:
     progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
                              failed=sum(1 for r in rows if r.key in folder.records and is_failure(folder.records[r.key])),
                              enabled=options.progress)

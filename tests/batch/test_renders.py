@@ -123,3 +123,13 @@ def test_render_input_errors_exit_2(cli, tmp_path):
     assert result.exit_code == 2 and "unknown renderer 'dalle' (--renderer)" in result.stderr
     result = cli("render", "--input", bad, "--out", tmp_path / "r", "--option", "novalue")
     assert result.exit_code == 2 and "--option 'novalue' is not KEY=VALUE" in result.stderr
+
+
+def test_secret_looking_options_are_not_written_to_the_run_folder(cli, tmp_path):
+    source = write_jsonl(tmp_path / "results.jsonl", stage1_rows()[:1])
+    out = tmp_path / "renders"
+    result = cli("render", "--input", source, "--out", out, "--option", "api_key=sk-secret-42", "--option", "steps=4", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["sessions"][0]["settings"]["options"] == {"api_key": "***", "steps": 4}
+    assert not any("sk-secret-42" in p.read_text(errors="ignore") for p in out.iterdir() if p.is_file())

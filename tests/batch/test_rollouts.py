@@ -166,3 +166,21 @@ async def test_thread_with_task_writes_but_no_checkpoint_is_continued_not_taken_
     assert snapshot.next == () and snapshot.tasks and snapshot.values.get("termination") is None  # the trap
     result = await run_with_saver(request_text(1), ctx, saver, thread_id="t", graph=graph)
     assert result.termination == "answer" and result.rounds == 4
+
+
+def test_a_folder_in_use_by_another_session_is_refused(cli, tmp_path, scripted_server):
+    from genevolve_graph.batch.engine import lock_folder
+
+    server = scripted_server(script_for([0], rounds=2))
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": 0, "question": request_text(0)}])
+    (tmp_path / "run").mkdir()
+    held = lock_folder(tmp_path / "run")  # as a running batch holds it
+    try:
+        busy = cli("batch", "--input", path, "--out", tmp_path / "run", *policy_args(server))
+        assert busy.exit_code == 2 and "is in use by another genevolve-graph process" in busy.stderr
+        assert not server.requests
+    finally:
+        import os
+
+        os.close(held)
+    assert cli("batch", "--input", path, "--out", tmp_path / "run", *policy_args(server)).exit_code == 0
