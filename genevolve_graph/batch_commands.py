@@ -319,7 +319,9 @@ def render(
     rows = _load_rows(source, max_samples=None, shard=None, tolerate_torn_tail=source.suffix == ".jsonl")
     rows = _order_like_stage1(rows, source)
     if max_samples is not None:
-        rows = rows[:max_samples] if max_samples >= 1 else fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
+        if max_samples < 1:
+            fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
+        rows = rows[:max_samples]
     report = _run_render_stage(rows, values, ctx, renderer, out=out, input_path=source, digest=_digest(source), concurrency=concurrency,
                                resume=resume, grace=grace, progress=progress)
     _finish(report, resume_hint=f"genevolve-graph render --input {input} --out {out} (with the same options)")

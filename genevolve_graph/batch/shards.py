@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genevolve_graph.batch.engine import MANIFEST, RESULTS_JSON, RESULTS_JSONL, now_iso
-from genevolve_graph.batch.journal import JournalError, ResultJournal, read_json, write_json_atomic
+from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.rows import BatchRow, InputError, parse_text, row_key
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -80,6 +80,14 @@ def merge_runs(folders: list[Path], out_dir: Path, *, allow_partial: bool = Fals
     out_dir = Path(out_dir).expanduser()
     if out_dir.resolve() in resolved:
         raise InputError(f"--out {out_dir} is one of the shards; merge into another folder")
+    existing = out_dir / MANIFEST
+    if existing.is_file():
+        try:
+            merged_before = read_json(existing).get("run_id") == "merged"
+        except (OSError, ValueError, AttributeError):
+            merged_before = False
+        if not merged_before:
+            raise InputError(f"--out {out_dir} holds a run of its own; merge into a new folder (or one an earlier merge wrote)")
     loaded = [(folder, *_read_shard(folder)) for folder in folders]
     notes: list[str] = [n for _, _, _, ns in loaded for n in ns]
     stages = {m.get("stage") for _, m, _, _ in loaded}
@@ -148,4 +156,4 @@ def _relocate_image(record: dict[str, Any], folder: Path) -> dict[str, Any]:
     return record
 
 
-__all__ = ["parse_shard", "select_shard", "merge_runs", "MergeResult", "JournalError"]
+__all__ = ["parse_shard", "select_shard", "merge_runs", "MergeResult"]

@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from genevolve_graph.batch.rows import BatchRow
@@ -46,6 +45,10 @@ def test_sharded_batch_then_merge_gives_every_row_once_in_input_order(cli, tmp_p
     assert missing.exit_code == 2 and "shard(s) 1/3 missing" in missing.stderr
     assert cli("merge", folders[0], folders[2], "--out", tmp_path / "m2", "--allow-partial").exit_code == 0
     assert len(read_results(tmp_path / "m2" / "results.jsonl")) == 5
+    assert cli("merge", *folders, "--out", tmp_path / "m2").exit_code == 0  # an earlier merge may be replaced
+    assert len(read_results(tmp_path / "m2" / "results.jsonl")) == 7
+    into_run = cli("merge", folders[0], folders[2], "--out", folders[1], "--allow-partial")
+    assert into_run.exit_code == 2 and "holds a run of its own" in into_run.stderr
     twice = cli("merge", folders[0], folders[0], folders[1], folders[2], "--out", tmp_path / "m3")
     assert twice.exit_code == 2 and "given twice" in twice.stderr
     copy = tmp_path / "copy-of-0"
