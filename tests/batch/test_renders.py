@@ -133,3 +133,30 @@ def test_secret_looking_options_are_not_written_to_the_run_folder(cli, tmp_path)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["sessions"][0]["settings"]["options"] == {"api_key": "***", "steps": 4}
     assert not any("sk-secret-42" in p.read_text(errors="ignore") for p in out.iterdir() if p.is_file())
+
+
+async def test_stopping_a_render_stage_keeps_what_was_rendered_and_resume_finishes(tmp_path):
+    import asyncio
+
+    from genevolve_graph.batch.engine import StopController
+    from genevolve_graph.batch.renders import RenderOptions, arun_renders
+    from genevolve_graph.batch.rows import read_rows
+    from genevolve_graph.context import AgentContext
+
+    template = stage1_rows()[0]
+    source = write_jsonl(tmp_path / "results.jsonl", [dict(template, id=f"img{i:02d}") for i in range(24)])
+    rows = read_rows(source)
+    out = tmp_path / "renders"
+    ctx = AgentContext(renderer="preview", output_dir=str(out / "images"))
+    controller = StopController(grace=30.0, notify=lambda message: None)
+    task = asyncio.create_task(arun_renders(rows, ctx, RenderOptions(out_dir=out, concurrency=1, progress=False), controller=controller))
+    while not (out / "results.jsonl").exists() or len(read_results(out / "results.jsonl")) < 3:
+        await asyncio.sleep(0.01)
+    controller.request_stop()
+    report = await task
+    assert report.interrupted is not None and 0 < report.remaining < 24
+    first = read_results(out / "results.jsonl")
+    assert len({r["id"] for r in first}) == len(first) == 24 - report.remaining and all(r["success"] for r in first)
+    resumed = await arun_renders(rows, ctx, RenderOptions(out_dir=out, concurrency=4, progress=False))
+    assert resumed.complete and resumed.session.done == report.remaining
+    assert sorted(r["id"] for r in read_results(out / "results.jsonl")) == [f"img{i:02d}" for i in range(24)]
