@@ -184,3 +184,25 @@ def test_a_folder_in_use_by_another_session_is_refused(cli, tmp_path, scripted_s
 
         os.close(held)
     assert cli("batch", "--input", path, "--out", tmp_path / "run", *policy_args(server)).exit_code == 0
+
+
+def test_batch_on_every_checkpointer(cli, tmp_path, scripted_server, checkpoint_url):
+    """memory, SQLite, and PostgreSQL when GENEVOLVE_TEST_POSTGRES_URL is set."""
+    from urllib.parse import urlsplit
+
+    from genevolve_graph.batch.rollouts import redact_url
+
+    ids = ["c1", "c2", "c3"]
+    server = scripted_server(script_for(ids, rounds=3))
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "question": request_text(i)} for i in ids])
+    out = tmp_path / "run"
+    result = cli("batch", "--input", path, "--out", out, "--checkpoint", checkpoint_url, *policy_args(server))
+    assert result.exit_code == 0, result.stderr
+    records = read_results(out / "results.jsonl")
+    assert sorted(r["id"] for r in records) == ids and all(r["termination"] == "answer" for r in records)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["checkpoint"] == redact_url(checkpoint_url)
+    password = urlsplit(checkpoint_url).password if checkpoint_url.startswith("postgres") else None
+    assert not password or password not in (out / "run.json").read_text()
+    again = cli("batch", "--input", path, "--out", out, "--checkpoint", checkpoint_url, *policy_args(server))
+    assert again.exit_code == 0 and len(server.requests) == 9
