@@ -82,8 +82,11 @@ async def run_with_saver(
     graph = graph or build_graph(saver)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
-    if snapshot.values and not snapshot.next:
-        return result_from_values(thread_id, snapshot.values)  # finished before
+    if snapshot.values and not snapshot.tasks:
+        # Finished before. Not ``not snapshot.next``: after a crash between a step's task
+        # writes and the step's checkpoint, ``next`` is empty (the step's tasks are done)
+        # although the steps after it never ran; ``tasks`` still lists that step.
+        return result_from_values(thread_id, snapshot.values)
     graph_input = None if snapshot.values else {"request": request}
     await graph.ainvoke(graph_input, config, context=ctx)
     snapshot = await graph.aget_state(config)

@@ -1,0 +1,443 @@
+"""The machinery both stages share: bounded concurrency on one event loop, durable
+recording, clean stops on SIGINT/SIGTERM, the run folder's manifest, and the summary.
+
+A stage is a list of rows and an async ``worker(row) -> record`` that never raises (its
+failures are part of the record). ``run_stage`` starts at most ``concurrency`` workers at
+a time (an ``asyncio.Semaphore``; tasks are created only when a slot is free, so memory
+does not grow with the input), appends each record to ``results.jsonl`` as soon as it is
+ready, and updates the progress bar.
+
+Stopping: the first SIGINT or SIGTERM stops scheduling and gives the rows in flight
+``grace`` seconds to finish; after that (or at a second signal) they are cancelled. A
+cancelled rollout continues from its last checkpoint on resume; nothing half-done is
+ever recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as _dt
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
+from genevolve_graph.batch.progress import StageProgress, format_duration
+from genevolve_graph.batch.rows import BatchRow, InputError, row_key
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_JSON = "results.json"
+MANIFEST = "run.json"
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class StopController:
+    """Turns SIGINT/SIGTERM into a clean stop of a running stage."""
+
+    def __init__(
+        self,
+        *,
+        grace: float = 30.0,
+        notify: Callable[[str], None] = print,
+        on_stop: Callable[[], None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self.grace = grace
+        self.notify = notify
+        self.on_stop = on_stop
+        """Called once at the first stop request (worker processes are told to stop scheduling)."""
+        self.on_cancel = on_cancel
+        """Called when the rows in flight are to be cancelled (worker processes are told so)."""
+        self.stopping = False
+        self.signal: signal.Signals | None = None
+        self.fatal: BaseException | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._installed: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, sig)
+                self._installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                pass
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+        if self._timer:
+            self._timer.cancel()
+
+    def request_stop(self, sig: signal.Signals | int = signal.SIGINT) -> None:
+        sig = signal.Signals(sig)
+        if not self.stopping:
+            self.stopping = True
+            self.signal = sig
+            if self.on_stop:
+                self.on_stop()
+            in_flight = sum(1 for t in self.tasks if not t.done())
+            which = f"{in_flight} row(s)" if self.tasks else "rows"  # rows in worker processes are not counted here
+            self.notify(
+                f"{sig.name} received: no new rows start; the {which} in flight get {self.grace:g} s to finish, "
+                f"then they are cancelled (a cancelled rollout continues from its checkpoint on resume). "
+                f"{sig.name} again cancels them now."
+            )
+            self._timer = asyncio.get_running_loop().call_later(self.grace, self.cancel_in_flight)
+        else:
+            self.cancel_in_flight()
+
+    def cancel_in_flight(self) -> None:
+        self.stopping = True
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            self.notify(f"cancelling {len(pending)} row(s) in flight")
+        for task in pending:
+            task.cancel()
+        if self.on_cancel:
+            self.on_cancel()
+
+    def abort(self, exc: BaseException) -> None:
+        """Something that makes recording impossible (disk full, ...): stop everything now."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stopping = True
+        self.cancel_in_flight()
+
+
+async def _finish(future: "asyncio.Future[Any]") -> Any:
+    """Await a future to its end even if the awaiting task is cancelled meanwhile (a journal
+    write that started must be counted); re-raise the cancellation afterwards."""
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            if future.done():
+                result = future.result()
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+# --------------------------------------------------------------------------- running a stage
+
+
+@dataclass
+class StageSession:
+    """What one session of a stage did."""
+
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+async def run_stage(
+    rows: Iterable[BatchRow],
+    worker: Callable[[BatchRow], Awaitable[dict[str, Any]]],
+    *,
+    sink: Callable[[dict[str, Any]], None],
+    records: dict[str, dict[str, Any]],
+    concurrency: int,
+    controller: StopController,
+    progress: StageProgress | None,
+    is_failure: Callable[[dict[str, Any]], bool],
+) -> StageSession:
+    """Run ``worker`` over ``rows`` with at most ``concurrency`` at a time; each record is
+    handed to ``sink`` (run in a worker thread: ``ResultJournal.append`` writes and fsyncs
+    it; in a worker process it goes to the parent) and then put into ``records``."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    loop = asyncio.get_running_loop()
+    session = StageSession()
+    slots = asyncio.Semaphore(concurrency)
+    started = time.monotonic()
+
+    async def one(row: BatchRow) -> None:
+        try:
+            record = await worker(row)
+            append = loop.run_in_executor(None, sink, record)
+            try:
+                await _finish(append)
+            except asyncio.CancelledError:
+                _count(row, record)
+                raise
+            _count(row, record)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a recording failure stops the stage
+            controller.abort(exc)
+        finally:
+            slots.release()
+
+    def _count(row: BatchRow, record: dict[str, Any]) -> None:
+        records[row.key] = record
+        failed = is_failure(record)
+        session.done += 1
+        session.failed += int(failed)
+        if progress is not None:
+            progress.advance(failed=failed)
+
+    for row in rows:
+        await slots.acquire()
+        if controller.stopping:
+            slots.release()
+            break
+        task = asyncio.create_task(one(row), name=f"row-{row.key}")
+        controller.tasks.add(task)
+        task.add_done_callback(controller.tasks.discard)
+    pending = list(controller.tasks)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    session.seconds = time.monotonic() - started
+    return session
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+@dataclass
+class RunFolder:
+    """A stage's output folder: ``results.jsonl``, ``results.json``, ``run.json``."""
+
+    path: Path
+    manifest: dict[str, Any]
+    journal: ResultJournal
+    records: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    resumed: bool = False
+    lock_fd: int | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    def release(self) -> None:
+        """Give up the folder's lock (the end of a session; process exit does it too)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    def save_manifest(self) -> None:
+        self.manifest["updated"] = now_iso()
+        write_json_atomic(self.path / MANIFEST, self.manifest, indent=None)  # one line: 'rows' can be long
+
+    def write_results_json(self, rows: list[BatchRow]) -> Path:
+        """``results.json``: every recorded result, in input order (rows no longer in the
+        input, if any, at the end), as one JSON array."""
+        target = self.path / RESULTS_JSON
+        order = {row.key: row.position for row in rows}
+        for position, key in self.manifest.get("rows", []):
+            order.setdefault(key, position)
+        ordered = sorted(self.records.items(), key=lambda item: (item[0] not in order, order.get(item[0], 0)))
+        write_json_atomic(target, [record for _, record in ordered])
+        return target
+
+
+def open_run_folder(
+    path: Path,
+    *,
+    stage: str,
+    rows: list[BatchRow],
+    resume: bool | None,
+    input_path: str,
+    input_digest: str,
+    shard: str | None,
+    settings: dict[str, Any],
+    run_id: str | None = None,
+) -> RunFolder:
+    """Create or reopen a stage's folder and check it belongs to this stage and shard.
+
+    ``resume`` None means: resume when the folder already holds this stage's results.
+    Raises ``InputError`` for a folder that cannot be used as asked.
+    """
+    path = Path(path).expanduser().resolve()  # absolute, so recorded image paths work from anywhere
+    manifest_path = path / MANIFEST
+    journal = ResultJournal(path / RESULTS_JSONL)
+    existing = manifest_path.exists() or journal.path.exists()
+    notes: list[str] = []
+    if existing and resume is False:
+        raise InputError(
+            f"{path} already holds results of an earlier run; resume it (drop --no-resume) or pass another --out"
+        )
+    manifest: dict[str, Any] | None = None
+    if manifest_path.exists():
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{manifest_path} is not readable JSON ({exc}); restore it or pass another --out") from None
+        if manifest.get("stage") != stage:
+            raise InputError(f"{path} holds a {manifest.get('stage')!r} run, not {stage!r}; pass another --out")
+        if manifest.get("shard") != shard:
+            raise InputError(
+                f"{path} holds shard {manifest.get('shard') or 'none (the whole input)'}, not {shard or 'the whole input'}; "
+                "each shard needs its own --out"
+            )
+        if run_id and manifest.get("run_id") != run_id:
+            raise InputError(f"{path} belongs to run {manifest.get('run_id')!r}, not --run-id {run_id!r}; pass another --out")
+        if manifest.get("input_sha256") and manifest["input_sha256"] != input_digest:
+            notes.append(
+                f"note: the input differs from the one this run started with ({manifest.get('input')}); rows already "
+                "recorded are kept and skipped by id"
+            )
+    elif existing and journal.path.exists():
+        notes.append(f"note: {path} has results but no {MANIFEST}; continuing with a new run id (finished rows are skipped by id)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {path} (--out): {exc.strerror}") from None
+    lock_fd = lock_folder(path)
+    if manifest is None:
+        manifest = {
+            "tool": "genevolve-graph",
+            "stage": stage,
+            "run_id": run_id or f"{stage}-{os.urandom(6).hex()}",
+            "created": now_iso(),
+            "shard": shard,
+            "attempts": {},
+            "sessions": [],
+        }
+    first = (manifest.get("sessions") or [{}])[0].get("settings")
+    if first:
+        changed = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))
+        if changed:
+            notes.append(
+                "note: settings differ from the run's first session (" + ", ".join(f"{k}: {first.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+                + "); rows already recorded keep theirs"
+            )
+    manifest.update(input=input_path, input_sha256=input_digest, rows=[[row.position, row.key] for row in rows])
+    manifest.setdefault("attempts", {})
+    manifest.setdefault("sessions", []).append({"started": now_iso(), "settings": settings})
+    try:
+        records = journal.load()  # under the lock: nobody else is appending while a torn tail is cut
+    except BaseException:
+        os.close(lock_fd) if lock_fd is not None else None
+        raise
+    if journal.repaired_bytes:
+        notes.append(
+            f"note: {journal.path} ended in a torn line ({journal.repaired_bytes} bytes, a write interrupted by a crash); "
+            "it was cut off and that row runs again"
+        )
+    return RunFolder(path=path, manifest=manifest, journal=journal, records=records, notes=notes, resumed=existing,
+                     lock_fd=lock_fd)
+
+
+LOCK_FILE = ".lock"
+
+
+def lock_folder(path: Path) -> int | None:
+    """An exclusive lock on the run folder for this session: two processes appending to one
+    ``results.jsonl`` could record a row twice. Released when the session ends or the
+    process dies (also by SIGKILL). ``None`` where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputError(
+            f"{path} is in use by another genevolve-graph process; wait for it to finish or stop it (Ctrl-C), then run again"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+SECRET_WORDS = ("key", "token", "secret", "password", "credential")
+
+
+def redact_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Backend options for ``run.json``, without values that look like secrets."""
+    return {name: ("***" if any(word in name.lower() for word in SECRET_WORDS) else value) for name, value in options.items()}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class StageReport:
+    """The outcome of one session of a stage, with everything the summary needs."""
+
+    stage: str
+    folder: RunFolder
+    rows: list[BatchRow]
+    session: StageSession
+    outcome_field: str
+    error_field: str
+    interrupted: signal.Signals | None = None
+    fatal: BaseException | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def stage_records(self) -> list[dict[str, Any]]:
+        return [self.folder.records[row.key] for row in self.rows if row.key in self.folder.records]
+
+    @property
+    def remaining(self) -> int:
+        return sum(1 for row in self.rows if row.key not in self.folder.records)
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+    def outcome_counts(self) -> collections.Counter[str]:
+        return collections.Counter(str(_outcome(r, self.outcome_field)) for r in self.stage_records)
+
+    def top_errors(self, n: int = 3) -> list[tuple[str, int]]:
+        errors = collections.Counter(
+            str(r.get(self.error_field))[:160] for r in self.stage_records if r.get(self.error_field)
+        )
+        return errors.most_common(n)
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal is not None:
+            return 1
+        if self.interrupted is not None:
+            return SIGNAL_EXIT.get(self.interrupted, 1)
+        return 0
+
+    def summary_lines(self) -> list[str]:
+        recorded = len(self.rows) - self.remaining
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(self.outcome_counts().items(), key=lambda kv: -kv[1])) or "none"
+        rate = self.session.done / self.session.seconds if self.session.seconds > 0 else 0.0
+        lines = [
+            f"{self.stage}: {recorded}/{len(self.rows)} rows recorded ({counts}); {self.remaining} remaining",
+            f"this session: {self.session.done} rows in {format_duration(self.session.seconds)} ({rate:.2f} rows/s), "
+            f"{self.session.failed} failed",
+        ]
+        for message, count in self.top_errors():
+            lines.append(f"  {count} x {message}")
+        lines.extend(self.extra)
+        lines.append(f"results: {self.folder.journal.path}" + (f" and {self.folder.path / RESULTS_JSON}" if (self.folder.path / RESULTS_JSON).exists() else ""))
+        return lines
+
+
+def _outcome(record: dict[str, Any], name: str) -> Any:
+    if name == "success":
+        return "rendered" if record.get("success") else "failed"
+    return record.get(name)
+
+
+def key_of(record: dict[str, Any]) -> str:
+    return row_key(record["id"])
