@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from genevolve_graph.cli import check_checkpoint_url, fail, policy_context
+from genevolve_graph.cli import backend_options, check_checkpoint_url, fail, policy_context
 
 # --------------------------------------------------------------------------- shared options
 
@@ -46,6 +46,11 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("system_prompt_file", Optional[Path], typer.Option(None, help="Another system prompt ({tools} marks the tool block).", rich_help_panel="Policy")),
     ("checkpoint", Optional[str], typer.Option(None, help="memory | sqlite:///PATH | postgresql://... (default: sqlite:///OUT/trace.sqlite).", rich_help_panel="Run")),
     ("experiment", str, typer.Option("", help="Experiment tag in checkpoint metadata (default: the run id).", rich_help_panel="Run")),
+    ("show_images", bool, typer.Option(False, "--show-images", help="Attach thumbnails of retrieved images to observations (vision policies).", rich_help_panel="Tools")),
+    ("searxng_url", Optional[str], typer.Option(None, envvar="SEARXNG_URL", help="SearXNG instance for --search/--image-search searxng.", rich_help_panel="Tools")),
+    ("langchain_search", Optional[str], typer.Option(None, help="module:attr of a LangChain tool or retriever for --search langchain.", rich_help_panel="Tools")),
+    ("allow_host", Optional[list[str]], typer.Option(None, help="host:port exempt from the public-address rule for image downloads (repeatable).", rich_help_panel="Tools")),
+    ("image_download_dir", Optional[Path], typer.Option(None, envvar="IMAGE_DOWNLOAD_DIR", help="Cache folder for downloaded images.", rich_help_panel="Tools")),
 ]
 _POLICY_NAMES = [name for name, _, _ in _POLICY_OPTIONS]
 
@@ -58,6 +63,9 @@ _RENDER_OPTIONS: list[tuple[str, Any, Any]] = [
     ("fallback", str, typer.Option("prompt", help="Rows without a program: prompt (render the request, as the reference renderer does) | skip.", rich_help_panel="Rendering")),
 ]
 _RENDER_NAMES = [name for name, _, _ in _RENDER_OPTIONS]
+_TOOL_OPTION: list[tuple[str, Any, Any]] = [
+    ("tool_option", Optional[list[str]], typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable; VALUE is read as JSON when it parses).", rich_help_panel="Tools")),
+]
 
 
 def _with_options(*groups: list[tuple[str, Any, Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -99,6 +107,11 @@ def _rollout_context(values: dict[str, Any], out: Path):
         search=values["search"], corpus=values["corpus"], image_search=values["image_search"], image_dir=values["image_dir"],
         skills_dir=values["skills_dir"], system_prompt_file=values["system_prompt_file"], renderer="none",
         output_dir=out, experiment=values["experiment"], seed=0,
+        options=backend_options(
+            show_images=values["show_images"], searxng_url=values["searxng_url"], langchain_search=values["langchain_search"],
+            allow_host=values["allow_host"], image_download_dir=values["image_download_dir"],
+            option=values.get("tool_option") or values.get("render_option"),
+        ),
     )
     return ctx.with_updates(max_retries=values["max_retries"], retry_initial_delay=values["retry_delay"],
                             request_timeout=values["request_timeout"])
@@ -119,19 +132,6 @@ def _preflight(ctx: Any) -> None:
         fail(f"cannot reach the policy endpoint {ctx.base_url} (--base-url): {type(exc).__name__}: {exc}; start the server or fix the URL (or pass --no-preflight)")
 
 
-def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            fail(f"--option {pair!r} is not KEY=VALUE (for example --option num_inference_steps=40)")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
-
-
 def _render_context(values: dict[str, Any], images: Path):
     from genevolve_graph.context import AgentContext
     from genevolve_graph.generators.registry import RENDERERS
@@ -141,11 +141,7 @@ def _render_context(values: dict[str, Any], images: Path):
         fail(f"unknown renderer {renderer!r} (--renderer); choose one of {', '.join(sorted(RENDERERS))}")
     if values["fallback"] not in ("prompt", "skip"):
         fail(f"unknown fallback {values['fallback']!r} (--fallback); choose prompt or skip")
-    options = _parse_options(values.get("render_option"))
-    if values.get("service_url"):
-        options["service_urls"] = list(values["service_url"])
-    if values.get("pipeline"):
-        options["pipeline"] = values["pipeline"]
+    options = backend_options(option=values.get("render_option"), service_url=values.get("service_url"), pipeline=values.get("pipeline"))
     return AgentContext(renderer=renderer, output_dir=str(images.expanduser().resolve()), seed=values["seed"], options=options)
 
 
@@ -269,7 +265,7 @@ def _run_render_stage(rows: list[Any], values: dict[str, Any], ctx: Any, rendere
 # --------------------------------------------------------------------------- commands
 
 
-@_with_options(_POLICY_OPTIONS)
+@_with_options(_POLICY_OPTIONS, _TOOL_OPTION)
 def batch(
     input: Path = typer.Option(..., "--input", help="JSONL or JSON array of rows with 'question' or 'prompt' (GenEvolve-Bench rows work as they are)."),
     out: Path = typer.Option(..., "--out", help="Run folder: results.jsonl, results.json, run.json, trace.sqlite."),

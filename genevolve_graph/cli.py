@@ -156,10 +156,10 @@ def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, lists, true)."""
     from genevolve_graph.generators.options import parse_option_pairs as parse
 
-    try:
-        return parse(pairs or [])
-    except ValueError as exc:
-        fail(f"--option: {exc}; e.g. --option download_concurrency=8")
+    for pair in pairs or []:
+        if not pair.partition("=")[0].strip() or "=" not in pair:
+            fail(f"--option {pair!r} is not KEY=VALUE (for example --option download_concurrency=8)")
+    return parse(pairs or [])
 
 
 def backend_options(

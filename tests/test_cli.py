@@ -104,4 +104,4 @@ def test_backend_flags_become_context_options(tmp_path):
     assert options == {"show_images": True, "searxng_url": "http://127.0.0.1:8888", "allow_hosts": ["127.0.0.1:9000"],
                        "image_download_dir": str(tmp_path.resolve()), "download_concurrency": 8, "label": "plain text"}
     result = invoke("run", "a fox", "--option", "novalue", "--out", str(tmp_path / "o"))
-    assert result.exit_code == 2 and "must look like KEY=VALUE" in result.stderr
+    assert result.exit_code == 2 and "is not KEY=VALUE" in result.stderr
