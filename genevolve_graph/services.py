@@ -105,7 +105,7 @@ class Services:
         return self.image_search or await _acached("image_search", ctx, make_image_search_backend)
 
     async def aget_skills(self, ctx: AgentContext) -> SkillLibrary:
-        return self.skills or await asyncio.to_thread(load_skills, ctx.skills_dir)
+        return self.skills or await _acached("skills", ctx, lambda c: load_skills(c.skills_dir))
 
     async def aget_renderer(self, ctx: AgentContext) -> "Renderer":
         return self.renderer or await _acached("renderer", ctx, make_renderer)
