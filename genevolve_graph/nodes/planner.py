@@ -25,6 +25,7 @@ from genevolve_graph.protocol import (
     ParsedReply,
     answer_shape_problem,
     control_message,
+    loads_lenient,
     new_id,
     parse_reply,
     validate_tool_call,
@@ -57,8 +58,6 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
     parsed = parse_reply(content)
     if parsed.kind == "invalid" and protocol == "native" and "<answer>" not in content:
         # A tool-calling model may answer with bare JSON.
-        from genevolve_graph.protocol import loads_lenient
-
         try:
             answer = loads_lenient(content)
         except ValueError:
