@@ -239,6 +239,16 @@ class RunFolder:
         self.manifest["updated"] = now_iso()
         write_json_atomic(self.path / MANIFEST, self.manifest, indent=None)  # one line: 'rows' can be long
 
+    def close_session(self, rows: list[BatchRow], session: "StageSession", controller: "StopController") -> None:
+        """Record how the session ended and write ``results.json`` (skipped after a fatal
+        error, so that the last good ``results.json`` stays)."""
+        if controller.fatal is not None:
+            return
+        self.manifest["sessions"][-1].update(finished=now_iso(), done=session.done, failed=session.failed,
+                                             interrupted=controller.signal.name if controller.signal else None)
+        self.save_manifest()
+        self.write_results_json(rows)
+
     def write_results_json(self, rows: list[BatchRow]) -> Path:
         """``results.json``: every recorded result, in input order (rows no longer in the
         input, if any, at the end), as one JSON array."""

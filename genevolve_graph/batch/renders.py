@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, now_iso, open_run_folder, redact_options, run_stage
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_stage
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
@@ -174,11 +174,7 @@ async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptio
     report = StageReport(STAGE, folder, rows, session, outcome_field="success", error_field="render_error",
                          interrupted=controller.signal, fatal=controller.fatal)
     report.extra.append(f"images: {folder.path / 'images'}")
-    if controller.fatal is None:
-        folder.manifest["sessions"][-1].update(finished=now_iso(), done=session.done, failed=session.failed,
-                                               interrupted=controller.signal.name if controller.signal else None)
-        folder.save_manifest()
-        folder.write_results_json(rows)
+    folder.close_session(rows, session, controller)
     return report
 
 

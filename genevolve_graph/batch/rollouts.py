@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, now_iso, open_run_folder, run_stage
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, run_stage
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow
 from genevolve_graph.context import AgentContext
@@ -264,11 +264,7 @@ async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOpt
     report = StageReport(STAGE, folder, rows, session, outcome_field="termination", error_field="error",
                          interrupted=controller.signal, fatal=controller.fatal)
     report.extra.append(f"trace: {folder.manifest.get('checkpoint')} (threads {run_id}:<id>)")
-    if controller.fatal is None:
-        folder.manifest["sessions"][-1].update(finished=now_iso(), done=session.done, failed=session.failed,
-                                               interrupted=controller.signal.name if controller.signal else None)
-        folder.save_manifest()
-        folder.write_results_json(rows)
+    folder.close_session(rows, session, controller)
     return report
 
 
