@@ -93,3 +93,13 @@ def test_rules_are_deterministic():
         return r.program.model_dump_json()
 
     assert asyncio.run(once()) == asyncio.run(once())
+
+
+async def test_rules_read_image_observations_that_carry_thumbnails(tmp_path):
+    ctx = AgentContext(policy="rules", renderer="none", output_dir=str(tmp_path), options={"show_images": True})
+    async with open_checkpointer("memory") as saver:
+        result = await run_with_saver("The Eiffel Tower at dusk", ctx, saver, thread_id="thumbs")
+    image_obs = [m for m in result.messages if getattr(m, "name", None) == "image_search"]
+    assert image_obs and isinstance(image_obs[0].content, list)
+    assert [r.img_id for r in result.program.reference_images] == ["IMG_001"]
+    assert result.program.reference_images[0].note == "the look and identity of Eiffel Tower"

@@ -181,14 +181,14 @@ class RulesPolicy:
         return steps
 
     def _program(self, a: RequestAnalysis, messages: list[BaseMessage], ctx: "AgentContext") -> dict[str, Any]:
-        observations = [str(m.content) for m in messages if isinstance(m, ToolMessage)]
-        refs: list[tuple[str, str]] = []
+        observations = [_text_of(m.content) for m in messages if isinstance(m, ToolMessage)]
+        refs: list[tuple[str, str]] = []  # (img_id, subject)
         for obs in observations:
             if obs.startswith("--- image search result for ["):
                 subject = obs[len("--- image search result for [") : obs.index("] ---")]
                 first = IMG_LINE.search(obs)
                 if first and first.group(1) not in {r[0] for r in refs}:
-                    refs.append((first.group(1), f"{first.group(2).strip()}: use it for the look and identity of {subject}"))
+                    refs.append((first.group(1), subject))
         refs = sorted(refs[: ctx.n_max_reference_images], key=lambda r: int(r[0][4:]))
         parts = [a.request.rstrip(". ") + "."]
         facts = []
@@ -199,8 +199,7 @@ class RulesPolicy:
                     facts.append(_first_sentence(snippet.group(1)))
         if facts:
             parts.append("Facts to respect: " + " ".join(dict.fromkeys(facts)))
-        for position, (_, note) in enumerate(refs):
-            subject = note.split(": use it for the look and identity of ", 1)[-1]
+        for position, (_, subject) in enumerate(refs):
             parts.append(f"Match the appearance of {subject} to the {ORDINALS[position]} reference image.")
         for text in a.texts:
             parts.append(f'The text "{text}" appears exactly once, spelled exactly as given, clearly legible.')
@@ -214,7 +213,7 @@ class RulesPolicy:
         gen_prompt = re.sub(r"\bIMG_\d{3,}\b", "", gen_prompt)
         return {
             "gen_prompt": " ".join(gen_prompt.split()),
-            "reference_images": [{"img_id": img_id, "note": note} for img_id, note in refs],
+            "reference_images": [{"img_id": img_id, "note": f"the look and identity of {subject}"} for img_id, subject in refs],
         }
 
 
@@ -225,6 +224,13 @@ def _without_examples(constraint: str) -> str:
     """A guide constraint without its quoted examples, which belong to other requests."""
     text = EXAMPLE_TAIL.sub("", constraint).strip()
     return text if text.endswith((".", "!", "?")) else text.rstrip(",;: ") + "."
+
+
+def _text_of(content: Any) -> str:
+    """An observation's text (image observations carry image parts after it)."""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
 
 
 def _first_sentence(text: str) -> str:
