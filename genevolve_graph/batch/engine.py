@@ -15,6 +15,8 @@ ever recorded.
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncio
 import collections
 import datetime as _dt
@@ -23,7 +25,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
@@ -451,3 +453,19 @@ def _outcome(record: dict[str, Any], name: str) -> Any:
 
 def key_of(record: dict[str, Any]) -> str:
     return row_key(record["id"])
+
+
+@contextlib.contextmanager
+def stage_running(folder: RunFolder, progress: Any, controller: StopController, *, own_controller: bool) -> Iterator[None]:
+    """The frame both stages run in: signal handling (when this stage owns the controller),
+    the progress display, and the folder's notes shown first."""
+    if own_controller:
+        controller.install()
+    try:
+        with progress:
+            for note in folder.notes:
+                progress.note(note)
+            yield
+    finally:
+        if own_controller:
+            controller.uninstall()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_stage
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_stage, stage_running
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
@@ -156,18 +156,12 @@ async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptio
             result = result.model_copy(update={"seconds": time.monotonic() - started})
         return render_record(row, result, source, ctx.seed)
 
-    if own_controller:
-        controller.install()
     try:
-        with progress:
-            for note in folder.notes:
-                progress.note(note)
+        with stage_running(folder, progress, controller, own_controller=own_controller):
             session = await run_stage(todo, worker, sink=folder.journal.append, records=folder.records,
                                       concurrency=options.concurrency, controller=controller, progress=progress,
                                       is_failure=is_failure)
     finally:
-        if own_controller:
-            controller.uninstall()
         close = getattr(renderer, "aclose", None)
         if callable(close):
             await close()

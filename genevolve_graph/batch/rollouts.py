@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, run_stage
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, run_stage, stage_running
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow
 from genevolve_graph.context import AgentContext
@@ -238,29 +238,21 @@ async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOpt
     attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
     run_id = folder.run_id
     ctx = ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id)
-    if own_controller:
-        controller.install()
-    try:
-        with progress:
-            for note in folder.notes:
-                progress.note(note)
-            if options.workers > 1 and len(todo) > 1:
-                from genevolve_graph.batch.workers import run_in_processes
+    with stage_running(folder, progress, controller, own_controller=own_controller):
+        if options.workers > 1 and len(todo) > 1:
+            from genevolve_graph.batch.workers import run_in_processes
 
-                session = await run_in_processes(
-                    todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                    concurrency=options.concurrency, workers=options.workers, sink=folder.journal.append,
-                    records=folder.records, controller=controller, progress=progress, is_failure=is_failure,
-                )
-            else:
-                session = await rollouts_in_loop(
-                    todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                    concurrency=options.concurrency, sink=folder.journal.append, records=folder.records,
-                    controller=controller, progress=progress, services=services,
-                )
-    finally:
-        if own_controller:
-            controller.uninstall()
+            session = await run_in_processes(
+                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
+                concurrency=options.concurrency, workers=options.workers, sink=folder.journal.append,
+                records=folder.records, controller=controller, progress=progress, is_failure=is_failure,
+            )
+        else:
+            session = await rollouts_in_loop(
+                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
+                concurrency=options.concurrency, sink=folder.journal.append, records=folder.records,
+                controller=controller, progress=progress, services=services,
+            )
     report = StageReport(STAGE, folder, rows, session, outcome_field="termination", error_field="error",
                          interrupted=controller.signal, fatal=controller.fatal)
     report.extra.append(f"trace: {folder.manifest.get('checkpoint')} (threads {run_id}:<id>)")

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from genevolve_graph.testing.server_thread import ServerThread
+from genevolve_graph.testing.server_thread import ServedApp
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
@@ -51,13 +51,12 @@ def png_for_aspect(aspect: str | None, long_side: int = 64) -> bytes:
 
 
 @dataclass
-class ScriptedGeminiServer:
+class ScriptedGeminiServer(ServedApp):
     replies: list[Any] = field(default_factory=lambda: ["image"])
 
     def __post_init__(self) -> None:
         self.requests: list[GeminiRequest] = []
         self._lock = threading.Lock()
-        self._thread: ServerThread | None = None
         self.app = Starlette(routes=[Route("/{version}/models/{target}", self._generate, methods=["POST"])])
 
     async def _generate(self, request: Request) -> JSONResponse:
@@ -89,16 +88,3 @@ class ScriptedGeminiServer:
         if reply.get("finish_message"):
             candidate["finishMessage"] = reply["finish_message"]
         return JSONResponse({"candidates": [candidate]})
-
-    @property
-    def url(self) -> str:
-        assert self._thread is not None, "start the server first"
-        return self._thread.url
-
-    def __enter__(self) -> "ScriptedGeminiServer":
-        self._thread = ServerThread(self.app).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._thread is not None:
-            self._thread.stop()

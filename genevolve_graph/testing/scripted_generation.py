@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from genevolve_graph.testing.server_thread import ServerThread
+from genevolve_graph.testing.server_thread import ServedApp
 
 
 @dataclass
@@ -89,14 +89,13 @@ class ScriptedTokenGenerator:
         return Generation(ids, [self.script.logprob] * len(ids))
 
 
-class ScriptedCompletionsServer:
+class ScriptedCompletionsServer(ServedApp):
     """A vLLM-like ``/v1/completions`` endpoint answering from a script."""
 
     def __init__(self, script: ScriptedPolicyScript, *, model: str = "scripted-policy") -> None:
         self.script = script
         self.model = model
         self.requests: list[dict[str, Any]] = []
-        self._thread: ServerThread | None = None
         self.app = Starlette(routes=[
             Route("/v1/completions", self._complete, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -130,15 +129,6 @@ class ScriptedCompletionsServer:
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(ids), "total_tokens": len(prompt) + len(ids)},
         })
 
-    def __enter__(self) -> "ScriptedCompletionsServer":
-        self._thread = ServerThread(self.app).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._thread:
-            self._thread.stop()
-
     @property
     def base_url(self) -> str:
-        assert self._thread, "start the server with 'with ScriptedCompletionsServer(...) as server'"
-        return self._thread.url + "/v1"
+        return self.url + "/v1"

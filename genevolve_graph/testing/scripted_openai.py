@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from genevolve_graph.testing.server_thread import ServerThread
+from genevolve_graph.testing.server_thread import ServedApp, ServerThread
 
 Reply = str | dict[str, Any]
 Script = dict[str, list[Reply]] | list[Reply] | Callable[[dict[str, Any]], Reply]
@@ -47,7 +47,7 @@ class RecordedRequest:
 
 
 @dataclass
-class ScriptedChatServer:
+class ScriptedChatServer(ServedApp):
     script: Script
     latency: float = 0.0
     flaky: list[int] = field(default_factory=list)
@@ -60,7 +60,6 @@ class ScriptedChatServer:
         self.max_in_flight = 0
         self._attempts: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
-        self._thread: ServerThread | None = None
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -147,18 +146,9 @@ class ScriptedChatServer:
         })
 
     # ---------------------------------------------------------------- lifecycle
-    def __enter__(self) -> "ScriptedChatServer":
-        self._thread = ServerThread(self.app).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._thread:
-            self._thread.stop()
-
     @property
     def base_url(self) -> str:
-        assert self._thread, "start the server with 'with ScriptedChatServer(...) as server'"
-        return self._thread.url + "/v1"
+        return self.url + "/v1"
 
     def successful_bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.status == 200]

@@ -46,3 +46,25 @@ class ServerThread:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class ServedApp:
+    """Mixin for scripted servers: ``with Server(...) as server`` serves ``self.app`` on a
+    free loopback port until the block ends; ``url`` is its root."""
+
+    app: Any
+    _thread: ServerThread | None = None
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        self._thread = ServerThread(self.app).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    @property
+    def url(self) -> str:
+        assert self._thread is not None, f"start the server with 'with {type(self).__name__}(...) as server'"
+        return self._thread.url
