@@ -5,6 +5,7 @@
 # And for maintainers:
 #   make lock        - re-resolve constraints/test.txt (with hashes) from pyproject.toml's ranges
 #   make test-latest - run the suite in .venv-latest on the newest versions those ranges allow
+#   make lock-gpu    - re-resolve constraints/gpu.txt, the training stack for a CUDA machine
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,7 +24,7 @@ UV_VERSION ?= 0.13.9
 TORCH_FIND_LINKS ?= $(or $(wildcard /opt/wheels),https://download.pytorch.org/whl/torch/)
 LATEST_VENV ?= .venv-latest
 
-.PHONY: demo test test-latest lock install install-test bench studio clean
+.PHONY: demo test test-latest lock lock-gpu install install-test bench studio clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,13 @@ lock: $(PY)
 
 demo: install
 	$(VENV)/bin/genevolve-graph run '$(DEMO_PROMPT)' --out $(DEMO_OUT)
+
+# The training stack on a CUDA machine (CPython 3.12, the torch/transformers of constraints/gpu-stack.txt).
+lock-gpu: $(PY)
+	$(PIP) install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra train --extra service --generate-hashes --quiet \
+		--python-version 3.12 --python-platform x86_64-manylinux_2_28 --override constraints/gpu-stack.txt \
+		--custom-compile-command "make lock-gpu" -o constraints/gpu.txt
 
 test: install-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
