@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
 from genevolve_graph.batch.rows import BatchRow, InputError, row_key
+from genevolve_graph.jsonl import unencodable
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_JSON = "results.json"
@@ -161,10 +162,14 @@ async def run_stage(
     controller: StopController,
     progress: StageProgress | None,
     is_failure: Callable[[dict[str, Any]], bool],
+    failure: Callable[[BatchRow, str], dict[str, Any]],
 ) -> StageSession:
     """Run ``worker`` over ``rows`` with at most ``concurrency`` at a time; each record is
     handed to ``sink`` (run in a worker thread: ``ResultJournal.append`` writes and fsyncs
-    it; in a worker process it goes to the parent) and then put into ``records``."""
+    it; in a worker process it goes to the parent) and then put into ``records``.
+
+    A row that cannot run (text UTF-8 cannot encode) or whose worker raises is recorded as
+    ``failure(row, message)``: one bad row fails alone. Only a recording failure stops the stage."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     loop = asyncio.get_running_loop()
@@ -174,7 +179,7 @@ async def run_stage(
 
     async def one(row: BatchRow) -> None:
         try:
-            record = await worker(row)
+            record = await _attempt(row)
             append = loop.run_in_executor(None, sink, record)
             try:
                 await _finish(append)
@@ -188,6 +193,17 @@ async def run_stage(
             controller.abort(exc)
         finally:
             slots.release()
+
+    async def _attempt(row: BatchRow) -> dict[str, Any]:
+        problem = unencodable(row.data)
+        if problem:
+            return failure(row, f"the row cannot run: {problem} cannot be encoded as UTF-8; fix that field of the input")
+        try:
+            return await worker(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the row's outcome, not the stage's
+            return failure(row, f"internal error: {type(exc).__name__}: {exc}")
 
     def _count(row: BatchRow, record: dict[str, Any]) -> None:
         records[row.key] = record
@@ -274,6 +290,7 @@ def open_run_folder(
     shard: str | None,
     settings: dict[str, Any],
     run_id: str | None = None,
+    force_input: bool = False,
 ) -> RunFolder:
     """Create or reopen a stage's folder and check it belongs to this stage and shard.
 
@@ -305,9 +322,15 @@ def open_run_folder(
         if run_id and manifest.get("run_id") != run_id:
             raise InputError(f"{path} belongs to run {manifest.get('run_id')!r}, not --run-id {run_id!r}; pass another --out")
         if manifest.get("input_sha256") and manifest["input_sha256"] != input_digest:
+            if not force_input:
+                raise InputError(
+                    f"{path} was run on another input ({manifest.get('input')}, sha256 {str(manifest['input_sha256'])[:12]}...) "
+                    f"than {input_path} (sha256 {input_digest[:12]}...); pass that input again, another --out, or "
+                    "--force-input to continue this run with the new input (rows already recorded are kept and skipped by id)"
+                )
             notes.append(
-                f"note: the input differs from the one this run started with ({manifest.get('input')}); rows already "
-                "recorded are kept and skipped by id"
+                f"note: the input differs from the one this run used before ({manifest.get('input')}); continuing with "
+                f"{input_path} (--force-input); rows already recorded are kept and skipped by id"
             )
     elif existing and journal.path.exists():
         notes.append(f"note: {path} has results but no {MANIFEST}; continuing with a new run id (finished rows are skipped by id)")
@@ -334,6 +357,11 @@ def open_run_folder(
                 "note: settings differ from the run's first session (" + ", ".join(f"{k}: {first.get(k)!r} -> {settings.get(k)!r}" for k in changed)
                 + "); rows already recorded keep theirs"
             )
+    inputs = manifest.setdefault("inputs", [])
+    if not inputs and manifest.get("input_sha256"):  # a run folder written before the history was kept
+        inputs.append({"input": manifest.get("input"), "input_sha256": manifest["input_sha256"], "since": manifest.get("created")})
+    if not inputs or inputs[-1].get("input_sha256") != input_digest:
+        inputs.append({"input": input_path, "input_sha256": input_digest, "since": now_iso()})
     manifest.update(input=input_path, input_sha256=input_digest, rows=[[row.position, row.key] for row in rows])
     manifest.setdefault("attempts", {})
     manifest.setdefault("sessions", []).append({"started": now_iso(), "settings": settings})

@@ -65,6 +65,7 @@ class RenderOptions:
     input_digest: str = ""
     grace: float = 30.0
     progress: bool = True
+    force_input: bool = False
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,7 +93,7 @@ def prepare_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOpti
                 "options": redact_options({k: v for k, v in sorted(ctx.options.items()) if k != "output_name"}),
                 **options.extra_settings}
     folder = open_run_folder(options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
-                             input_digest=options.input_digest, shard=None, settings=settings)
+                             input_digest=options.input_digest, shard=None, settings=settings, force_input=options.force_input)
     try:
         (folder.path / "images").mkdir(parents=True, exist_ok=True)
         folder.save_manifest()
@@ -156,11 +157,14 @@ async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptio
             result = result.model_copy(update={"seconds": time.monotonic() - started})
         return render_record(row, result, source, ctx.seed)
 
+    def failure(row: BatchRow, message: str) -> dict[str, Any]:
+        return render_record(row, RenderResult(success=False, backend=name, error=message), None, ctx.seed)
+
     try:
         with stage_running(folder, progress, controller, own_controller=own_controller):
             session = await run_stage(todo, worker, sink=folder.journal.append, records=folder.records,
                                       concurrency=options.concurrency, controller=controller, progress=progress,
-                                      is_failure=is_failure)
+                                      is_failure=is_failure, failure=failure)
     finally:
         close = getattr(renderer, "aclose", None)
         if callable(close):

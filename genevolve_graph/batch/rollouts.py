@@ -106,8 +106,12 @@ async def rollouts_in_loop(
     async with open_checkpointer(checkpoint_url) as saver:
         graph = build_graph(saver, **(services or {}))
         worker = make_worker(saver, graph, ctx, run_id=run_id, attempts=attempts)
+
+        def failure(row: BatchRow, message: str) -> dict[str, Any]:
+            return error_record(row, thread_id_for(run_id, row.key, attempts.get(row.key, 1)), message, 0.0)
+
         return await run_stage(rows, worker, sink=sink, records=records, concurrency=concurrency,
-                               controller=controller, progress=progress, is_failure=is_failure)
+                               controller=controller, progress=progress, is_failure=is_failure, failure=failure)
 
 
 @dataclass
@@ -130,6 +134,8 @@ class RolloutOptions:
     input_digest: str = ""
     grace: float = 30.0
     progress: bool = True
+    force_input: bool = False
+    """Continue a run whose folder was started on another input (kept in run.json's ``inputs``)."""
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,12 +164,51 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
+DEFAULT_TRACE = "trace.sqlite"
+
+
+def absolute_checkpoint(url: str, folder: RunFolder | None) -> str:
+    """A SQLite URL with an absolute path: a relative one is taken relative to the run folder
+    when ``folder`` is given (what ``run.json`` holds) and to the working directory otherwise
+    (what a user typed)."""
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    if not path.is_absolute():
+        path = (folder.path / path) if folder is not None else path.resolve()
+    return f"sqlite:///{path}"
+
+
+def relative_checkpoint(url: str, folder: RunFolder) -> str:
+    """What ``run.json`` records: a SQLite file inside the run folder relative to it, so a
+    moved or copied folder resumes into its own database; anything else as it is."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if path.is_absolute() and path.is_relative_to(folder.path):
+            return f"sqlite:///{path.relative_to(folder.path).as_posix()}"
+    return url
+
+
+def checkpoint_in_folder(recorded: str, folder: RunFolder) -> str:
+    """The checkpointer a run folder recorded, found where the folder is now. Run folders
+    written before paths were relative hold an absolute path: when that names a file of the
+    same name that this (moved or copied) folder holds, the folder's own file is used."""
+    url = absolute_checkpoint(recorded, folder)
+    if url.startswith("sqlite:///") and Path(recorded[len("sqlite:///"):]).is_absolute():
+        path = Path(url[len("sqlite:///"):])
+        own = folder.path / path.name
+        if path.parent != folder.path and own.is_file():
+            return f"sqlite:///{own}"
+    return url
+
+
 def prepare_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> tuple[RunFolder, str]:
     """Open the run folder and settle the checkpoint URL (raises ``InputError``)."""
     settings = {**context_settings(ctx), **options.extra_settings}
     folder = open_run_folder(
         options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
         input_digest=options.input_digest, shard=options.shard, settings=settings, run_id=options.run_id,
+        force_input=options.force_input,
     )
     try:
         return _settle(folder, options)
@@ -176,18 +221,23 @@ def _settle(folder: RunFolder, options: RolloutOptions) -> tuple[RunFolder, str]
     from genevolve_graph.batch.rows import InputError
 
     recorded = folder.manifest.get("checkpoint")
+    earlier = checkpoint_in_folder(recorded, folder) if recorded else None
     url = options.checkpoint
     if url is None:
         if recorded and "***" in recorded:
             raise InputError(
                 f"this run records its threads in {recorded}; pass that URL again with --checkpoint (passwords are not stored)"
             )
-        url = recorded or f"sqlite:///{(folder.path / 'trace.sqlite').resolve()}"
-    elif recorded and redact_url(url) != recorded:
-        folder.notes.append(
-            f"note: this run used the checkpointer {recorded} before; rows interrupted there start over in {redact_url(url)}"
-        )
-    folder.manifest["checkpoint"] = redact_url(url)
+        url = earlier or f"sqlite:///{folder.path / DEFAULT_TRACE}"
+        if earlier and earlier != absolute_checkpoint(recorded, folder):
+            folder.notes.append(f"note: this run folder was moved or copied; its threads continue in {redact_url(earlier)}")
+    else:
+        url = absolute_checkpoint(url, None)
+        if earlier and redact_url(url) != redact_url(earlier):
+            folder.notes.append(
+                f"note: this run used the checkpointer {redact_url(earlier)} before; rows interrupted there start over in {redact_url(url)}"
+            )
+    folder.manifest["checkpoint"] = redact_url(relative_checkpoint(url, folder))
     if options.retry_failed:
         attempts = folder.manifest.setdefault("attempts", {})
         retry = [key for key, record in folder.records.items() if record.get("termination") == "error"]
