@@ -6,7 +6,7 @@
 - ``rollouts`` (stage 1) and ``renders`` (stage 2).
 - ``shards``: ``--shard i/n`` and ``merge``; ``bench``: the GenEvolve-Bench reader.
 
-The command-line front end is ``genevolve_graph.batch_commands``.
+The command-line front end is ``genevolve_graph.batch.commands`` (``register(app)``, wired by ``genevolve_graph.cli``).
 """
 
 from genevolve_graph.batch.engine import StageReport, StopController
