@@ -1,11 +1,15 @@
-"""The machinery both stages share: bounded concurrency on one event loop, durable
-recording, clean stops on SIGINT/SIGTERM, the run folder's manifest, and the summary.
+"""The stage engine: it owns the loop, the run folder, the journal, progress and signals.
 
-A stage is a list of rows and an async ``worker(row) -> record`` that never raises (its
-failures are part of the record). ``run_stage`` starts at most ``concurrency`` workers at
-a time (an ``asyncio.Semaphore``; tasks are created only when a slot is free, so memory
-does not grow with the input), appends each record to ``results.jsonl`` as soon as it is
-ready, and updates the progress bar.
+A *stage* (``Stage``: rollouts, renders) is a plain row function, ``worker(row) -> record``,
+opened with the resources its rows share (a checkpointer and compiled graph, a renderer),
+plus how to record a row that could not run. An *executor* (``batch.executors``) decides
+where row functions run: on this event loop, in worker processes, or as runs on a
+LangGraph Server. ``run_session`` puts them together for one session of a run folder.
+
+``run_stage`` starts at most ``concurrency`` workers at a time (an ``asyncio.Semaphore``;
+tasks are created only when a slot is free, so memory does not grow with the input),
+appends each record to ``results.jsonl`` as soon as it is ready, and updates the progress
+bar.
 
 Stopping: the first SIGINT or SIGTERM stops scheduling and gives the rows in flight
 ``grace`` seconds to finish; after that (or at a second signal) they are cancelled. A
@@ -25,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Iterator, Protocol
 
 from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
@@ -138,6 +142,48 @@ async def _finish(future: "asyncio.Future[Any]") -> Any:
     if cancelled:
         raise asyncio.CancelledError
     return result
+
+
+# --------------------------------------------------------------------------- stages and executors
+
+RowFunction = Callable[[BatchRow], Awaitable[dict[str, Any]]]
+Sink = Callable[[dict[str, Any]], None]
+
+
+class Stage(Protocol):
+    """What a stage hands to the engine: a row function and how to read its records."""
+
+    name: str
+    outcome_field: str
+    """The record field the summary counts outcomes by."""
+    error_field: str
+
+    def is_failure(self, record: dict[str, Any]) -> bool: ...
+
+    def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
+        """The record of a row that could not run (``message`` says why)."""
+        ...
+
+    def open(self) -> AsyncContextManager[RowFunction]:
+        """The row function, with the resources all rows share held open around it."""
+        ...
+
+    def report_lines(self, folder: "RunFolder") -> list[str]: ...
+
+
+class Executor(Protocol):
+    """Runs a stage's rows somewhere; each finished record goes to ``sink`` then ``records``."""
+
+    async def execute(
+        self,
+        stage: Stage,
+        rows: list[BatchRow],
+        *,
+        sink: Sink,
+        records: dict[str, dict[str, Any]],
+        controller: "StopController",
+        progress: StageProgress | None,
+    ) -> "StageSession": ...
 
 
 # --------------------------------------------------------------------------- running a stage
@@ -481,6 +527,34 @@ def _outcome(record: dict[str, Any], name: str) -> Any:
 
 def key_of(record: dict[str, Any]) -> str:
     return row_key(record["id"])
+
+
+async def run_session(
+    stage: Stage,
+    rows: list[BatchRow],
+    folder: RunFolder,
+    executor: Executor,
+    *,
+    grace: float = 30.0,
+    progress: bool = True,
+    controller: StopController | None = None,
+) -> StageReport:
+    """One session of ``stage`` over the rows of ``folder`` not yet recorded, run by
+    ``executor``; returns the report (the summary and exit code come from it)."""
+    recorded = [r for r in rows if r.key in folder.records]
+    bar = StageProgress(stage.name, total=len(rows), done=len(recorded),
+                        failed=sum(1 for r in recorded if stage.is_failure(folder.records[r.key])), enabled=progress)
+    own_controller = controller is None
+    controller = controller or StopController(grace=grace, notify=bar.note)
+    todo = [row for row in rows if row.key not in folder.records]
+    with stage_running(folder, bar, controller, own_controller=own_controller):
+        session = await executor.execute(stage, todo, sink=folder.journal.append, records=folder.records,
+                                         controller=controller, progress=bar)
+    report = StageReport(stage.name, folder, rows, session, outcome_field=stage.outcome_field, error_field=stage.error_field,
+                         interrupted=controller.signal, fatal=controller.fatal)
+    report.extra.extend(stage.report_lines(folder))
+    folder.close_session(rows, session, controller)
+    return report
 
 
 @contextlib.contextmanager

@@ -9,13 +9,13 @@ and a row that finished but was not yet recorded is recorded without running aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, run_stage, stage_running
-from genevolve_graph.batch.progress import StageProgress
+from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, run_session
 from genevolve_graph.batch.rows import BatchRow
 from genevolve_graph.context import AgentContext
 
@@ -85,33 +85,41 @@ def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attem
     return worker
 
 
-async def rollouts_in_loop(
-    rows: list[BatchRow],
-    ctx: AgentContext,
-    *,
-    checkpoint_url: str,
-    run_id: str,
-    attempts: dict[str, int],
-    concurrency: int,
-    sink: Any,
-    records: dict[str, dict[str, Any]],
-    controller: StopController,
-    progress: StageProgress | None,
-    services: dict[str, Any] | None = None,
-) -> Any:
-    """The rows on this event loop: one checkpointer, one compiled graph, ``concurrency`` in flight."""
-    from genevolve_graph.graph import build_graph
-    from genevolve_graph.persistence import open_checkpointer
+@dataclass
+class RolloutStage:
+    """Stage 1 as a row function for the engine: one checkpointer and one compiled graph
+    shared by every row. Picklable (without ``services``), so worker processes get it whole."""
 
-    async with open_checkpointer(checkpoint_url) as saver:
-        graph = build_graph(saver, **(services or {}))
-        worker = make_worker(saver, graph, ctx, run_id=run_id, attempts=attempts)
+    ctx: AgentContext
+    checkpoint_url: str
+    run_id: str
+    attempts: dict[str, int] = field(default_factory=dict)
+    services: dict[str, Any] | None = None
 
-        def failure(row: BatchRow, message: str) -> dict[str, Any]:
-            return error_record(row, thread_id_for(run_id, row.key, attempts.get(row.key, 1)), message, 0.0)
+    name = STAGE
+    outcome_field = "termination"
+    error_field = "error"
 
-        return await run_stage(rows, worker, sink=sink, records=records, concurrency=concurrency,
-                               controller=controller, progress=progress, is_failure=is_failure, failure=failure)
+    def is_failure(self, record: dict[str, Any]) -> bool:
+        return is_failure(record)
+
+    def thread_id(self, row: BatchRow) -> str:
+        return thread_id_for(self.run_id, row.key, self.attempts.get(row.key, 1))
+
+    def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
+        return error_record(row, self.thread_id(row), message, 0.0)
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Callable[[BatchRow], Awaitable[dict[str, Any]]]]:
+        from genevolve_graph.graph import build_graph
+        from genevolve_graph.persistence import open_checkpointer
+
+        async with open_checkpointer(self.checkpoint_url) as saver:
+            graph = build_graph(saver, **(self.services or {}))
+            yield make_worker(saver, graph, self.ctx, run_id=self.run_id, attempts=self.attempts)
+
+    def report_lines(self, folder: RunFolder) -> list[str]:
+        return [f"trace: {folder.manifest.get('checkpoint')} (threads {self.run_id}:<id>)"]
 
 
 @dataclass
@@ -262,52 +270,35 @@ async def arun_rollouts(
     checkpoint_url: str | None = None,
     controller: StopController | None = None,
     services: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> StageReport:
     """Run stage 1 over ``rows`` (rows already recorded are skipped) and report.
 
-    ``services`` go to ``build_graph`` (an injected policy, search backend, ...).
+    ``services`` go to ``build_graph`` (an injected policy, search backend, ...);
+    ``executor`` replaces the one ``options`` describes (``--workers``).
     """
     if options.workers > 1 and services:
         raise ValueError("injected services cannot be sent to worker processes; use workers=1")
     if folder is None or checkpoint_url is None:
         folder, checkpoint_url = prepare_rollouts(rows, ctx, options)
     try:
-        return await _rollouts(rows, ctx, options, folder, checkpoint_url, controller, services)
+        return await _rollouts(rows, ctx, options, folder, checkpoint_url, controller, services, executor)
     finally:
         folder.release()
 
 
 async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions, folder: RunFolder,
-                    checkpoint_url: str, controller: StopController | None, services: dict[str, Any] | None) -> StageReport:
-    progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
-                             failed=sum(1 for r in rows if r.key in folder.records and is_failure(folder.records[r.key])),
-                             enabled=options.progress)
-    own_controller = controller is None
-    controller = controller or StopController(grace=options.grace, notify=progress.note)
-    todo = [row for row in rows if row.key not in folder.records]
-    attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
-    run_id = folder.run_id
-    ctx = ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id)
-    with stage_running(folder, progress, controller, own_controller=own_controller):
-        if options.workers > 1 and len(todo) > 1:
-            from genevolve_graph.batch.workers import run_in_processes
+                    checkpoint_url: str, controller: StopController | None, services: dict[str, Any] | None,
+                    executor: Executor | None) -> StageReport:
+    from genevolve_graph.batch.executors import executor_for
 
-            session = await run_in_processes(
-                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                concurrency=options.concurrency, workers=options.workers, sink=folder.journal.append,
-                records=folder.records, controller=controller, progress=progress, is_failure=is_failure,
-            )
-        else:
-            session = await rollouts_in_loop(
-                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                concurrency=options.concurrency, sink=folder.journal.append, records=folder.records,
-                controller=controller, progress=progress, services=services,
-            )
-    report = StageReport(STAGE, folder, rows, session, outcome_field="termination", error_field="error",
-                         interrupted=controller.signal, fatal=controller.fatal)
-    report.extra.append(f"trace: {folder.manifest.get('checkpoint')} (threads {run_id}:<id>)")
-    folder.close_session(rows, session, controller)
-    return report
+    run_id = folder.run_id
+    attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
+    stage = RolloutStage(ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id), checkpoint_url, run_id,
+                         attempts, services)
+    executor = executor or executor_for(concurrency=options.concurrency, workers=options.workers)
+    return await run_session(stage, rows, folder, executor, grace=options.grace, progress=options.progress,
+                             controller=controller)
 
 
 def run_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> StageReport:
