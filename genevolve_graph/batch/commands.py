@@ -204,7 +204,8 @@ def _finish(report: Any, *, resume_hint: str) -> None:
 
 def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str, Any], input_path: Path, digest: str,
                        concurrency: int, workers: int, resume: Optional[bool], retry_failed: bool, run_id: Optional[str],
-                       shard: Optional[str], grace: float, progress: bool, max_samples: Optional[int], force_input: bool = False):
+                       shard: Optional[str], grace: float, progress: bool, max_samples: Optional[int], force_input: bool = False,
+                       durability: str = "async"):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts, prepare_rollouts
     from genevolve_graph.batch.rows import InputError
@@ -213,12 +214,14 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         check_checkpoint_url(values["checkpoint"])
     if workers < 1:
         fail(f"--workers {workers} is too small; pass 1 (one event loop) or more processes")
+    if durability not in ("sync", "async", "exit"):
+        fail(f"unknown durability {durability!r} (--durability); choose sync, async or exit")
     if workers > 1 and values["checkpoint"] == "memory":
         fail("--workers above 1 needs a checkpointer the processes share (sqlite:///... or postgresql://...), not memory")
     options = RolloutOptions(
         out_dir=out, checkpoint=values["checkpoint"], concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
         run_id=run_id, shard=shard, input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
-        extra_settings={"max_samples": max_samples}, force_input=force_input,
+        extra_settings={"max_samples": max_samples, "durability": durability}, force_input=force_input, durability=durability,
     )
     try:
         folder, url = prepare_rollouts(rows, ctx, options)
@@ -272,6 +275,7 @@ def batch(
     out: Path = typer.Option(..., "--out", help="Run folder: results.jsonl, results.json, run.json, trace.sqlite."),
     concurrency: int = typer.Option(16, help="Trajectories in flight at once (on asyncio, no thread per prompt).", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency, each with its own event loop (for fast endpoints where one CPU core is the limit).", rich_help_panel="Run"),
+    durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K rows of the input.", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n (rows i, i+n, ...), for several machines; join with 'merge'.", rich_help_panel="Run"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip recorded rows and continue interrupted ones (default: on when --out holds a run).", rich_help_panel="Run"),
@@ -292,7 +296,7 @@ def batch(
     report = _run_rollout_stage(rows, ctx, out=out, values=values, input_path=input, digest=_digest(input),
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
                                 run_id=run_id, shard=shard, grace=grace, progress=progress, max_samples=max_samples,
-                                force_input=force_input)
+                                force_input=force_input, durability=durability)
     _finish(report, resume_hint=f"genevolve-graph batch --input {input} --out {out} (with the same options)")
 
 
@@ -336,6 +340,7 @@ def bench_genevolve(
     out: Path = typer.Option(Path("genevolve-bench-run"), "--out", help="Run folder: rollouts/ (stage 1) and renders/ (stage 2)."),
     concurrency: int = typer.Option(16, help="Trajectories in flight at once.", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency for stage 1, each with its own event loop.", rich_help_panel="Run"),
+    durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
     render_concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run"),
@@ -378,7 +383,8 @@ def bench_genevolve(
     report = _run_rollout_stage(rows, ctx, out=out / "rollouts", values=values, input_path=bench_file, digest=digest,
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
                                 run_id=None, shard=shard,
-                                grace=grace, progress=progress, max_samples=max_samples, force_input=force_input)
+                                grace=grace, progress=progress, max_samples=max_samples, force_input=force_input,
+                                durability=durability)
     hint = f"genevolve-graph bench genevolve --data {data} --out {out} (with the same options)"
     if report.interrupted is not None or report.fatal is not None or values["renderer"] == "none":
         _finish(report, resume_hint=hint)

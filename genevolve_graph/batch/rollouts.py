@@ -61,7 +61,17 @@ def error_record(row: BatchRow, thread_id: str, message: str, seconds: float, pa
     return record
 
 
-def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int]):
+DURABILITY = ("sync", "async", "exit")
+"""LangGraph's durability modes, and what a SIGKILL can lose in each (docs/batch.md):
+``sync`` writes each step's checkpoint before the next step starts (a kill loses at most
+the step in flight); ``async`` writes it while the next step runs (a kill loses at most the
+steps in flight, the next one's policy call included); ``exit`` writes once, when the
+trajectory ends (a kill loses the whole trajectories in flight: they start over on resume,
+and the trace keeps only each thread's final state). A recorded row is never lost in any mode."""
+
+
+def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int],
+                durability: str | None = None):
     """``worker(row) -> record`` for one checkpointer and one compiled graph (shared by all rows)."""
     from genevolve_graph.runner import result_from_values, run_config, run_with_saver
 
@@ -69,7 +79,7 @@ def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attem
         thread_id = thread_id_for(run_id, row.key, attempts.get(row.key, 1))
         started = time.monotonic()
         try:
-            result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=graph,
+            result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=graph, durability=durability,
                                           row_id=row.key, batch_run=run_id)
         except asyncio.CancelledError:
             raise
@@ -95,6 +105,7 @@ class RolloutStage:
     run_id: str
     attempts: dict[str, int] = field(default_factory=dict)
     services: dict[str, Any] | None = None
+    durability: str = "async"
 
     name = STAGE
     outcome_field = "termination"
@@ -116,7 +127,7 @@ class RolloutStage:
 
         async with open_checkpointer(self.checkpoint_url) as saver:
             graph = build_graph(saver, **(self.services or {}))
-            yield make_worker(saver, graph, self.ctx, run_id=self.run_id, attempts=self.attempts)
+            yield make_worker(saver, graph, self.ctx, run_id=self.run_id, attempts=self.attempts, durability=self.durability)
 
     def report_lines(self, folder: RunFolder) -> list[str]:
         return [f"trace: {folder.manifest.get('checkpoint')} (threads {self.run_id}:<id>)"]
@@ -144,6 +155,8 @@ class RolloutOptions:
     progress: bool = True
     force_input: bool = False
     """Continue a run whose folder was started on another input (kept in run.json's ``inputs``)."""
+    durability: str = "async"
+    """When checkpoints are written: ``sync`` | ``async`` | ``exit`` (see ``DURABILITY``)."""
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -294,8 +307,10 @@ async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOpt
 
     run_id = folder.run_id
     attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
+    if options.durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {DURABILITY}, not {options.durability!r}")
     stage = RolloutStage(ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id), checkpoint_url, run_id,
-                         attempts, services)
+                         attempts, services, options.durability)
     executor = executor or executor_for(concurrency=options.concurrency, workers=options.workers)
     return await run_session(stage, rows, folder, executor, grace=options.grace, progress=options.progress,
                              controller=controller)
