@@ -205,7 +205,7 @@ def _finish(report: Any, *, resume_hint: str) -> None:
 def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str, Any], input_path: Path, digest: str,
                        concurrency: int, workers: int, resume: Optional[bool], retry_failed: bool, run_id: Optional[str],
                        shard: Optional[str], grace: float, progress: bool, max_samples: Optional[int], force_input: bool = False,
-                       durability: str = "async"):
+                       durability: str = "async", server: Optional[str] = None, assistant: str = "genevolve"):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts, prepare_rollouts
     from genevolve_graph.batch.rows import InputError
@@ -218,16 +218,35 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         fail(f"unknown durability {durability!r} (--durability); choose sync, async or exit")
     if workers > 1 and values["checkpoint"] == "memory":
         fail("--workers above 1 needs a checkpointer the processes share (sqlite:///... or postgresql://...), not memory")
+    if server:
+        if not server.startswith(("http://", "https://")):
+            fail(f"--server {server!r} is not an http(s) URL of a LangGraph Server")
+        if workers > 1 or values["checkpoint"]:
+            fail("--server runs every row on the LangGraph Server, which keeps the threads: drop --workers and --checkpoint")
+        try:
+            import langgraph_sdk  # noqa: F401
+        except ImportError:
+            fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
     options = RolloutOptions(
         out_dir=out, checkpoint=values["checkpoint"], concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
         run_id=run_id, shard=shard, input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
-        extra_settings={"max_samples": max_samples, "durability": durability}, force_input=force_input, durability=durability,
+        extra_settings={"max_samples": max_samples, "durability": durability, "server": server}, force_input=force_input,
+        durability=durability,
     )
+    if server:
+        options.checkpoint = server  # the server's threads are the trace; recorded as such in run.json
     try:
         folder, url = prepare_rollouts(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
-    return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url))
+    executor = None
+    if server:
+        from genevolve_graph.batch.executors import executor_for
+
+        executor = executor_for(concurrency=concurrency, server=server, assistant=assistant,
+                                api_key=os.environ.get("LANGGRAPH_API_KEY") or os.environ.get("LANGSMITH_API_KEY"),
+                                durability=durability)
+    return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, executor=executor))
 
 
 def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
@@ -276,6 +295,8 @@ def batch(
     concurrency: int = typer.Option(16, help="Trajectories in flight at once (on asyncio, no thread per prompt).", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency, each with its own event loop (for fast endpoints where one CPU core is the limit).", rich_help_panel="Run"),
     durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
+    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
+    assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K rows of the input.", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n (rows i, i+n, ...), for several machines; join with 'merge'.", rich_help_panel="Run"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip recorded rows and continue interrupted ones (default: on when --out holds a run).", rich_help_panel="Run"),
@@ -291,12 +312,12 @@ def batch(
     _check_concurrency(concurrency, "--concurrency")
     rows = _load_rows(input, max_samples=max_samples, shard=shard)
     ctx = _rollout_context(values, out)
-    if preflight:
+    if preflight and not server:  # with --server the policy endpoint is the server's to reach
         _preflight(ctx)
     report = _run_rollout_stage(rows, ctx, out=out, values=values, input_path=input, digest=_digest(input),
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
                                 run_id=run_id, shard=shard, grace=grace, progress=progress, max_samples=max_samples,
-                                force_input=force_input, durability=durability)
+                                force_input=force_input, durability=durability, server=server, assistant=assistant)
     _finish(report, resume_hint=f"genevolve-graph batch --input {input} --out {out} (with the same options)")
 
 
@@ -341,6 +362,8 @@ def bench_genevolve(
     concurrency: int = typer.Option(16, help="Trajectories in flight at once.", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency for stage 1, each with its own event loop.", rich_help_panel="Run"),
     durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
+    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
+    assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
     render_concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run"),
@@ -377,14 +400,14 @@ def bench_genevolve(
         render_ctx = _render_context(values, out / "renders" / "images")
         renderer = _make_renderer(render_ctx)
     ctx = _rollout_context(values, out / "rollouts")
-    if preflight:
+    if preflight and not server:
         _preflight(ctx)
     digest = _digest(bench_file)
     report = _run_rollout_stage(rows, ctx, out=out / "rollouts", values=values, input_path=bench_file, digest=digest,
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
                                 run_id=None, shard=shard,
                                 grace=grace, progress=progress, max_samples=max_samples, force_input=force_input,
-                                durability=durability)
+                                durability=durability, server=server, assistant=assistant)
     hint = f"genevolve-graph bench genevolve --data {data} --out {out} (with the same options)"
     if report.interrupted is not None or report.fatal is not None or values["renderer"] == "none":
         _finish(report, resume_hint=hint)

@@ -130,7 +130,37 @@ class RolloutStage:
             yield make_worker(saver, graph, self.ctx, run_id=self.run_id, attempts=self.attempts, durability=self.durability)
 
     def report_lines(self, folder: RunFolder) -> list[str]:
+        if self.checkpoint_url.startswith(("http://", "https://")):
+            return [f"trace: the threads of the LangGraph Server at {self.checkpoint_url} (metadata run_id {self.run_id})"]
         return [f"trace: {folder.manifest.get('checkpoint')} (threads {self.run_id}:<id>)"]
+
+    # ------------------------------------------------ on a LangGraph Server (batch.server)
+
+    def thread_label(self, row: BatchRow) -> str:
+        return self.thread_id(row)
+
+    def remote_input(self, row: BatchRow) -> dict[str, Any]:
+        return {"request": row.prompt}
+
+    def remote_context(self) -> dict[str, Any]:
+        from genevolve_graph.batch.server import context_for_server
+
+        return context_for_server(self.ctx)
+
+    def remote_record(self, row: BatchRow, thread_id: str, values: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The stage-1 record from a server thread's final state (JSON, as the API sends it)."""
+        from langchain_core.messages import messages_from_dict
+
+        from genevolve_graph.runner import result_from_values
+        from genevolve_graph.state import Program
+
+        values = dict(values)
+        if values.get("program"):
+            values["program"] = Program.model_validate(values["program"])
+        values["messages"] = messages_from_dict([{"type": m["type"], "data": m} for m in values.get("messages") or []])
+        record = rollout_record(row, result_from_values(thread_id, values), self.ctx.protocol, seconds)
+        record["server_thread"] = True
+        return record
 
 
 @dataclass
