@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: list[str] = [
-    "genevolve_graph.batch_commands",
+    "genevolve_graph.batch.commands",
     "genevolve_graph.evaluation.commands",
     "genevolve_graph.training.export_commands",
     "genevolve_graph.generators.commands",

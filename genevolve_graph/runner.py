@@ -76,9 +76,11 @@ def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
 
 
 async def run_with_saver(
-    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, **metadata: Any
+    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None,
+    durability: str | None = None, **metadata: Any
 ) -> RunResult:
-    """Run (or continue) one thread on an open saver."""
+    """Run (or continue) one thread on an open saver. ``durability`` is LangGraph's
+    (``sync`` | ``async`` | ``exit``; None: LangGraph's default, ``async``)."""
     graph = graph or build_graph(saver)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
@@ -88,7 +90,7 @@ async def run_with_saver(
         # although the steps after it never ran; ``tasks`` still lists that step.
         return result_from_values(thread_id, snapshot.values)
     graph_input = None if snapshot.values else {"request": request}
-    await graph.ainvoke(graph_input, config, context=ctx)
+    await graph.ainvoke(graph_input, config, context=ctx, **({"durability": durability} if durability else {}))
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genevolve_graph.batch.rows import row_key
+from genevolve_graph.jsonl import dumps_safe
 
 
 class JournalError(RuntimeError):
@@ -25,7 +26,7 @@ class JournalError(RuntimeError):
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    return (dumps_safe(record, default=str) + "\n").encode("utf-8")
 
 
 def fsync_dir(path: Path) -> None:
@@ -49,8 +50,7 @@ def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> No
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, ensure_ascii=False, indent=indent, default=str)
-            stream.write("\n")
+            stream.write(dumps_safe(payload, indent=indent, default=str) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)

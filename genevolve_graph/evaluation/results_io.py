@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from genevolve_graph.jsonl import dumps_safe
+
 
 class EvalInputError(ValueError):
     """Bad input to an evaluation command; the message names the input and the fix."""
@@ -113,13 +115,13 @@ class EvalLog:
         """Append one record durably (flush + fsync), so a crash cannot lose a finished sample."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(dumps_safe(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def compact(self, records: list[dict[str, Any]]) -> None:
         """Replace the log by ``records`` (one per sample, in input order) atomically."""
-        write_text_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_text_atomic(self.path, "".join(dumps_safe(r) + "\n" for r in records))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -136,4 +138,4 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Pretty JSON written atomically."""
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(path, dumps_safe(obj, indent=2) + "\n")
