@@ -20,23 +20,13 @@ from langchain_openai import ChatOpenAI
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from genevolve_graph.policies.base import PolicyError
-from genevolve_graph.policies.reply_check import MalformedReply, check_response, redact_endpoint
+from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
 from genevolve_graph.protocol import policy_messages, tool_schemas
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-def malformed_reply(exc: BaseException) -> MalformedReply | None:
-    """The reply check's verdict, when ``exc`` is it (the SDK wraps hook errors in
-    ``APIConnectionError``)."""
-    while exc is not None:
-        if isinstance(exc, MalformedReply):
-            return exc
-        exc = exc.__cause__  # type: ignore[assignment]
-    return None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -125,7 +115,7 @@ class OpenAIChatPolicy:
             # to the event loop that first used it, and policies are cached per loop.
             http_async_client = httpx.AsyncClient(
                 timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-                event_hooks={"response": [check_response]},
+                event_hooks={"response": [completion_hook("policy")]},
             )
         kwargs: dict[str, Any] = {"http_async_client": http_async_client}
         self.chat = ProtocolChatOpenAI(

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import codecs
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from genevolve_graph.policies.base import PolicyError
 
-
-class MalformedReply(PolicyError):
+class MalformedReply(ValueError):
     """The endpoint answered 2xx with something that is not a chat completion."""
+
+
+def malformed_reply(exc: BaseException | None) -> MalformedReply | None:
+    """The reply check's verdict when ``exc`` is it or was caused by it (the SDK may wrap
+    errors raised by response hooks in ``APIConnectionError``)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, MalformedReply):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def redact_endpoint(url: str) -> str:
@@ -97,17 +106,23 @@ def check_completion(body: bytes, content_type: str = "", charset: str | None = 
         raise MalformedReply(f"the reply message's 'content' is a JSON {type(content).__name__}, not text")
 
 
-async def check_response(response: httpx.Response) -> None:
-    """An httpx response hook: check successful ``/chat/completions`` replies (streams excepted)."""
-    if not response.is_success or not response.request.url.path.rstrip("/").endswith("/chat/completions"):
-        return
-    if "text/event-stream" in response.headers.get("content-type", ""):
-        return
-    body = await response.aread()
-    try:
-        check_completion(body, response.headers.get("content-type", ""), response.charset_encoding)
-    except MalformedReply as exc:
-        raise MalformedReply(f"the policy endpoint {redact_endpoint(str(response.request.url))} sent a malformed reply: {exc}") from None
+def completion_hook(role: str = "policy") -> Callable[[httpx.Response], Awaitable[None]]:
+    """An httpx response hook that checks successful ``/chat/completions`` replies (streams
+    excepted) and raises :class:`MalformedReply` naming the ``role`` endpoint and the fault."""
+
+    async def check_response(response: httpx.Response) -> None:
+        if not response.is_success or not response.request.url.path.rstrip("/").endswith("/chat/completions"):
+            return
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            return
+        body = await response.aread()
+        try:
+            check_completion(body, response.headers.get("content-type", ""), response.charset_encoding)
+        except MalformedReply as exc:
+            endpoint = redact_endpoint(str(response.request.url))
+            raise MalformedReply(f"the {role} endpoint {endpoint} sent a malformed reply: {exc}") from None
+
+    return check_response
 
 
-__all__ = ["MalformedReply", "check_completion", "check_response", "redact_endpoint"]
+__all__ = ["MalformedReply", "check_completion", "completion_hook", "malformed_reply", "redact_endpoint"]
