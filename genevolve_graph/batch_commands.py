@@ -224,6 +224,11 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         folder, url = prepare_rollouts(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
+    try:
+        check_checkpoint_url(url)  # the database this run settled on (a resumed folder's own trace.sqlite)
+    except typer.Exit:
+        folder.release()
+        raise
     return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url))
 
 

@@ -192,10 +192,13 @@ def backend_options(
 
 
 def check_checkpoint_url(url: str) -> None:
-    from genevolve_graph.persistence import CheckpointURLError, parse_url
+    """The URL's form, and for ``sqlite:///`` that the file, if it exists, is a sound database."""
+    from genevolve_graph.persistence import CheckpointFileError, CheckpointURLError, check_checkpoint
 
     try:
-        parse_url(url)
+        check_checkpoint(url)
+    except CheckpointFileError as exc:
+        fail(str(exc))
     except CheckpointURLError as exc:
         fail(f"{exc} (--checkpoint)")
 

@@ -66,6 +66,9 @@ def export(
         _fail("--checkpoint memory holds no recorded runs; pass the sqlite:///PATH or postgresql://... the runs used")
     if kind == "sqlite" and not Path(target).expanduser().is_file():
         _fail(f"checkpoint database {target} does not exist (--checkpoint); pass the trace file of your runs, e.g. sqlite:///genevolve-out/trace.sqlite")
+    from genevolve_graph.cli import check_checkpoint_url
+
+    check_checkpoint_url(checkpoint)
     bad = [t for t in termination if t not in TERMINATIONS]
     if bad:
         _fail(f"unknown termination {bad[0]!r} (--termination); choose from {', '.join(TERMINATIONS)}")
