@@ -203,6 +203,24 @@ def check_checkpoint_url(url: str) -> None:
         fail(f"{exc} (--checkpoint)")
 
 
+def sqlite_file(url: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` checkpoint URL (None for other kinds)."""
+    from genevolve_graph.persistence import parse_url
+
+    kind, target = parse_url(url)
+    return Path(target).expanduser() if kind == "sqlite" else None
+
+
+def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, Any]]) -> None:
+    """Exit 2 when a file the command will write is one it reads (see ``file_guard``)."""
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs
+
+    try:
+        check_outputs(outputs, inputs)
+    except OutputOverwritesInput as exc:
+        fail(str(exc))
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -262,6 +280,10 @@ def run(
     )
     url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
     check_checkpoint_url(url)
+    check_run_outputs(
+        [("--out", out / "program.json"), ("--out", out / ctx.options["output_name"]), ("--checkpoint", sqlite_file(url))],
+        [("--corpus", corpus), ("--system-prompt-file", system_prompt_file)],
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -339,4 +361,4 @@ if __name__ == "__main__":
     main(sys.argv[1:])
 
 
-__all__ = ["app", "main", "fail", "policy_context", "check_checkpoint_url"]
+__all__ = ["app", "main", "fail", "policy_context", "check_checkpoint_url", "check_run_outputs", "sqlite_file"]
