@@ -204,10 +204,14 @@ def check_checkpoint_url(url: str) -> None:
 
 
 def sqlite_file(url: str) -> Optional[Path]:
-    """The database file of a ``sqlite:///`` checkpoint URL (None for other kinds)."""
-    from genevolve_graph.persistence import parse_url
+    """The database file of a ``sqlite:///`` checkpoint URL (None for other kinds, and for
+    URLs ``check_checkpoint_url`` refuses)."""
+    from genevolve_graph.persistence import CheckpointURLError, parse_url
 
-    kind, target = parse_url(url)
+    try:
+        kind, target = parse_url(url)
+    except CheckpointURLError:
+        return None
     return Path(target).expanduser() if kind == "sqlite" else None
 
 
@@ -299,6 +303,8 @@ def run(
     for repair in result.repairs:
         typer.echo(f"repaired: {repair}")
     typer.echo(f"program: {path}")
+    for note in result.render.notes if result.render else []:
+        typer.echo(f"note: {note}", err=True)
     if result.render and result.render.output_path:
         typer.echo(f"image: {result.render.output_path}")
     elif result.render and result.render.error:
