@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import build_graph, recursion_limit
 from genevolve_graph.persistence import open_checkpointer
 from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.file_modes import mkstemp
 
 
 @dataclass
@@ -113,7 +113,7 @@ def write_program_json(path: Path, result: RunResult) -> Path:
         render=result.render.model_dump() if result.render else None,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
+    handle, tmp = mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         json.dump(payload, stream, ensure_ascii=False, indent=2)
     os.replace(tmp, path)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from genevolve_graph.cli import backend_options, check_checkpoint_url, fail, policy_context
+from genevolve_graph.cli import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
 
@@ -182,6 +182,13 @@ def _load_rows(path: Path, *, max_samples: Optional[int], shard: Optional[str], 
     return rows
 
 
+def _folder_outputs(out: Path) -> list[tuple[str, Path]]:
+    """The files a stage writes into its run folder (for the output-is-input check)."""
+    from genevolve_graph.batch.engine import MANIFEST, RESULTS_JSON, RESULTS_JSONL
+
+    return [("--out", out.expanduser() / name) for name in (RESULTS_JSONL, RESULTS_JSON, MANIFEST)]
+
+
 def _digest(path: Path) -> str:
     from genevolve_graph.batch.rows import file_digest
 
@@ -239,6 +246,11 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         folder, url = prepare_rollouts(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
+    try:
+        check_checkpoint_url(url)  # the database this run settled on (a resumed folder's own trace.sqlite)
+    except typer.Exit:
+        folder.release()
+        raise
     executor = None
     if server:
         from genevolve_graph.batch.executors import executor_for
@@ -310,6 +322,9 @@ def batch(
 ) -> None:
     """Stage 1: run the agent on every row of --input and record the programs (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    checkpoint_file = sqlite_file(values["checkpoint"]) if values["checkpoint"] else None
+    check_run_outputs(_folder_outputs(out) + [("--checkpoint", checkpoint_file or out.expanduser() / "trace.sqlite")],
+                      [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
     rows = _load_rows(input, max_samples=max_samples, shard=shard)
     ctx = _rollout_context(values, out)
     if preflight and not server:  # with --server the policy endpoint is the server's to reach
@@ -341,6 +356,7 @@ def render(
     if source.is_dir():
         candidates = [source / "results.jsonl", source / "results.json"]
         source = next((c for c in candidates if c.is_file()), candidates[0])
+    check_run_outputs(_folder_outputs(out), [("--input", source)])
     rows = _load_rows(source, max_samples=None, shard=None, tolerate_torn_tail=source.suffix == ".jsonl")
     rows = _order_like_stage1(rows, source)
     if max_samples is not None:
@@ -435,6 +451,7 @@ def merge(
     from genevolve_graph.batch.rows import InputError
     from genevolve_graph.batch.shards import merge_runs
 
+    check_run_outputs(_folder_outputs(out), [("FOLDERS", shard_file) for folder in folders for _, shard_file in _folder_outputs(folder)])
     try:
         result = merge_runs(folders, out, allow_partial=allow_partial)
     except (InputError, JournalError) as exc:

@@ -436,7 +436,7 @@ def lock_folder(path: Path) -> int | None:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return None
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # = file_modes.FILE_MODE: the umask decides, as for every file a run writes
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

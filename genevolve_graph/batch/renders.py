@@ -85,6 +85,8 @@ def render_record(row: BatchRow, result: RenderResult, source: str | None, seed:
         render_seconds=round(result.seconds, 3) if result.seconds is not None else None,
         seed=seed,
     )
+    if result.notes:
+        record["render_notes"] = list(result.notes)
     return record
 
 

@@ -64,15 +64,29 @@ def sample_ids(rows: list[dict[str, Any]], path: Path) -> list[str]:
     return ids
 
 
-def resolve_path(value: Any, roots: Iterable[Path]) -> tuple[Path | None, str]:
+class OutsideRoot(ValueError):
+    """A path field that leaves the roots it must stay under."""
+
+
+def resolve_path(value: Any, roots: Iterable[Path], *, confine: bool = False) -> tuple[Path | None, str]:
     """(existing file, "") for a path field, else (None, the reason).
 
     Absolute paths are taken as they are; relative ones are tried against each root in turn.
+    With ``confine``, the file must lie under one of the roots once every symlink and ``..``
+    is resolved; otherwise :class:`OutsideRoot` says which path left which roots.
     """
     if value in (None, ""):
         return None, "no path given"
     raw = Path(str(value)).expanduser()
-    candidates = [raw] if raw.is_absolute() else [Path(root) / raw for root in roots]
+    roots = [Path(root) for root in roots]
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    if confine:
+        real_roots = [root.resolve() for root in roots]
+        inside = [c for c in candidates if any(r == c.resolve() or r in c.resolve().parents for r in real_roots)]
+        if not inside:
+            where = ", ".join(str(r) for r in real_roots)
+            raise OutsideRoot(f"{value} resolves to {candidates[0].resolve()}, outside {where}")
+        candidates = inside
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve(), ""

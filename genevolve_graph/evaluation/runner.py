@@ -24,6 +24,7 @@ from genevolve_graph.evaluation.kscore import kscore_messages, parse_kscore
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
+    OutsideRoot,
     load_rows,
     resolve_path,
     sample_ids,
@@ -194,7 +195,10 @@ async def evaluate_kscore_results(
         generated, why = resolve_path(row.get("output_path"), gen_roots)
         if generated is None:
             return stop("missing", f"missing_generated_image: {why}")
-        truth, why = resolve_path(record["gt_image"], gt_roots)
+        try:  # with --gt-root, a ground truth never leaves it (no ../, absolute paths or symlinks out)
+            truth, why = resolve_path(record["gt_image"], gt_roots, confine=bool(opts.gt_roots))
+        except OutsideRoot as exc:
+            return stop("failed", f"ground_truth_outside_gt_root: {exc}; gt_image must stay under --gt-root")
         if truth is None:
             return stop("missing", f"missing_ground_truth: {why}")
         try:
