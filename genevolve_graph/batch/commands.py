@@ -246,11 +246,12 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         folder, url = prepare_rollouts(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
-    try:
-        check_checkpoint_url(url)  # the database this run settled on (a resumed folder's own trace.sqlite)
-    except typer.Exit:
-        folder.release()
-        raise
+    if not server:  # with --server the server keeps the trace; `url` names the server
+        try:
+            check_checkpoint_url(url)  # the database this run settled on (a resumed folder's own trace.sqlite)
+        except typer.Exit:
+            folder.release()
+            raise
     executor = None
     if server:
         from genevolve_graph.batch.executors import executor_for
