@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
-from genevolve_graph.nodes.common import current_context, emit
+from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
 from genevolve_graph.protocol import new_id
 from genevolve_graph.services import Services
@@ -76,7 +76,7 @@ async def run_query_knowledge(services: Services, ctx: AgentContext, skill_name:
 
 def make_tools_node(services: Services):
     async def tools(state: AgentState) -> dict[str, Any]:
-        ctx = current_context()
+        ctx = await checked_context(services.confine)
         last = state["messages"][-1]
         assert isinstance(last, AIMessage) and last.tool_calls, "the tools node runs only after a tool call"
         call = last.tool_calls[0]
