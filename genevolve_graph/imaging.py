@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -106,6 +109,39 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     if out.width * out.height > max_pixels:
         raise UnsafeImageError(f"{out.width}x{out.height} pixels exceeds the {max_pixels}-pixel cap")
     return DecodedImage(image=out, format=fmt, frames=frames)
+
+
+def read_image_file(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """The bytes of an image file on disk, held to the same rules as a download.
+
+    Only a regular file (not a FIFO, a device or a folder) whose bytes decode as an allowed
+    image under the limits is accepted; with ``root``, the path (symlinks followed) must
+    also stay inside that folder. A path named by a trace database or an image registry is
+    no more trusted than a URL. Raises ``UnsafeImageError`` with the reason; an ``OSError``
+    (a missing file) passes through.
+    """
+    where = Path(path).expanduser()
+    if root is not None:
+        folder = Path(root).expanduser().resolve()
+        target = where.resolve()
+        if not target.is_relative_to(folder):
+            raise UnsafeImageError(f"{where} leads outside {folder} (to {target}); only images inside the folder are used")
+    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeImageError(f"{where} is not a regular file")
+        if info.st_size > max_bytes:
+            raise UnsafeImageError(f"{where} is {info.st_size} bytes, more than the {max_bytes}-byte cap")
+        data = stream.read(max_bytes + 1)
+    decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)  # proves it is an image; raises why not
+    return data
 
 
 def _has_alpha(im: Image.Image) -> bool:
