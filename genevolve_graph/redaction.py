@@ -7,6 +7,7 @@ endpoint it was.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -68,4 +69,15 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["MASK", "redact_text", "redact_url", "redact_value"]
+class RedactingFilter(logging.Filter):
+    """A logging filter (for a handler) that redacts URLs in every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+__all__ = ["MASK", "RedactingFilter", "redact_text", "redact_url", "redact_value"]

@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.protocol import policy_messages, tool_schemas
+from genevolve_graph.redaction import redact_text
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
@@ -38,14 +39,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """A one-line cause without secrets (the SDK never puts the key in its messages)."""
+    """A one-line cause without secrets (the SDK never puts the key in its messages; URLs in
+    them lose their credentials)."""
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code} from the policy endpoint: {str(exc.message)[:300]}"
+        return redact_text(f"HTTP {exc.status_code} from the policy endpoint: {str(exc.message)[:300]}")
     if isinstance(exc, openai.APITimeoutError):
         return "the policy endpoint timed out"
     if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the policy endpoint ({exc.__cause__ or exc})"
-    return f"{type(exc).__name__}: {exc}"
+        return redact_text(f"cannot reach the policy endpoint ({exc.__cause__ or exc})")
+    return redact_text(f"{type(exc).__name__}: {exc}")
 
 
 class ProtocolChatOpenAI(ChatOpenAI):
