@@ -21,6 +21,7 @@ from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
 from genevolve_graph.tools.base import BackendUnavailable, ImageHit
+from genevolve_graph.protocol_tags import neutralize_observation
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
 
 
@@ -100,6 +101,7 @@ def make_tools_node(services: Services):
             update["tool_calls"] = used + 1
             text = observation if isinstance(observation, str) else observation[0]["text"]
             emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
+        observation = neutralize_observation(observation)  # web text cannot forge protocol tags
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 
