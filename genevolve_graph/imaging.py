@@ -172,12 +172,9 @@ def sniff_format(data: bytes) -> str | None:
         return None
 
 
-def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
-    """Decode a ``data:[<type>];base64,<data>`` URI with the guards of ``decode_image_bytes``.
-
-    The size is checked on the base64 text before decoding, so a huge URI costs nothing;
-    the declared media type is ignored in favour of what the bytes are.
-    """
+def data_uri_bytes(uri: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a ``data:[<type>];base64,<data>`` URI, size-checked on the base64 text
+    before decoding (so a huge URI costs nothing); nothing is decoded as an image yet."""
     match = _DATA_URI.match(uri[:256])
     if not match:
         raise UnsafeImageError("not a data URI (expected 'data:image/...;base64,...')")
@@ -187,10 +184,31 @@ def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
     if len(payload) > (max_bytes + 2) // 3 * 4:  # 4 base64 characters carry 3 bytes
         raise UnsafeImageError(f"image data URI holds more than the limit of {max_bytes:,} bytes")
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise UnsafeImageError(f"data URI has invalid base64: {exc}") from None
-    return decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def probe_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image header alone (no pixel data is decoded)."""
+    try:
+        with Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
+            return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise UnsafeImageError(f"not an allowed image format ({_sniff(data)}); allowed: JPEG, PNG, WebP, GIF") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can break a parser in any way
+        raise UnsafeImageError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
+
+
+def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode a ``data:[<type>];base64,<data>`` URI with the guards of ``decode_image_bytes``.
+
+    The size is checked on the base64 text before decoding, so a huge URI costs nothing;
+    the declared media type is ignored in favour of what the bytes are.
+    """
+    return decode_image_bytes(data_uri_bytes(uri, max_bytes=max_bytes), max_pixels=max_pixels, max_bytes=max_bytes)
 
 
 def to_data_uri(data: bytes, mime: str | None = None) -> str:
