@@ -17,11 +17,11 @@ from genevolve_graph.nodes.binder import assign_ids
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
 from genevolve_graph.protocol import new_id
+from genevolve_graph.protocol_tags import neutralize_observation
 from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
 from genevolve_graph.tools.base import BackendUnavailable, ImageHit
-from genevolve_graph.protocol_tags import neutralize_observation
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
 
 
