@@ -74,12 +74,18 @@ class AgentContext:
             self.model = _env("GENEVOLVE_MODEL")
 
     def with_updates(self, **changes: Any) -> "AgentContext":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (a caller's context stays a caller's context)."""
+        from genevolve_graph.guard import is_caller_context, mark_caller
+
+        copy = replace(self, **changes)
+        return mark_caller(copy) if is_caller_context(self) else copy
 
     @classmethod
     def coerce(cls, value: "AgentContext | dict[str, Any] | None") -> "AgentContext":
-        """Accept a context object, a plain dict (Studio, the SDK) or nothing."""
+        """Accept a context object, a plain dict (Studio, the SDK) or nothing.
+
+        A dict is caller data: the object made from it is marked so that the nodes confine
+        it (``genevolve_graph.guard``)."""
         if value is None:
             return cls()
         if isinstance(value, cls):
@@ -89,5 +95,7 @@ class AgentContext:
             unknown = sorted(set(value) - known)
             if unknown:
                 raise ValueError(f"unknown context field(s) {unknown}; known fields: {sorted(known)}")
-            return cls(**value)
+            from genevolve_graph.guard import mark_caller
+
+            return mark_caller(cls(**value))
         raise TypeError(f"context must be an AgentContext or a dict, not {type(value).__name__}")

@@ -129,7 +129,9 @@ def _preflight(ctx: Any) -> None:
     try:
         httpx.get(url, timeout=10.0, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"})
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the policy endpoint {ctx.base_url} (--base-url): {type(exc).__name__}: {exc}; start the server or fix the URL (or pass --no-preflight)")
+        from genevolve_graph.redaction import redact_text
+
+        fail(redact_text(f"cannot reach the policy endpoint {ctx.base_url} (--base-url): {type(exc).__name__}: {exc}; start the server or fix the URL (or pass --no-preflight)"))
 
 
 def _render_context(values: dict[str, Any], images: Path):

@@ -35,6 +35,7 @@ from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_a
 from genevolve_graph.batch.progress import StageProgress, format_duration
 from genevolve_graph.batch.rows import BatchRow, InputError, row_key
 from genevolve_graph.jsonl import unencodable
+from genevolve_graph.redaction import redact_value
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_JSON = "results.json"
@@ -301,7 +302,8 @@ class RunFolder:
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = now_iso()
-        write_json_atomic(self.path / MANIFEST, self.manifest, indent=None)  # one line: 'rows' can be long
+        # one line: 'rows' can be long; URLs lose their credentials (the settings are already redacted)
+        write_json_atomic(self.path / MANIFEST, redact_value(self.manifest), indent=None)
 
     def close_session(self, rows: list[BatchRow], session: "StageSession", controller: "StopController") -> None:
         """Record how the session ended and write ``results.json`` (skipped after a fatal
@@ -395,6 +397,7 @@ def open_run_folder(
             "attempts": {},
             "sessions": [],
         }
+    settings = redact_value(settings)  # no user:password@ or secret query values in run.json
     first = (manifest.get("sessions") or [{}])[0].get("settings")
     if first:
         changed = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
+from genevolve_graph.redaction import redact_text
 from genevolve_graph.state import Program, Reference, RenderResult
 
 STAGE = "renders"
@@ -79,7 +80,7 @@ def render_record(row: BatchRow, result: RenderResult, source: str | None, seed:
     record.update(
         output_path=result.output_path if result.success else None,
         success=bool(result.success),
-        render_error=None if result.success else (result.error or "the renderer reported a failure without a message"),
+        render_error=None if result.success else redact_text(result.error or "the renderer reported a failure without a message"),
         backend=result.backend,
         render_source=source,
         render_seconds=round(result.seconds, 3) if result.seconds is not None else None,

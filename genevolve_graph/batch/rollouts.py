@@ -193,7 +193,7 @@ class RolloutOptions:
 def context_settings(ctx: AgentContext) -> dict[str, Any]:
     """The settings worth comparing between sessions (no secrets: keys are never in the context)."""
     return {
-        "policy": ctx.policy, "model": ctx.model, "base_url": ctx.base_url, "protocol": ctx.protocol,
+        "policy": ctx.policy, "model": ctx.model, "base_url": redact_url(ctx.base_url), "protocol": ctx.protocol,
         "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens, "max_rounds": ctx.max_rounds,
         "max_tool_calls": ctx.max_tool_calls, "max_refs": ctx.n_max_reference_images, "search": ctx.search,
         "image_search": ctx.image_search, "corpus": ctx.corpus, "image_dir": ctx.image_dir, "skills_dir": ctx.skills_dir,
@@ -203,16 +203,9 @@ def context_settings(ctx: AgentContext) -> dict[str, Any]:
 
 def redact_url(url: str) -> str:
     """A checkpoint URL without its password, for the manifest and messages."""
-    from urllib.parse import urlsplit, urlunsplit
+    from genevolve_graph.redaction import redact_url as redact
 
-    if not url.startswith(("postgresql://", "postgres://")):
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    return redact(url)
 
 
 DEFAULT_TRACE = "trace.sqlite"

@@ -24,7 +24,10 @@ ORDINAL_PHRASE = re.compile(
     re.I,
 )
 IMG_TOKEN = re.compile(r"\(?\s*\bIMG[_\- ]?\d{1,}\b\s*\)?", re.I)
-URL_TOKEN = re.compile(r"\(?\s*(?:https?://|www\.)[^\s)\]]+\)?", re.I)
+URL_TOKEN = re.compile(
+    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):)[^\s)\]]+\)?", re.I
+)
+"""Any URL (every scheme, ``www.``, and the scheme-only forms ``data:``/``file:``/...)."""
 
 
 def ordinal_phrase(index: int) -> str:

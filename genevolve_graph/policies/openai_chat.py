@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
 from genevolve_graph.protocol import policy_messages, tool_schemas
+from genevolve_graph.redaction import redact_text
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
@@ -42,21 +43,22 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe_failure(exc: BaseException, endpoint: str = "") -> str:
-    """A one-line cause without secrets (the SDK never puts the key in its messages)."""
+    """A one-line cause without secrets (the SDK never puts the key in its messages; URLs in
+    them lose their credentials)."""
     malformed = malformed_reply(exc)
     if malformed is not None:
-        return str(malformed)
+        return redact_text(str(malformed))
     where = f" {endpoint}" if endpoint else ""
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code} from the policy endpoint{where}: {str(exc.message)[:300]}"
+        return redact_text(f"HTTP {exc.status_code} from the policy endpoint{where}: {str(exc.message)[:300]}")
     if isinstance(exc, openai.APITimeoutError):
         return f"the policy endpoint{where} timed out"
     if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the policy endpoint{where} ({exc.__cause__ or exc})"
+        return redact_text(f"cannot reach the policy endpoint{where} ({exc.__cause__ or exc})")
     if isinstance(exc, openai.OpenAIError):
-        return f"{type(exc).__name__}: {exc}"
+        return redact_text(f"{type(exc).__name__}: {exc}")
     # Anything else was raised while the SDK or langchain-openai read the reply.
-    return f"the policy endpoint{where} sent a reply that is not a usable chat completion ({type(exc).__name__}: {str(exc)[:300]})"
+    return redact_text(f"the policy endpoint{where} sent a reply that is not a usable chat completion ({type(exc).__name__}: {str(exc)[:300]})")
 
 
 class ProtocolChatOpenAI(ChatOpenAI):
