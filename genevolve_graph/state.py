@@ -90,6 +90,7 @@ class OutputState(TypedDict, total=False):
     repairs: list[str]
     rounds: int
     tool_calls: int
+    review: dict[str, Any] | None
 
 
 class AgentState(TypedDict, total=False):
@@ -114,6 +115,11 @@ class AgentState(TypedDict, total=False):
     error: str | None
     repairs: Annotated[list[str], operator.add]
     """Every repair made to the answer, in words."""
+    next_step: Literal["review", "render", "__end__"] | None
+    """Where the graph goes after the emitter (and after review): decided by those nodes,
+    so that routing reads only the state and never needs a runtime."""
+    review: dict[str, Any] | None
+    """The human reviewer's decision (``review_before_render``): action and reason."""
 
 
 from genevolve_graph.checkpoint_types import register_safe_types  # noqa: E402 - after the models it names
