@@ -126,6 +126,24 @@ def _checked_init(self: AgentContext, **kwargs: Any) -> None:
     # otherwise surface as a bare "unexpected keyword argument" TypeError.
     check_fields(kwargs)
     _dataclass_init(self, **kwargs)
+    object.__setattr__(self, "_explicit", frozenset(kwargs))
+
+
+def explicit_fields(ctx: AgentContext) -> frozenset[str]:
+    """The fields a caller set when building ``ctx`` (the others hold defaults)."""
+    return getattr(ctx, "_explicit", frozenset(f.name for f in fields(ctx)))
+
+
+def with_defaults(ctx: "AgentContext | dict[str, Any] | None", defaults: dict[str, Any]) -> AgentContext:
+    """``ctx`` on top of ``defaults``: what the caller set wins, the rest comes from ``defaults``
+    (the settings given to ``create_genevolve_agent``)."""
+    if ctx is None:
+        return AgentContext(**defaults)
+    if isinstance(ctx, dict):
+        return AgentContext(**{**defaults, **ctx})
+    explicit = explicit_fields(ctx)
+    missing = {k: v for k, v in defaults.items() if k not in explicit}
+    return ctx.with_updates(**missing) if missing else ctx
 
 
 _checked_init.__wrapped__ = _dataclass_init  # type: ignore[attr-defined]
