@@ -43,7 +43,7 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         requested = busy.getsockname()[1]
-        with langgraph_dev(ROOT, tmp_path / "dev.log", env, port=requested) as server:
+        with langgraph_dev(ROOT, tmp_path / "dev.log", env, port=requested, config="langgraph.studio.json") as server:
             assert server.port != requested and f"using port {server.port} instead" in server.log()
             client = langgraph_sdk.get_sync_client(url=server.url)
 

@@ -15,14 +15,22 @@ from genevolve_graph.studio import TRACE_DB_ENV, checkpointer, trace_db_path
 from .conftest import ROOT
 
 
-def test_langgraph_json_names_the_studio_checkpointer():
-    config = json.loads((ROOT / "langgraph.json").read_text())
-    path, _, attr = config["checkpointer"]["path"].partition(":")
+def test_langgraph_studio_json_names_the_studio_checkpointer_and_deployment_does_not():
+    """The SQLite trace file belongs to ``make studio`` alone: a deployment built from
+    langgraph.json keeps the server's own checkpointer (Postgres in production)."""
+    studio = json.loads((ROOT / "langgraph.studio.json").read_text())
+    deploy = json.loads((ROOT / "langgraph.json").read_text())
+    path, _, attr = studio["checkpointer"]["path"].partition(":")
     assert (ROOT / path).resolve() == (ROOT / "genevolve_graph" / "studio.py").resolve() and attr == "checkpointer"
+    assert "checkpointer" not in deploy and deploy["graphs"] == studio["graphs"]
+    same = ("$schema", "dependencies", "graphs", "env")
+    assert {k: studio.get(k) for k in same} == {k: deploy.get(k) for k in same}
     pytest.importorskip("langgraph_cli")
     from langgraph_cli.config import validate_config_file
 
-    assert validate_config_file(ROOT / "langgraph.json")["checkpointer"]["path"] == config["checkpointer"]["path"]
+    assert validate_config_file(ROOT / "langgraph.studio.json")["checkpointer"]["path"] == studio["checkpointer"]["path"]
+    assert not validate_config_file(ROOT / "langgraph.json").get("checkpointer")
+    assert "langgraph.studio.json" in (ROOT / "Makefile").read_text()
 
 
 def test_trace_db_path_from_env_or_default(monkeypatch, tmp_path):
@@ -52,7 +60,8 @@ async def test_studio_checkpointer_records_a_run_readable_by_the_export_side(mon
 def test_studio_forms_exist_for_input_output_and_context():
     """Studio draws its input form from the input schema (a TypedDict pydantic must accept on
     Python 3.11) and its configuration form from the context schema."""
-    assert graph.get_input_jsonschema()["properties"] == {"request": {"title": "Request", "type": "string"}}
+    request = graph.get_input_jsonschema()["properties"]["request"]
+    assert request["type"] == "string" and request["description"].startswith("The image request") and request["examples"]
     assert {"program", "termination", "render", "messages"} <= set(graph.get_output_jsonschema()["properties"])
     assert graph.get_context_jsonschema()["properties"]["renderer"]["default"] == "preview"
 
