@@ -120,15 +120,20 @@ class Registry(Mapping[str, str]):
         return self.factory(name if name is not None else getattr(ctx, self.field))(ctx)
 
 
+WEB_BACKENDS: dict[str, str] = {
+    "serper": "genevolve_graph.tools.serper:from_context",
+    "searxng": "genevolve_graph.tools.searxng:from_context",
+    "tavily": "genevolve_graph.tools.tavily:from_context",
+    "ddgs": "genevolve_graph.tools.duckduckgo:from_context",
+}
+"""Web backends serve both kinds (one object has ``search`` and ``search_images``): listed once."""
+
 SEARCH = Registry(
     "search backend",
     "genevolve_graph.search",
     {
         "local": "genevolve_graph.tools.local_search:from_context",
-        "serper": "genevolve_graph.tools.serper:from_context",
-        "searxng": "genevolve_graph.tools.searxng:from_context",
-        "tavily": "genevolve_graph.tools.tavily:from_context",
-        "ddgs": "genevolve_graph.tools.duckduckgo:from_context",
+        **WEB_BACKENDS,
         "langchain": "genevolve_graph.tools.langchain_adapter:from_context",
     },
     field="search",
@@ -136,13 +141,7 @@ SEARCH = Registry(
 IMAGE_SEARCH = Registry(
     "image search backend",
     "genevolve_graph.image_search",
-    {
-        "local": "genevolve_graph.tools.local_images:from_context",
-        "serper": "genevolve_graph.tools.serper:from_context",
-        "searxng": "genevolve_graph.tools.searxng:from_context",
-        "tavily": "genevolve_graph.tools.tavily:from_context",
-        "ddgs": "genevolve_graph.tools.duckduckgo:from_context",
-    },
+    {"local": "genevolve_graph.tools.local_images:from_context", **WEB_BACKENDS},
     field="image_search",
 )
 GENERATORS = Registry(

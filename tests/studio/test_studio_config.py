@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -87,3 +88,19 @@ async def test_services_are_built_off_the_event_loop_and_cached_per_loop(monkeyp
     second = await services.aget_renderer(ctx)
     assert first is second and len(built_in) == 1 and built_in[0] != threading.get_ident()
     assert "text_rendering" in (await services.aget_skills(ctx)).names()
+
+
+def test_the_deployment_config_builds_a_dockerfile(tmp_path):
+    """``langgraph dockerfile`` (what ``langgraph build`` runs first, no Docker needed) accepts
+    langgraph.json: the package is installed from the checkout and no SQLite checkpointer is set."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("langgraph_cli")
+    out = tmp_path / "Dockerfile"
+    proc = subprocess.run([sys.executable, "-m", "langgraph_cli", "dockerfile", "-c", "langgraph.json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dockerfile = out.read_text()
+    assert "genevolve_graph/server.py:make_graph" in dockerfile and "studio.py" not in dockerfile
+    assert "LANGSERVE_GRAPHS" in dockerfile
