@@ -123,3 +123,35 @@ def test_a_langchain_tool_object_is_the_search_backend():
 def test_without_a_model_the_context_policy_runs():
     out = create_genevolve_agent(renderer="none").invoke({"request": "A red fox in fresh snow"})
     assert out["termination"] == "answer" and out["program"].gen_prompt
+
+
+async def test_chat_openai_is_one_model_among_others(scripted_server):
+    from langchain_openai import ChatOpenAI
+
+    server = scripted_server({PARIS: PARIS_SCRIPT})
+    model = ChatOpenAI(model="served-model", base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    out = await create_genevolve_agent(model, renderer="none").ainvoke({"request": PARIS})
+    assert out["termination"] == "answer" and out["rounds"] == 5
+    bodies = server.successful_bodies()
+    assert len(bodies) == 5 and "tools" not in bodies[0] and bodies[0]["model"] == "served-model"
+
+
+def test_unknown_context_keys_are_rejected_in_process():
+    from genevolve_graph import build_graph
+
+    with pytest.raises(ValueError, match=r"unknown context field\(s\) \['max_round'\]; known fields: \[.*'max_rounds'"):
+        build_graph().invoke({"request": "a fox"}, context={"max_round": 3})
+    with pytest.raises(ValueError, match="unknown image search backend 'pinterest' \\(context field 'image_search'\\)"):
+        build_graph().invoke({"request": "a fox"}, context={"image_search": "pinterest"})
+
+
+def test_context_schema_has_fixed_choices_and_no_other_keys():
+    from genevolve_graph.graph import graph
+
+    schema = graph.get_context_jsonschema()
+    props = schema["properties"]
+    assert schema["additionalProperties"] is False
+    assert props["policy"]["enum"] == ["rules", "openai"] and props["protocol"]["enum"] == ["genevolve", "native"]
+    assert props["search"]["enum"] == ["local", "serper", "searxng", "tavily", "ddgs", "langchain"]
+    assert props["image_search"]["enum"] == ["local", "serper", "searxng", "tavily", "ddgs"]
+    assert props["renderer"]["enum"] == ["preview", "diffusers", "service", "gemini", "none"]
