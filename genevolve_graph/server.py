@@ -18,16 +18,19 @@ from langgraph.graph.state import CompiledStateGraph
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import graph
+from genevolve_graph.tracing import default_tags
 
 if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
 
 
 def make_graph(runtime: ServerRuntime) -> CompiledStateGraph:
-    """The agent graph, after checking the run's context (only runs carry one)."""
+    """The agent graph, after checking the run's context (only runs carry one); a run's graph
+    carries the default trace tags (``genevolve``, the policy, the experiment)."""
     context: Any = getattr(runtime, "context", None)
     if context:
-        AgentContext.coerce(dict(context) if not isinstance(context, AgentContext) else context)
+        ctx = AgentContext.coerce(dict(context) if not isinstance(context, AgentContext) else context)
+        return graph.with_config(tags=default_tags(ctx.policy, ctx.experiment))
     return graph
 
 

@@ -56,3 +56,20 @@ def test_the_rules_planner_is_a_policy_run_too():
     assert policy_runs and {r.run_type for r in policy_runs} == {"chain"}
     assert {"genevolve", "policy:rules", "experiment:baseline"} <= set(policy_runs[0].tags)
     assert {r.name for r in collector.runs if r.run_type == "tool"} >= {"search", "image_search"}
+
+
+def test_recorded_runs_and_server_runs_carry_the_default_tags():
+    from types import SimpleNamespace
+
+    from genevolve_graph.runner import run_config
+    from genevolve_graph.server import make_graph
+
+    ctx = AgentContext(renderer="none", experiment="exp-9")
+    config = run_config(ctx, "thread-1")
+    assert config["tags"] == ["genevolve", "policy:rules", "experiment:exp-9"]
+    collector = Collector()
+    build_graph().invoke({"request": "a teapot"}, {**config, "callbacks": [collector]}, context=ctx)
+    [root] = [r for r in collector.runs if r.parent_run_id is None]
+    assert root.tags[:3] == ["genevolve", "policy:rules", "experiment:exp-9"]
+    served = make_graph(SimpleNamespace(context={"policy": "rules", "experiment": "exp-9"}))
+    assert served.config["tags"] == ["genevolve", "policy:rules", "experiment:exp-9"]
