@@ -1,4 +1,4 @@
-"""``langgraph dev`` on the project's langgraph.json, driven through langgraph-sdk.
+"""``langgraph dev`` on the project's langgraph.studio.json (the Studio configuration), driven through langgraph-sdk.
 
 The server is started as a subprocess on a loopback port that is deliberately busy, so the
 test must read the port it actually bound from its log; it lists the assistant, reads the
