@@ -100,3 +100,9 @@ def test_review_without_a_renderer_ends_after_approval(tmp_path):
     graph, config, context, _ = start(tmp_path, renderer="none")
     final = graph.invoke(Command(resume={"action": "approve"}), config, context=context)
     assert final["termination"] == "answer" and final.get("render") is None
+
+
+def test_review_without_a_checkpointer_says_what_is_missing():
+    out = build_graph().invoke({"request": REQUEST}, context=AgentContext(review_before_render=True, renderer="none"))
+    assert out["termination"] == "error" and out["error"].startswith("review_before_render needs a checkpointer")
+    assert out["program"] is not None and "__interrupt__" not in out  # the program is kept

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph.config import get_config
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.types import interrupt
 
 from genevolve_graph.nodes.binder import bind_answer
@@ -80,6 +82,11 @@ def read_decision(value: Any, state: AgentState, max_refs: int) -> tuple[dict[st
 def review(state: AgentState) -> dict[str, Any]:
     """Wait for the reviewer (a sync node: ``interrupt`` needs no event loop)."""
     ctx = current_context()
+    if not get_config().get("configurable", {}).get(CONFIG_KEY_CHECKPOINTER):
+        # Without a saver the pause could never be resumed: say so instead of returning a
+        # result that silently lacks its render.
+        return {"termination": "error", "next_step": "__end__",
+                "error": "review_before_render needs a checkpointer to pause and resume: compile with checkpointer=InMemorySaver() (or any saver)"}
     error = ""
     while True:  # each interrupt() call here consumes the next resume value
         update, error = read_decision(interrupt(review_payload(state, error)), state, ctx.n_max_reference_images)
