@@ -133,3 +133,40 @@ def test_one_registry_pattern_serves_all_four_kinds_in_process(installed, monkey
         monkeypatch.undo()
         refresh_all()
     assert "glossary" not in SEARCH
+
+
+def chat_model_factory(ctx):
+    """A registered policy factory that returns a plain LangChain chat model."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from tests.scripts import answer
+
+    return FakeListChatModel(responses=[answer("a plain poster of a cat")])
+
+
+def retriever_factory(ctx):
+    """A registered search factory that returns a LangChain retriever."""
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class Notes(BaseRetriever):
+        def _get_relevant_documents(self, query, *, run_manager):
+            return [Document(page_content=f"Cats purr ({query}).", metadata={"title": "cat notes", "url": "https://notes.example/cat"})]
+
+    return Notes()
+
+
+async def test_registered_factories_may_return_chat_models_and_retrievers(monkeypatch):
+    from genevolve_graph.context import AgentContext
+    from genevolve_graph.policies import make_policy
+    from genevolve_graph.policies.chat_model import ChatModelPolicy
+    from genevolve_graph.registry import POLICIES, SEARCH
+    from genevolve_graph.tools.registry import make_search_backend
+
+    monkeypatch.setitem(POLICIES.builtins, "chat-plugin", "tests.test_extending:chat_model_factory")
+    monkeypatch.setitem(SEARCH.builtins, "notes", "tests.test_extending:retriever_factory")
+    ctx = AgentContext(policy="chat-plugin", search="notes", protocol="genevolve")
+    policy = make_policy(ctx)
+    assert isinstance(policy, ChatModelPolicy) and policy.name == "chat-plugin"
+    hits = await make_search_backend(ctx).search("cats", 3)
+    assert hits[0].title == "cat notes" and hits[0].snippet == "Cats purr (cats)."

@@ -17,11 +17,24 @@ POLICY_NAMES = POLICIES
 
 
 def make_policy(ctx: "AgentContext") -> Policy:
-    """The policy ``ctx.policy`` names (raises ``PolicyError`` with the fix when misconfigured)."""
+    """The policy ``ctx.policy`` names (raises ``PolicyError`` with the fix when misconfigured).
+
+    A registered factory may return a policy or any LangChain chat model; a chat model is
+    wrapped in ``ChatModelPolicy`` with the context's protocol.
+    """
     try:
-        return POLICIES.make(ctx)
+        policy = POLICIES.make(ctx)
     except (UnknownName, PluginLoadError) as exc:
         raise PolicyError(str(exc)) from exc
+    if not hasattr(policy, "respond"):
+        from langchain_core.runnables import Runnable
+
+        from genevolve_graph.policies.chat_model import ChatModelPolicy
+
+        if not isinstance(policy, Runnable):
+            raise PolicyError(f"policy {ctx.policy!r} built a {type(policy).__name__}, which is neither a policy nor a chat model")
+        policy = ChatModelPolicy(policy, protocol=ctx.protocol, name=ctx.policy)
+    return policy
 
 
 __all__ = ["Policy", "PolicyError", "make_policy", "POLICY_NAMES"]

@@ -20,7 +20,17 @@ UnknownBackend = UnknownName
 
 
 def make_search_backend(ctx: "AgentContext") -> "SearchBackend":
-    return SEARCH.make(ctx)
+    """A registered factory may return a backend, or a LangChain ``BaseTool``/``BaseRetriever``
+    (adapted by ``LangChainSearch``)."""
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.tools import BaseTool
+
+    backend = SEARCH.make(ctx)
+    if isinstance(backend, (BaseTool, BaseRetriever)):
+        from genevolve_graph.tools.langchain_adapter import LangChainSearch
+
+        backend = LangChainSearch(backend)
+    return backend
 
 
 def make_image_search_backend(ctx: "AgentContext") -> "ImageSearchBackend":
