@@ -30,6 +30,8 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from genevolve_graph.policies.reply_check import MalformedReply, completion_hook, malformed_reply
+
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -200,7 +202,8 @@ class JudgeClient:
         with self._clients_lock:
             entry = self._clients.get(loop)
             if entry is None:
-                http = httpx.AsyncClient(timeout=self.timeout)
+                # The reply check turns garbage bodies into one MalformedReply naming the endpoint.
+                http = httpx.AsyncClient(timeout=self.timeout, event_hooks={"response": [completion_hook("judge")]})
                 extra = dict(self.extra_body)
                 if self.max_tokens is not None:
                     # As ``max_tokens`` in the body (ChatOpenAI would rename it to
@@ -222,7 +225,13 @@ class JudgeClient:
     async def _once(self, messages: list[dict]) -> str:
         if self.limiter is not None:
             await self.limiter.acquire()
-        reply = await self._chat().ainvoke(messages, config={"run_name": "judge", "tags": ["genevolve", "judge"]})
+        try:
+            reply = await self._chat().ainvoke(messages, config={"run_name": "judge", "tags": ["genevolve", "judge"]})
+        except Exception as exc:
+            malformed = malformed_reply(exc)
+            if malformed is not None:
+                raise malformed from None
+            raise
         text = message_text(reply.content)
         if not text.strip():
             raise _EmptyReply()
@@ -244,6 +253,8 @@ class JudgeClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._once(messages)
+        except MalformedReply as exc:
+            raise JudgeError(f"judge {self.model!r}: {exc}") from exc
         except (openai.OpenAIError, _EmptyReply) as exc:
             if _is_retryable(exc):
                 raise JudgeError(

@@ -25,6 +25,7 @@ from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.types import interrupt
 
+from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import bind_answer
 from genevolve_graph.nodes.common import current_context
 from genevolve_graph.nodes.emitter import emit_program
@@ -56,7 +57,7 @@ def review_payload(state: AgentState, error: str = "") -> dict[str, Any]:
     return payload
 
 
-def read_decision(value: Any, state: AgentState, max_refs: int) -> tuple[dict[str, Any] | None, str]:
+def read_decision(value: Any, state: AgentState, ctx: AgentContext) -> tuple[dict[str, Any] | None, str]:
     """The state update a resume value asks for, or ``(None, problem)``."""
     if not isinstance(value, dict) or value.get("action") not in ACTIONS:
         return None, f"the resume value must be a dict with 'action' one of {', '.join(ACTIONS)}; got {value!r:.200}"
@@ -72,7 +73,7 @@ def read_decision(value: Any, state: AgentState, max_refs: int) -> tuple[dict[st
     if problem:
         return None, f"the edited program is not usable: {problem.replace('<answer>', 'program')}"
     bound, repairs = bind_answer(edited, state.get("images") or {})
-    program, more, error = emit_program(edited, bound, max_refs)
+    program, more, error = emit_program(edited, bound, ctx.n_max_reference_images, ctx.max_prompt_chars)
     repairs = [f"edit: {r}" for r in repairs + more]
     if program is None:
         return None, f"the edited program is not usable: {error}"
@@ -89,7 +90,7 @@ def review(state: AgentState) -> dict[str, Any]:
                 "error": "review_before_render needs a checkpointer to pause and resume: compile with checkpointer=InMemorySaver() (or any saver)"}
     error = ""
     while True:  # each interrupt() call here consumes the next resume value
-        update, error = read_decision(interrupt(review_payload(state, error)), state, ctx.n_max_reference_images)
+        update, error = read_decision(interrupt(review_payload(state, error)), state, ctx)
         if update is not None:
             break
     rejected = update.get("termination") == "rejected"
