@@ -108,3 +108,17 @@ def subprocess_env(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL")}
     env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"))
     return env
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_review_pauses_and_resumes_on_every_bare_saver(kind, tmp_path):
+    from langgraph.types import Command
+
+    with bare_saver(kind, tmp_path) as saver:
+        agent = create_genevolve_agent(checkpointer=saver, review_before_render=True, output_dir=str(tmp_path))
+        config = {"configurable": {"thread_id": f"review-{uuid.uuid4().hex[:8]}"}}
+        paused = agent.invoke({"request": REQUEST}, config, version="v2")
+        assert paused.interrupts[0].value["program"]["reference_images"]
+        assert agent.get_state(config).next == ("review",)
+        final = agent.invoke(Command(resume={"action": "approve"}), config)
+    assert final["render"].success and isinstance(final["program"], Program) and final["review"] == {"action": "approve"}
