@@ -72,14 +72,15 @@ test-latest:
 bench: install-test
 	$(PY) benchmarks/graph_overhead.py
 
-# LangGraph Studio: a local API server on langgraph.json; Studio is the hosted page it prints.
+# LangGraph Studio: a local API server on langgraph.studio.json (langgraph.json plus the SQLite
+# trace checkpointer; langgraph.json itself is for deployment); Studio is the hosted page it prints.
 # Runs record into GENEVOLVE_TRACE_DB (default: the user's cache folder,
 # genevolve-graph/traces.sqlite). STUDIO_ARGS passes more options, e.g. --no-browser.
 STUDIO_PORT ?= 2024
 STUDIO_ARGS ?=
 studio: $(PY)
 	$(PIP) install -q -e ".[studio]"
-	LANGGRAPH_CLI_NO_ANALYTICS=1 $(VENV)/bin/langgraph dev --config langgraph.json --port $(STUDIO_PORT) $(STUDIO_ARGS)
+	LANGGRAPH_CLI_NO_ANALYTICS=1 $(VENV)/bin/langgraph dev --config langgraph.studio.json --port $(STUDIO_PORT) $(STUDIO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) $(DEMO_OUT) .pytest_cache

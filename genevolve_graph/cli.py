@@ -232,7 +232,7 @@ def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, An
 def run(
     prompt: str = typer.Argument(..., help="The image request."),
     out: Path = typer.Option(Path("genevolve-out"), "--out", help="Output folder: program.json, the image, trace.sqlite."),
-    policy: Optional[str] = typer.Option(None, help="openai | rules (default: openai when an endpoint is configured, else rules)."),
+    policy: Optional[str] = typer.Option(None, help="openai | rules | an installed policy (default: openai when an endpoint is configured, else rules)."),
     base_url: Optional[str] = typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy."),
     model: Optional[str] = typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url."),
     api_key: Optional[str] = typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded."),

@@ -13,7 +13,19 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from pydantic import ConfigDict
+
+from genevolve_graph.registry import GENERATORS, IMAGE_SEARCH, POLICIES, REGISTRIES, SEARCH
+
 Protocol = Literal["genevolve", "native"]
+# Fixed choices for the schema (Studio shows them as drop-downs): the built-in names plus
+# the names installed packages register through entry points, as found when this module is
+# first imported (a server process imports it at start). A plugin installed later in a
+# running process is still accepted by the validation below, which asks the registry itself.
+PolicyName = Literal[tuple(POLICIES.names())]  # type: ignore[valid-type]
+SearchName = Literal[tuple(SEARCH.names())]  # type: ignore[valid-type]
+ImageSearchName = Literal[tuple(IMAGE_SEARCH.names())]  # type: ignore[valid-type]
+RendererName = Literal[tuple(GENERATORS.names())]  # type: ignore[valid-type]
 
 
 def _env(*names: str, default: str = "") -> str:
@@ -28,7 +40,9 @@ def _env(*names: str, default: str = "") -> str:
 class AgentContext:
     """Settings of one trajectory. Every field has a default; pass only what differs."""
 
-    policy: str = field(
+    __pydantic_config__ = ConfigDict(extra="forbid")  # the JSON schema says: no other keys
+
+    policy: PolicyName = field(
         default="rules",
         metadata={"description": "Planner policy: 'openai' (an OpenAI-compatible endpoint such as vLLM serving the GenEvolve checkpoint) or 'rules' (the offline rule-based baseline)."},
     )
@@ -55,19 +69,27 @@ class AgentContext:
     request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
     max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})
     retry_initial_delay: float = field(default=1.0, metadata={"description": "First backoff delay in seconds; it doubles per retry, with jitter."})
-    search: str = field(default="local", metadata={"description": "Text search backend: 'local' (BM25 over a JSONL corpus) or a web backend."})
+    search: SearchName = field(default="local", metadata={"description": "Text search backend: 'local' (BM25 over a JSONL corpus) or a web backend."})
     corpus: str = field(default="", metadata={"description": "JSONL corpus for the local search backend (title, url, text per line). Empty: the bundled example corpus."})
-    image_search: str = field(default="local", metadata={"description": "Image search backend: 'local' (a folder of captioned images) or a web backend."})
+    image_search: ImageSearchName = field(default="local", metadata={"description": "Image search backend: 'local' (a folder of captioned images) or a web backend."})
     image_dir: str = field(default="", metadata={"description": "Image folder for the local image search backend. Empty: the bundled example images."})
     skills_dir: str = field(default="", metadata={"description": "Folder of extra or overriding skill guides (NAME.md)."})
     system_prompt_file: str = field(default="", metadata={"description": "File with another system prompt; '{tools}' in it is replaced by the tool signatures."})
-    renderer: str = field(default="preview", metadata={"description": "Generator backend: 'preview' (offline storyboard), 'none' to skip rendering, or another installed backend."})
+    renderer: RendererName = field(default="preview", metadata={"description": "Generator backend: 'preview' (offline storyboard), 'none' to skip rendering, or another installed backend."})
     output_dir: str = field(default="", metadata={"description": "Where rendered images go. Empty: a folder under the user's cache directory."})
     seed: int = field(default=0, metadata={"description": "Render seed."})
+    review_before_render: bool = field(
+        default=False,
+        metadata={"description": "Pause after the emitter for a human to approve, edit or reject the program before it is rendered (needs a checkpointer; resume with Command(resume={'action': 'approve' | 'edit' | 'reject'}))."},
+    )
     experiment: str = field(default="", metadata={"description": "Experiment tag recorded in checkpoint metadata."})
     options: dict[str, Any] = field(default_factory=dict, metadata={"description": "Backend-specific options (for example service URLs or a pipeline path)."})
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("genevolve", "native"):
+            raise ValueError(f"unknown protocol {self.protocol!r} (context field 'protocol'); choose 'genevolve' or 'native'")
+        for name, registry in REGISTRIES.items():
+            registry.check(getattr(self, name))
         if not self.base_url:
             self.base_url = _env("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL")
         if not self.model:
@@ -91,11 +113,47 @@ class AgentContext:
         if isinstance(value, cls):
             return value
         if isinstance(value, dict):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"unknown context field(s) {unknown}; known fields: {sorted(known)}")
             from genevolve_graph.guard import mark_caller
 
-            return mark_caller(cls(**value))
+            return mark_caller(cls(**value))  # unknown keys raise in __init__ (check_fields)
         raise TypeError(f"context must be an AgentContext or a dict, not {type(value).__name__}")
+
+
+def check_fields(value: dict[str, Any]) -> None:
+    """Raise a one-line ``ValueError`` naming unknown context keys and the known ones."""
+    known = [f.name for f in fields(AgentContext)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown context field(s) {unknown}; known fields: {sorted(known)}")
+
+
+_dataclass_init = AgentContext.__init__
+
+
+def _checked_init(self: AgentContext, **kwargs: Any) -> None:
+    # LangGraph builds the context with ``AgentContext(**dict)``; an unknown key would
+    # otherwise surface as a bare "unexpected keyword argument" TypeError.
+    check_fields(kwargs)
+    _dataclass_init(self, **kwargs)
+    object.__setattr__(self, "_explicit", frozenset(kwargs))
+
+
+def explicit_fields(ctx: AgentContext) -> frozenset[str]:
+    """The fields a caller set when building ``ctx`` (the others hold defaults)."""
+    return getattr(ctx, "_explicit", frozenset(f.name for f in fields(ctx)))
+
+
+def with_defaults(ctx: "AgentContext | dict[str, Any] | None", defaults: dict[str, Any]) -> AgentContext:
+    """``ctx`` on top of ``defaults``: what the caller set wins, the rest comes from ``defaults``
+    (the settings given to ``create_genevolve_agent``)."""
+    if ctx is None:
+        return AgentContext(**defaults)
+    if isinstance(ctx, dict):
+        return AgentContext(**{**defaults, **ctx})
+    explicit = explicit_fields(ctx)
+    missing = {k: v for k, v in defaults.items() if k not in explicit}
+    return ctx.with_updates(**missing) if missing else ctx
+
+
+_checked_init.__wrapped__ = _dataclass_init  # type: ignore[attr-defined]
+AgentContext.__init__ = _checked_init  # type: ignore[method-assign]

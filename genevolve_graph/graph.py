@@ -1,4 +1,4 @@
-"""The agent graph: ``START → planner → (tools → planner)* → binder → emitter → [render] → END``.
+"""The agent graph: ``START → planner → (tools → planner)* → binder → emitter → [review] → [render] → END``.
 
 ``build_builder`` returns the uncompiled ``StateGraph`` (reusable as a subgraph);
 ``build_graph`` compiles it with the caller's checkpointer. The module-level ``graph`` has
@@ -20,6 +20,7 @@ from genevolve_graph.nodes.common import dual_node
 from genevolve_graph.nodes.emitter import emitter, route_after_emitter
 from genevolve_graph.nodes.planner import make_planner, route_after_planner
 from genevolve_graph.nodes.render import make_render_node
+from genevolve_graph.nodes.review import review, route_after_review
 from genevolve_graph.nodes.tools import make_tools_node
 from genevolve_graph.services import Services
 from genevolve_graph.state import AgentState, InputState, OutputState
@@ -47,12 +48,14 @@ def build_builder(
     builder.add_node("tools", dual_node(make_tools_node(services), "tools"))
     builder.add_node("binder", binder)
     builder.add_node("emitter", emitter)
+    builder.add_node("review", review)
     builder.add_node("render", dual_node(make_render_node(services), "render"))
     builder.add_edge(START, "planner")
     builder.add_conditional_edges("planner", route_after_planner, ["tools", "planner", "binder"])
     builder.add_edge("tools", "planner")
     builder.add_edge("binder", "emitter")
-    builder.add_conditional_edges("emitter", route_after_emitter, ["render", END])
+    builder.add_conditional_edges("emitter", route_after_emitter, ["review", "render", END])
+    builder.add_conditional_edges("review", route_after_review, ["render", END])
     builder.add_edge("render", END)
     return builder
 

@@ -15,7 +15,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-ALLOWED_MODELS = [
+ALLOWED_MODELS = [  # also registered process-wide: genevolve_graph.checkpoint_types
     ("genevolve_graph.state", "Reference"),
     ("genevolve_graph.state", "Program"),
     ("genevolve_graph.state", "RenderResult"),

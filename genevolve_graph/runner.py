@@ -22,6 +22,7 @@ from genevolve_graph.persistence import open_checkpointer
 from genevolve_graph.redaction import redact_text, redact_value
 from genevolve_graph.state import Program, RenderResult
 from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.tracing import default_tags
 
 
 @dataclass
@@ -58,7 +59,8 @@ def run_config(ctx: AgentContext, thread_id: str, **metadata: Any) -> dict[str, 
     tags = {"policy": ctx.policy, "model": ctx.model if ctx.policy != "rules" else "rules-v1", "protocol": ctx.protocol,
             "experiment": ctx.experiment, "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens}
     tags.update({k: v for k, v in metadata.items() if v is not None})
-    return {"configurable": {"thread_id": thread_id}, "metadata": redact_value(tags), "recursion_limit": recursion_limit(ctx)}
+    return {"configurable": {"thread_id": thread_id}, "metadata": redact_value(tags), "recursion_limit": recursion_limit(ctx),
+            "tags": default_tags(ctx.policy, ctx.experiment)}
 
 
 def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:

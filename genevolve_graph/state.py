@@ -17,12 +17,16 @@ from typing import Annotated, Any, Literal
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 from langgraph.graph.message import _messages_delta_reducer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
 
-Termination = Literal["answer", "no_answer", "answer_parse_failed", "error"]
+Termination = Literal["answer", "no_answer", "answer_parse_failed", "error", "rejected"]
 """Why a trajectory ended: a valid program, no answer within budget, an answer that could
-not be turned into a program, or an unrecoverable error (endpoint down, ...)."""
+not be turned into a program, an unrecoverable error (endpoint down, ...), or a human
+reviewer rejected the program (``review_before_render``)."""
+
+REQUEST_EXAMPLE = 'A 1990s travel-magazine cover in front of the Eiffel Tower, title "PARIS"'
+
 
 
 class Reference(BaseModel):
@@ -65,7 +69,15 @@ class RenderResult(BaseModel):
 class InputState(TypedDict, total=False):
     """What a caller passes in: the open-ended image request."""
 
-    request: str
+    __pydantic_config__ = ConfigDict(json_schema_extra={"examples": [{"request": REQUEST_EXAMPLE}]})  # type: ignore[misc]
+
+    request: Annotated[
+        str,
+        Field(
+            description="The image request in plain words: subject, style, any exact text to show (in quotes), counts and layout.",
+            examples=[REQUEST_EXAMPLE],
+        ),
+    ]
 
 
 class OutputState(TypedDict, total=False):
@@ -80,6 +92,7 @@ class OutputState(TypedDict, total=False):
     repairs: list[str]
     rounds: int
     tool_calls: int
+    review: dict[str, Any] | None
 
 
 class AgentState(TypedDict, total=False):
@@ -104,3 +117,13 @@ class AgentState(TypedDict, total=False):
     error: str | None
     repairs: Annotated[list[str], operator.add]
     """Every repair made to the answer, in words."""
+    next_step: Literal["review", "render", "__end__"] | None
+    """Where the graph goes after the emitter (and after review): decided by those nodes,
+    so that routing reads only the state and never needs a runtime."""
+    review: dict[str, Any] | None
+    """The human reviewer's decision (``review_before_render``): action and reason."""
+
+
+from genevolve_graph.checkpoint_types import register_safe_types  # noqa: E402 - after the models it names
+
+register_safe_types()

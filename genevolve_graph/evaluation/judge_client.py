@@ -9,6 +9,9 @@ go through :class:`JudgeClient`, so they share the same behaviour:
 - one requests-per-minute limiter shared by every worker of a client (and by every retry),
   because gateway quotas count requests, not workers.
 
+Requests go through a LangChain chat model (``ChatOpenAI`` on the endpoint, or any
+``BaseChatModel`` passed as ``chat_model``), so each judge call is a traced LangChain run
+named ``judge`` (tags ``genevolve``, ``judge``) in LangSmith or any callback handler.
 The ``openai`` SDK's own retries are switched off so that the limiter sees every request.
 """
 
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
-from openai import AsyncOpenAI
+from langchain_core.language_models import BaseChatModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from genevolve_graph.policies.reply_check import MalformedReply, completion_hook, malformed_reply
@@ -118,6 +121,8 @@ def _describe(exc: BaseException) -> str:
         return f"HTTP {status}: {str(body)[:300]}"
     if isinstance(exc, _EmptyReply):
         return "the endpoint returned an empty reply"
+    if isinstance(exc, openai.APITimeoutError):  # langchain-openai raises its own subclass
+        return f"APITimeoutError: {str(exc)[:300]}"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
@@ -160,6 +165,7 @@ class JudgeClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         extra_body: dict[str, Any] | None = None,
+        chat_model: BaseChatModel | None = None,
     ) -> None:
         if not model:
             raise ValueError("a judge model name is required")
@@ -176,22 +182,40 @@ class JudgeClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.extra_body = dict(extra_body or {})
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncOpenAI] = weakref.WeakKeyDictionary()
+        self.chat_model = chat_model
+        """Any LangChain chat model to judge with instead of ``ChatOpenAI`` on ``base_url``."""
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[BaseChatModel, httpx.AsyncClient]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._clients_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"JudgeClient(base_url={self.base_url!r}, model={self.model!r}, rpm={self.limiter.rpm if self.limiter else None})"
 
-    def _sdk(self) -> AsyncOpenAI:
+    def _chat(self) -> BaseChatModel:
+        """The chat model of the running event loop (an HTTP pool belongs to the loop that made it)."""
+        if self.chat_model is not None:
+            return self.chat_model
+        from langchain_openai import ChatOpenAI
+
         loop = asyncio.get_running_loop()
         with self._clients_lock:
-            client = self._clients.get(loop)
-            if client is None:
+            entry = self._clients.get(loop)
+            if entry is None:
                 # The reply check turns garbage bodies into one MalformedReply naming the endpoint.
                 http = httpx.AsyncClient(timeout=self.timeout, event_hooks={"response": [completion_hook("judge")]})
-                client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0, http_client=http)
-                self._clients[loop] = client
-            return client
+                extra = dict(self.extra_body)
+                if self.max_tokens is not None:
+                    # As ``max_tokens`` in the body (ChatOpenAI would rename it to
+                    # max_completion_tokens, which older OpenAI-compatible servers ignore).
+                    extra["max_tokens"] = self.max_tokens
+                kwargs: dict[str, Any] = {"extra_body": extra} if extra else {}
+                chat = ChatOpenAI(
+                    model=self.model, base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+                    max_retries=0, temperature=self.temperature, http_async_client=http, **kwargs,
+                )
+                entry = self._clients[loop] = (chat, http)
+            return entry[0]
 
     def _wait(self, state: RetryCallState) -> float:
         backoff = wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max)(state)
@@ -201,20 +225,14 @@ class JudgeClient:
     async def _once(self, messages: list[dict]) -> str:
         if self.limiter is not None:
             await self.limiter.acquire()
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature}
-        if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
         try:
-            response = await self._sdk().chat.completions.create(**kwargs)
+            reply = await self._chat().ainvoke(messages, config={"run_name": "judge", "tags": ["genevolve", "judge"]})
         except Exception as exc:
             malformed = malformed_reply(exc)
             if malformed is not None:
                 raise malformed from None
             raise
-        choices = getattr(response, "choices", None) or []
-        text = message_text(choices[0].message.content) if choices else ""
+        text = message_text(reply.content)
         if not text.strip():
             raise _EmptyReply()
         return text
@@ -252,9 +270,9 @@ class JudgeClient:
         """Close the SDK client of the running event loop."""
         loop = asyncio.get_running_loop()
         with self._clients_lock:
-            client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.close()
+            entry = self._clients.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()
 
     async def __aenter__(self) -> JudgeClient:
         return self

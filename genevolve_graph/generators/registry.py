@@ -1,30 +1,24 @@
-"""Which generator backend a renderer name means (imported only when chosen, so that
-torch, diffusers or google-genai are needed only by their users)."""
+"""Which generator backend a renderer name means: the ``GENERATORS`` registry of
+``genevolve_graph.registry`` (built-ins plus packages registered under the entry-point group
+``genevolve_graph.generators``), imported only when chosen, so that torch, diffusers or
+google-genai are needed only by their users. Kept as a module so existing imports work."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from genevolve_graph.registry import GENERATORS, UnknownName
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
     from genevolve_graph.generators.base import Renderer
 
-RENDERERS: dict[str, str] = {
-    "preview": "genevolve_graph.generators.preview:from_context",
-    "diffusers": "genevolve_graph.generators.diffusers_backend:from_context",
-    "service": "genevolve_graph.generators.service_client:from_context",
-    "gemini": "genevolve_graph.generators.gemini:from_context",
-}
-
-
-class UnknownRenderer(ValueError):
-    """A renderer name that is not registered."""
+RENDERERS = GENERATORS
+UnknownRenderer = UnknownName
 
 
 def make_renderer(ctx: "AgentContext") -> "Renderer":
     """The renderer ``ctx.renderer`` names, configured from ``ctx.options``."""
-    if ctx.renderer not in RENDERERS:
-        raise UnknownRenderer(f"unknown renderer {ctx.renderer!r}; choose one of {', '.join(sorted(RENDERERS) + ['none'])}")
-    module, _, attr = RENDERERS[ctx.renderer].partition(":")
-    return getattr(importlib.import_module(module), attr)(ctx)
+    if ctx.renderer == "none":
+        raise UnknownName("renderer 'none' renders nothing; choose a renderer to render (context field 'renderer')")
+    return GENERATORS.make(ctx)

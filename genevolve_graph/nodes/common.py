@@ -10,15 +10,23 @@ import contextvars
 from typing import Awaitable, Callable
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import get_runtime
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.context import AgentContext, with_defaults
+
+CONTEXT_DEFAULTS_KEY = "genevolve_context_defaults"
+"""``configurable`` key of the context defaults a ``create_genevolve_agent`` graph carries."""
 
 
 def current_context() -> AgentContext:
-    """The run's context as an ``AgentContext`` (Studio and the SDK pass plain dicts)."""
-    return AgentContext.coerce(get_runtime().context)
+    """The run's context as an ``AgentContext`` (Studio and the SDK pass plain dicts), on top
+    of the defaults the graph was created with, if any."""
+    context = get_runtime().context
+    defaults = get_config().get("configurable", {}).get(CONTEXT_DEFAULTS_KEY)
+    if defaults:
+        return with_defaults(context, defaults)
+    return AgentContext.coerce(context)
 
 
 async def checked_context(confine: bool = False) -> AgentContext:

@@ -127,14 +127,20 @@ def emitter(state: AgentState) -> dict[str, Any]:
     if not answer:
         termination = state.get("termination") or "no_answer"
         error = state.get("error") or f"the policy gave no answer within {state.get('rounds', 0)} rounds"
-        return {"program": None, "termination": termination, "error": error}
+        return {"program": None, "termination": termination, "error": error, "next_step": "__end__"}
     program, repairs, error = emit_program(answer, list(state.get("references") or []), ctx.n_max_reference_images,
                                            ctx.max_prompt_chars)
     if program is None:
-        return {"program": None, "repairs": repairs, "termination": "answer_parse_failed", "error": error}
-    return {"program": program, "repairs": repairs, "termination": "answer", "error": None}
+        return {"program": None, "repairs": repairs, "termination": "answer_parse_failed", "error": error, "next_step": "__end__"}
+    next_step = "review" if ctx.review_before_render else "render" if ctx.renderer != "none" else "__end__"
+    return {"program": program, "repairs": repairs, "termination": "answer", "error": None, "next_step": next_step}
 
 
 def route_after_emitter(state: AgentState) -> str:
-    ctx = current_context()
-    return "render" if state.get("program") is not None and ctx.renderer != "none" else "__end__"
+    """Reads only the state, never the runtime: LangGraph also evaluates a node's routing
+    outside any run, when ``update_state`` writes as that node (for example after
+    ``interrupt_before=["render"]``), and no runtime exists there. The emitter decided."""
+    next_step = state.get("next_step")
+    if next_step:
+        return next_step
+    return "render" if state.get("program") is not None else "__end__"  # a checkpoint from before next_step

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.common import checked_context, emit
@@ -32,6 +33,7 @@ from genevolve_graph.protocol import (
 )
 from genevolve_graph.services import Services
 from genevolve_graph.state import AgentState
+from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
 
 def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
@@ -67,6 +69,22 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
     return parsed
 
 
+async def call_policy(policy: Any, conversation: list[BaseMessage], ctx: AgentContext) -> AIMessage:
+    """One policy turn, as a LangChain run named ``policy``.
+
+    Chat-model policies (``traced = True``) make that run themselves (their model call is
+    it); for any other policy, such as the rule-based planner, the turn is wrapped in a
+    chain run of that name, so every trajectory traces the same way.
+    """
+    if getattr(policy, "traced", False):
+        return await policy.respond(conversation, ctx)
+
+    async def turn(messages: list[BaseMessage]) -> AIMessage:
+        return await policy.respond(messages, ctx)
+
+    return await RunnableLambda(turn, name=POLICY_RUN_NAME).ainvoke(conversation, config=run_config(ctx, policy=policy))
+
+
 def make_planner(services: Services):
     async def planner(state: AgentState) -> dict[str, Any]:
         ctx = await checked_context(services.confine)
@@ -90,7 +108,7 @@ def make_planner(services: Services):
         emit("policy_started", round=rounds + 1)
         try:
             policy = await services.aget_policy(ctx)
-            reply = await policy.respond(conversation, ctx)
+            reply = await call_policy(policy, conversation, ctx)
         except PolicyError as exc:
             return {"messages": new, "termination": "error", "error": str(exc)}
         rounds += 1

@@ -11,18 +11,32 @@ import asyncio
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import StructuredTool
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
-from genevolve_graph.protocol import new_id
+from genevolve_graph.protocol import new_id, tool_schemas
 from genevolve_graph.protocol_tags import neutralize_observation
 from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
 from genevolve_graph.tools.base import BackendUnavailable, ImageHit
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
+from genevolve_graph.tracing import run_config
+
+TOOL_SPECS: dict[str, dict[str, Any]] = {spec["function"]["name"]: spec["function"] for spec in tool_schemas()}
+
+
+def as_langchain_tool(name: str, coroutine: Any) -> StructuredTool:
+    """A tool call as a LangChain tool, so that tracers see a tool run named after it.
+
+    The arguments were validated by the protocol layer already; the JSON-schema
+    ``args_schema`` documents them without validating them a second time.
+    """
+    spec = TOOL_SPECS[name]
+    return StructuredTool(name=name, description=spec["description"], args_schema=spec["parameters"], coroutine=coroutine)
 
 
 def _failure(tool: str, exc: BaseException) -> str:
@@ -89,15 +103,23 @@ def make_tools_node(services: Services):
         else:
             emit("tool_started", tool=name, arguments=args)
             top_k = int(args.get("top_k", ctx.top_k))
-            if name == "search":
-                observation = await run_search(services, ctx, args["queries"], top_k)
-            elif name == "image_search":
-                observation, added, refs = await run_image_search(services, ctx, args["query"], top_k, state.get("images") or {})
-                update["images"] = added
-                for ref in refs:
+            found: dict[str, Any] = {}
+
+            async def execute(**arguments: Any) -> Any:
+                if name == "search":
+                    return await run_search(services, ctx, arguments["queries"], top_k)
+                if name == "image_search":
+                    content, found["added"], found["refs"] = await run_image_search(
+                        services, ctx, arguments["query"], top_k, state.get("images") or {}
+                    )
+                    return content
+                return await run_query_knowledge(services, ctx, arguments["skill_name"])
+
+            observation = await as_langchain_tool(name, execute).ainvoke(args, config=run_config(ctx, policy=services.policy))
+            if name == "image_search":
+                update["images"] = found["added"]
+                for ref in found["refs"]:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
-            else:
-                observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
             text = observation if isinstance(observation, str) else observation[0]["text"]
             emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)

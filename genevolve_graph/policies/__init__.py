@@ -1,28 +1,40 @@
-"""Planner policies: an OpenAI-compatible served model, or the rule-based baseline."""
+"""Planner policies: any LangChain chat model, an OpenAI-compatible served model, or the
+rule-based baseline. Names come from the ``POLICIES`` registry (``genevolve_graph.registry``),
+which third-party packages extend through the ``genevolve_graph.policies`` entry-point group."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from genevolve_graph.policies.base import Policy, PolicyError
+from genevolve_graph.registry import POLICIES, PluginLoadError, UnknownName
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
 
-POLICY_NAMES = ("openai", "rules")
+POLICY_NAMES = POLICIES
+"""A live view of the policy names (built-in and installed)."""
 
 
 def make_policy(ctx: "AgentContext") -> Policy:
-    """The policy ``ctx.policy`` names (raises ``PolicyError`` with the fix when misconfigured)."""
-    if ctx.policy == "rules":
-        from genevolve_graph.policies.rules import RulesPolicy
+    """The policy ``ctx.policy`` names (raises ``PolicyError`` with the fix when misconfigured).
 
-        return RulesPolicy.from_context(ctx)
-    if ctx.policy == "openai":
-        from genevolve_graph.policies.openai_chat import OpenAIChatPolicy
+    A registered factory may return a policy or any LangChain chat model; a chat model is
+    wrapped in ``ChatModelPolicy`` with the context's protocol.
+    """
+    try:
+        policy = POLICIES.make(ctx)
+    except (UnknownName, PluginLoadError) as exc:
+        raise PolicyError(str(exc)) from exc
+    if not hasattr(policy, "respond"):
+        from langchain_core.runnables import Runnable
 
-        return OpenAIChatPolicy.from_context(ctx)
-    raise PolicyError(f"unknown policy {ctx.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+        from genevolve_graph.policies.chat_model import ChatModelPolicy
+
+        if not isinstance(policy, Runnable):
+            raise PolicyError(f"policy {ctx.policy!r} built a {type(policy).__name__}, which is neither a policy nor a chat model")
+        policy = ChatModelPolicy(policy, protocol=ctx.protocol, name=ctx.policy)
+    return policy
 
 
 __all__ = ["Policy", "PolicyError", "make_policy", "POLICY_NAMES"]

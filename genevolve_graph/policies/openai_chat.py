@@ -23,6 +23,7 @@ from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
 from genevolve_graph.protocol import policy_messages, tool_schemas
 from genevolve_graph.redaction import redact_text
+from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
@@ -85,6 +86,7 @@ class OpenAIChatPolicy:
     """One planner turn = one chat completion."""
 
     name = "openai"
+    traced = True  # the ChatOpenAI call is the run named "policy"
 
     def __init__(
         self,
@@ -157,7 +159,7 @@ class OpenAIChatPolicy:
                 reraise=True,
             ):
                 with attempt:
-                    reply = await self._runnable.ainvoke(request)
+                    reply = await self._runnable.ainvoke(request, config=run_config(ctx, run_name=POLICY_RUN_NAME, policy=self))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
             raise PolicyError(describe_failure(exc, self.endpoint)) from exc
         content = reply.content if isinstance(reply.content, str) else _text_of(reply.content)

@@ -33,7 +33,8 @@ def server_folder(tmp_path: Path) -> Path:
     config = json.loads((ROOT / "langgraph.json").read_text())
     config["dependencies"] = [str(ROOT)]
     config["graphs"] = {name: str(ROOT / spec.removeprefix("./")) for name, spec in config["graphs"].items()}
-    config["checkpointer"]["path"] = str(ROOT / config["checkpointer"]["path"].removeprefix("./"))
+    if "checkpointer" in config:  # langgraph.json (the deployment config) leaves it to the server
+        config["checkpointer"]["path"] = str(ROOT / config["checkpointer"]["path"].removeprefix("./"))
     (folder / "langgraph.json").write_text(json.dumps(config))
     return folder
 

@@ -144,3 +144,23 @@ async def test_timeouts_are_retried_then_reported(judge: ScriptedJudge) -> None:
         with pytest.raises(JudgeError, match="failed after 2 attempts: APITimeoutError"):
             await client.complete(user("case-slow"))
     assert len(judge.requests_for("case-slow")) == 2
+
+
+async def test_each_judge_call_is_a_traced_chat_model_run(judge: ScriptedJudge) -> None:
+    from langchain_core.tracers.context import collect_runs
+
+    judge.on("case-traced", ok("traced answer"))
+    with collect_runs() as collector:
+        async with client_for(judge) as client:
+            assert await client.complete(user("case-traced")) == "traced answer"
+    [run] = [r for r in collector.traced_runs if r.name == "judge"]
+    assert run.run_type == "llm" and {"genevolve", "judge"} <= set(run.tags)
+    assert run.extra["invocation_params"]["model_name"] == "judge-test"
+    assert "traced answer" in str(run.outputs)
+
+
+async def test_any_langchain_chat_model_can_judge() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    client = JudgeClient("unused", "any", chat_model=FakeListChatModel(responses=["", "score: 1"]), max_retries=1, backoff_base=0.01)
+    assert await client.complete(user("anything")) == "score: 1"  # the empty reply was retried

@@ -54,10 +54,11 @@ def bound_port(log: str) -> int | None:
 
 
 @contextlib.contextmanager
-def langgraph_dev(root: Path, log_path: Path, env: dict[str, str], *, port: int | None = None, timeout: float = 60.0) -> Iterator[DevServer]:
-    """``langgraph dev --no-browser --no-reload`` in ``root`` until the block ends."""
+def langgraph_dev(root: Path, log_path: Path, env: dict[str, str], *, port: int | None = None, timeout: float = 60.0,
+                  config: str = "langgraph.json") -> Iterator[DevServer]:
+    """``langgraph dev --no-browser --no-reload --config CONFIG`` in ``root`` until the block ends."""
     command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser", "--no-reload",
-               "--host", "127.0.0.1", "--port", str(port or free_port()), "--config", "langgraph.json"]
+               "--host", "127.0.0.1", "--port", str(port or free_port()), "--config", config]
     log = log_path.open("w", encoding="utf-8")
     process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,4 +1,4 @@
-"""``langgraph dev`` on the project's langgraph.json, driven through langgraph-sdk.
+"""``langgraph dev`` on the project's langgraph.studio.json (the Studio configuration), driven through langgraph-sdk.
 
 The server is started as a subprocess on a loopback port that is deliberately busy, so the
 test must read the port it actually bound from its log; it lists the assistant, reads the
@@ -46,7 +46,7 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         requested = busy.getsockname()[1]
-        with langgraph_dev(ROOT, tmp_path / "dev.log", env, port=requested) as server:
+        with langgraph_dev(ROOT, tmp_path / "dev.log", env, port=requested, config="langgraph.studio.json") as server:
             assert server.port != requested and f"using port {server.port} instead" in server.log()
             client = langgraph_sdk.get_sync_client(url=server.url)
 

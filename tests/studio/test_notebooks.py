@@ -14,7 +14,7 @@ nbformat = pytest.importorskip("nbformat", reason="notebook tests need the test 
 nbclient = pytest.importorskip("nbclient", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
 pytest.importorskip("ipykernel", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
 
-NOTEBOOKS = ["quickstart", "trajectories", "evaluation"]
+NOTEBOOKS = ["quickstart", "trajectories", "evaluation", "human_review"]
 
 
 def execute(name: str, workdir) -> tuple[str, list[str]]:
@@ -119,3 +119,14 @@ def test_evaluation_notebook_loads_a_given_summary(kernel_env, tmp_path, monkeyp
     text, kinds = execute("evaluation", tmp_path)
     assert f"loaded {run / 'summary.json'}" in text and "eval_type=knowledge" in text
     assert kinds.count("image/png") == 2
+
+
+@pytest.mark.slow
+def test_human_review_notebook(kernel_env, tmp_path):
+    text, kinds = execute("human_review", tmp_path)
+    assert "waiting at: ('review',)" in text and "references found: ['IMG_001: " in text
+    assert "termination: answer | review: {'action': 'edit'}" in text
+    assert "program: A minimalist poster: the tower from the first reference image at dusk" in text
+    assert "edit: replaced IMG_001 in gen_prompt with 'the first reference image'" in text
+    assert "termination: rejected | rendered: None | the reviewer rejected the program: wrong city" in text
+    assert kinds.count("image/png") == 1 and len(list(kernel_env.glob("*.png"))) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -15,14 +16,22 @@ from genevolve_graph.studio import TRACE_DB_ENV, checkpointer, trace_db_path
 from .conftest import ROOT
 
 
-def test_langgraph_json_names_the_studio_checkpointer():
-    config = json.loads((ROOT / "langgraph.json").read_text())
-    path, _, attr = config["checkpointer"]["path"].partition(":")
+def test_langgraph_studio_json_names_the_studio_checkpointer_and_deployment_does_not():
+    """The SQLite trace file belongs to ``make studio`` alone: a deployment built from
+    langgraph.json keeps the server's own checkpointer (Postgres in production)."""
+    studio = json.loads((ROOT / "langgraph.studio.json").read_text())
+    deploy = json.loads((ROOT / "langgraph.json").read_text())
+    path, _, attr = studio["checkpointer"]["path"].partition(":")
     assert (ROOT / path).resolve() == (ROOT / "genevolve_graph" / "studio.py").resolve() and attr == "checkpointer"
+    assert "checkpointer" not in deploy and deploy["graphs"] == studio["graphs"]
+    same = ("$schema", "dependencies", "graphs", "http", "env")
+    assert {k: studio.get(k) for k in same} == {k: deploy.get(k) for k in same}
     pytest.importorskip("langgraph_cli")
     from langgraph_cli.config import validate_config_file
 
-    assert validate_config_file(ROOT / "langgraph.json")["checkpointer"]["path"] == config["checkpointer"]["path"]
+    assert validate_config_file(ROOT / "langgraph.studio.json")["checkpointer"]["path"] == studio["checkpointer"]["path"]
+    assert not validate_config_file(ROOT / "langgraph.json").get("checkpointer")
+    assert "langgraph.studio.json" in (ROOT / "Makefile").read_text()
 
 
 def test_trace_db_path_from_env_or_default(monkeypatch, tmp_path):
@@ -52,7 +61,8 @@ async def test_studio_checkpointer_records_a_run_readable_by_the_export_side(mon
 def test_studio_forms_exist_for_input_output_and_context():
     """Studio draws its input form from the input schema (a TypedDict pydantic must accept on
     Python 3.11) and its configuration form from the context schema."""
-    assert graph.get_input_jsonschema()["properties"] == {"request": {"title": "Request", "type": "string"}}
+    request = graph.get_input_jsonschema()["properties"]["request"]
+    assert request["type"] == "string" and request["description"].startswith("The image request") and request["examples"]
     assert {"program", "termination", "render", "messages"} <= set(graph.get_output_jsonschema()["properties"])
     assert graph.get_context_jsonschema()["properties"]["renderer"]["default"] == "preview"
 
@@ -78,3 +88,19 @@ async def test_services_are_built_off_the_event_loop_and_cached_per_loop(monkeyp
     second = await services.aget_renderer(ctx)
     assert first is second and len(built_in) == 1 and built_in[0] != threading.get_ident()
     assert "text_rendering" in (await services.aget_skills(ctx)).names()
+
+
+def test_the_deployment_config_builds_a_dockerfile(tmp_path):
+    """``langgraph dockerfile`` (what ``langgraph build`` runs first, no Docker needed) accepts
+    langgraph.json: the package is installed from the checkout and no SQLite checkpointer is set."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("langgraph_cli")
+    out = tmp_path / "Dockerfile"
+    proc = subprocess.run([sys.executable, "-m", "langgraph_cli", "dockerfile", "-c", "langgraph.json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dockerfile = out.read_text()
+    assert "genevolve_graph/server.py:make_graph" in dockerfile and "studio.py" not in dockerfile
+    assert "LANGSERVE_GRAPHS" in dockerfile

@@ -264,7 +264,7 @@ def test_registry_builds_each_backend(name: str, web_options) -> None:
 
 
 def test_unknown_backend_names_the_choices() -> None:
-    with pytest.raises(UnknownBackend, match="unknown search backend 'bing'; choose one of .*serper"):
+    with pytest.raises(UnknownBackend, match=r"unknown search backend 'bing' \(context field 'search'\); choose one of .*serper"):
         make_search_backend(AgentContext(search="bing"))
 
 

@@ -1,0 +1,96 @@
+"""The deployment configuration (langgraph.json, no checkpointer of ours) under ``langgraph dev``,
+driven through langgraph-sdk and ``RemoteGraph``: schemas with fixed choices, unknown
+context keys rejected, human review with interrupt/resume, and the RemoteGraph example.
+One server serves the whole module; it is stopped by its pid."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .conftest import ROOT
+from .dev_server import langgraph_dev
+
+pytest.importorskip("langgraph_api", reason="the dev-server tests need the studio extra: pip install 'genevolve-graph[studio]'")
+langgraph_sdk = pytest.importorskip("langgraph_sdk")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deploy")
+    env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL", "GENEVOLVE_TRACE_DB")}
+    env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", XDG_CACHE_HOME=str(tmp / "cache"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p))
+    with langgraph_dev(ROOT, tmp / "dev.log", env, config="langgraph.json") as running:
+        running.tmp = tmp
+        yield running
+    log = running.log()
+    assert "unregistered type" not in log and "Blocked deserialization" not in log, log[-3000:]
+    assert not (tmp / "cache" / "genevolve-graph" / "traces.sqlite").exists()  # the deployment config records no trace file
+
+
+@pytest.fixture
+def client(server):
+    return langgraph_sdk.get_sync_client(url=server.url)
+
+
+def test_schemas_have_fixed_choices_descriptions_and_an_example(client):
+    [assistant] = client.assistants.search(graph_id="genevolve")
+    schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    context = schemas["context_schema"]
+    assert context["additionalProperties"] is False
+    assert context["properties"]["policy"]["enum"][:2] == ["rules", "openai"]
+    assert context["properties"]["protocol"]["enum"] == ["genevolve", "native"]
+    assert "none" in context["properties"]["renderer"]["enum"] and "local" in context["properties"]["search"]["enum"]
+    assert context["properties"]["review_before_render"]["default"] is False
+    request = schemas["input_schema"]["properties"]["request"]
+    assert request["description"].startswith("The image request") and "PARIS" in request["examples"][0]
+
+
+@pytest.mark.parametrize(
+    "context, message",
+    [
+        ({"max_round": 3}, "unknown context field(s) ['max_round']"),
+        ({"policy": "magic"}, "unknown policy 'magic' (context field 'policy'); choose one of rules, openai"),
+    ],
+)
+def test_bad_context_is_rejected_over_the_server(client, context, message):
+    thread = client.threads.create()
+    with pytest.raises(Exception) as failure:
+        client.runs.wait(thread["thread_id"], "genevolve", input={"request": "a fox"}, context=context, raise_error=True)
+    assert message in str(failure.value)
+    assert client.threads.get_state(thread["thread_id"])["values"].get("program") is None  # nothing ran
+
+
+def test_review_over_the_sdk_edit_then_render(client, server):
+    out = server.tmp / "renders"
+    context = {"review_before_render": True, "output_dir": str(out)}
+    thread = client.threads.create()["thread_id"]
+    client.runs.wait(thread, "genevolve", input={"request": 'A poster of the Eiffel Tower, title "PARIS"'}, context=context)
+    state = client.threads.get_state(thread)
+    assert state["next"] == ["review"]
+    [pending] = state["interrupts"]
+    payload = pending["value"]
+    assert payload["kind"] == "review_program" and payload["references"] and isinstance(payload["repairs"], list)
+    first = payload["references"][0]["img_id"]
+    edited = {"gen_prompt": f"A clean poster: the tower as in {first}, title \"PARIS\".", "reference_images": [{"img_id": first, "note": "the tower"}]}
+    final = client.runs.wait(thread, "genevolve", command={"resume": {"action": "edit", "program": edited}}, context=context)
+    assert final["termination"] == "answer" and final["review"] == {"action": "edit"}
+    assert final["program"]["gen_prompt"] == 'A clean poster: the tower as in the first reference image, title "PARIS".'
+    assert any(r.startswith("edit: replaced") for r in final["repairs"])
+    assert final["render"]["success"] and (out / f"{thread}.png").stat().st_size > 5_000
+
+
+def test_remote_graph_example(server, capsys):
+    from .test_examples import load
+
+    example = load("remote_graph")
+    final = example.main(server.url, "A lighthouse on a cliff at dawn", approve=True, output_dir=str(server.tmp / "remote"))
+    assert final["termination"] == "answer" and final["render"]["success"]
+    rejected = example.main(server.url, "A lighthouse on a cliff at dawn", approve=False, output_dir=str(server.tmp / "remote"))
+    assert rejected["termination"] == "rejected" and rejected.get("render") is None
+    printed = capsys.readouterr().out
+    assert "program waiting for review: " in printed and "termination: rejected | rendered: nothing" in printed
