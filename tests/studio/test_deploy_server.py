@@ -23,7 +23,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
     env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL", "GENEVOLVE_TRACE_DB")}
     env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", XDG_CACHE_HOME=str(tmp / "cache"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p))
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+               GENEVOLVE_ALLOWED_ROOTS=str(tmp))  # the runs write their renders under the test's folder (docs/security.md)
     with langgraph_dev(ROOT, tmp / "dev.log", env, config="langgraph.json") as running:
         running.tmp = tmp
         yield running
