@@ -58,12 +58,12 @@ def _incomplete_tool_cycle(record: dict[str, Any], config: FilterConfig) -> str:
         else:
             kind = parse_reply(message.text()).kind
             if kind not in ("tool_call", "answer"):
-                return f"turn {index} is neither a valid tool call nor an answer (a format error was needed)"
+                return f"message {index} is neither a valid tool call nor an answer (a format error was needed)"
             calls = kind == "tool_call"
         nxt = messages[index + 1]
         observed = nxt.role == "tool" or (nxt.role == "user" and "<tool_response>" in nxt.text())
         if calls and not observed:
-            return f"the tool call of turn {index} has no observation after it"
+            return f"the tool call of message {index} has no observation after it"
     answer, why = final_answer(view)
     if answer is None:
         return why

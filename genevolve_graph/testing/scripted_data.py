@@ -24,7 +24,6 @@ Nothing here is random; the same recipe gives the same funnel on every run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -88,7 +87,9 @@ BEHAVIOURS = {
 FAILING_CELL = ("infographic", "none", "count")
 """(task family, missing evidence, requirement) of the cell whose expansion fails with HTTP 500."""
 MALFORMED_CELL = ("poster", "none", "count")
-DUPLICATE_CELL = ("poster", "landmark_facts", "text")
+DUPLICATE_CELL = ("infographic", "landmark_facts", "count")
+FAMILY_INDEX = {"poster": 0, "infographic": 1}
+REQUIREMENT_INDEX = {"text": 0, "count": 1}
 
 
 # --------------------------------------------------------------------------- the expander
@@ -130,15 +131,17 @@ def expander_reply(text: str) -> dict[str, Any] | str:
     if key == FAILING_CELL:
         return {"status": 500, "message": "scripted expander outage"}
     pool = [s for s in SUBJECTS if s.knowledge == (fields["missing_evidence"] != "none")]
-    start = int(hashlib.sha1("|".join(key).encode()).hexdigest(), 16) % len(pool)
     count = int(fields["count"])
+    # Each family takes its own run of subjects, shifted per requirement, so that one
+    # subject meets one requirement once (the wording then differs between requests).
+    start = FAMILY_INDEX.get(key[0], 0) * count + REQUIREMENT_INDEX.get(key[2], 0) * (count + 1)
     entries: list[dict[str, Any]] = []
     for k in range(count):
-        subject = pool[(start + 3 * k) % len(pool)]
+        subject = pool[(start + k) % len(pool)]
         entries.append({"request": request_text(subject, fields["task_family"], fields["requirement"], fields["difficulty"]),
                         "hard_constraints": constraints_for(subject, fields["requirement"])})
     if key == DUPLICATE_CELL and count >= 3:
-        entries[2] = {"request": entries[0]["request"].replace("written at the top", "written across the top"),
+        entries[2] = {"request": "Please " + entries[0]["request"][0].lower() + entries[0]["request"][1:],
                       "hard_constraints": entries[0]["hard_constraints"]}
     if key == MALFORMED_CELL and count >= 2:
         entries[1] = {"request": entries[1]["request"]}
