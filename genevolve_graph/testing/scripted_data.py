@@ -18,6 +18,7 @@ One OpenAI-compatible server plays four models, chosen by the request's ``model`
   prompt states it. It fails (HTTP 500) for one subject.
 - ``scripted-visual`` scores renders: low quality when the generation prompt asks for soft
   focus, otherwise good.
+- ``scripted-kscore`` answers KScore judgements (for ``evaluate`` on the benchmark view).
 
 Nothing here is random; the same recipe gives the same funnel on every run.
 """
@@ -33,6 +34,8 @@ from genevolve_graph.protocol import format_answer, format_tool_call
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
 
 EXPANDER, TEACHER, AUDITOR, VISUAL = "scripted-expander", "scripted-teacher", "scripted-auditor", "scripted-visual"
+KSCORE = "scripted-kscore"
+"""A KScore judge for ``evaluate`` on the benchmark view (full marks, text applicable)."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,28 @@ def reply(body: dict[str, Any]) -> str | dict[str, Any]:
         return auditor_reply(body)
     if model == VISUAL:
         return visual_reply(body)
+    if model == KSCORE:
+        return json.dumps({"faithfulness": 1, "visual_correctness": 0.5, "text_accuracy": 1, "aesthetics": 1,
+                           "text_accuracy_na": False, "rationale": "Scripted KScore."})
     return {"status": 404, "message": f"no scripted model {model!r}"}
+
+
+def vocabulary() -> list[str]:
+    """Every request the scripted expander can write (for a tiny word-level embedder)."""
+    texts = []
+    for subject in SUBJECTS:
+        for family in ("poster", "infographic"):
+            for requirement in ("text", "count", "layout"):
+                for difficulty in ("medium", "hard"):
+                    texts.append("Please " + request_text(subject, family, requirement, difficulty))
+    return texts
+
+
+def build_embedder(directory) -> Any:
+    """The tiny deterministic embedder the bundled recipe's near-duplicate step uses offline."""
+    from genevolve_graph.testing.tiny_models import build_word_sentence_transformer
+
+    return build_word_sentence_transformer(vocabulary(), directory=directory)
 
 
 def data_server(latency: float = 0.0) -> ScriptedChatServer:
