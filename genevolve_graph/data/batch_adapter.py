@@ -105,7 +105,21 @@ async def run_items(
 ) -> StageRun:
     """Run ``worker`` (which never raises: failures are part of its record) over the items
     not yet recorded in ``out_dir/results.jsonl``, appending each record as it finishes."""
+    import asyncio
+
     from genevolve_graph.batch.engine import StageReport
+
+    reason_field = outcome_field.replace("_status", "_reason")
+
+    async def guarded(item: Item) -> dict[str, Any]:
+        """One bad item fails alone: an unexpected error becomes that item's infrastructure failure."""
+        try:
+            return await worker(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as the item's outcome
+            return {**item.data, outcome_field: "infra_error", reason_field: "internal_error",
+                    error_field: f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}
 
     folder = open_run_folder(out_dir, stage=stage, rows=items, resume=resume, input_path=input_path,
                              input_digest=input_digest, shard=None, settings=settings)
@@ -118,7 +132,7 @@ async def run_items(
         controller = controller or StopController(notify=bar.note)
         todo = [item for item in items if item.key not in folder.records]
         with stage_running(folder, bar, controller, own_controller=own):
-            session = await run_stage(todo, worker, sink=folder.journal.append, records=folder.records,
+            session = await run_stage(todo, guarded, sink=folder.journal.append, records=folder.records,
                                       concurrency=concurrency, controller=controller, progress=bar, is_failure=is_failure)
         report = StageReport(stage, folder, items, session, outcome_field=outcome_field, error_field=error_field,
                              interrupted=controller.signal, fatal=controller.fatal)

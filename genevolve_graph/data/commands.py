@@ -31,9 +31,9 @@ def build_command(
     if max_samples is not None and max_samples < 1:
         fail(f"--max-samples {max_samples} is too small; pass a positive number of requests")
     try:
+        chosen = parse_stages(stages)
         path = bundled_recipe(str(recipes).split(":", 1)[1]) if str(recipes).startswith("bundled:") else recipes
         recipe = load_recipe(path)
-        chosen = parse_stages(stages)
     except RecipeError as exc:
         fail(str(exc))
     if checkpoint is not None:

@@ -43,7 +43,9 @@ def make_worker(recipe: Recipe, client: Any):
             return {**record, "filter_status": KEPT, "filter_reason": None, "filter_error": None, "filter": details}
         try:
             scores = await audit_trajectory(client, record)
-        except (JudgeError, ImageLoadError) as exc:
+        except ImageLoadError as exc:  # a reference the generator could not read either: bad data
+            return {**record, "filter_status": DROPPED, "filter_reason": "unreadable_reference_image", "filter_error": str(exc)[:500], "filter": details}
+        except JudgeError as exc:
             return {**record, "filter_status": INFRA, "filter_reason": "audit_judge_error", "filter_error": str(exc)[:500], "filter": details}
         details["audit"] = scores.to_json()
         reason = audit_verdict(scores, config.audit)

@@ -25,7 +25,9 @@ def make_worker(recipe: Recipe, client: Any):
             return {**record, "visual_status": KEPT, "visual_reason": None, "visual_error": None, "visual": None}
         try:
             scores = await judge_render(client, record, Path(record["output_path"]))
-        except (JudgeError, ImageLoadError) as exc:
+        except ImageLoadError as exc:  # the render (or a reference) cannot be read: the renderer's failure
+            return {**record, "visual_status": INFRA, "visual_reason": "unreadable_image", "visual_error": str(exc)[:500], "visual": None}
+        except JudgeError as exc:
             return {**record, "visual_status": INFRA, "visual_reason": "visual_judge_error", "visual_error": str(exc)[:500], "visual": None}
         reason = visual_verdict(scores, recipe.visual_filter.thresholds)
         return {**record, "visual_status": DROPPED if reason else KEPT, "visual_reason": reason, "visual_error": None, "visual": scores}
