@@ -36,7 +36,7 @@ def rubric(name: str) -> str:
 def make_client(config: Any) -> JudgeClient:
     """A judge client from a recipe's ``EndpointConfig``."""
     return JudgeClient(config.base_url, config.model, config.api_key(), rpm=config.rpm, max_retries=config.max_retries,
-                       timeout=config.timeout, backoff_base=0.05 if config.max_retries == 0 else 1.0)
+                       timeout=config.timeout)
 
 
 def search_evidence(messages: list[dict[str, Any]]) -> str:

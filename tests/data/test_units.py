@@ -187,3 +187,23 @@ def test_report_counts_a_partly_built_folder(data_env, tmp_path):
     assert result.exit_code == 0
     data = json.loads((out / "report" / "funnel.json").read_text())
     assert data["headline"] == [["requests", 19]] and (out / "report" / "funnel.png").is_file()
+
+
+@pytest.mark.postgres
+def test_the_trajectories_can_live_in_postgres(data_env, tmp_path):
+    import os
+    import uuid
+
+    url = os.environ.get("GENEVOLVE_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL: set GENEVOLVE_TEST_POSTGRES_URL (scripts/start_test_postgres.sh starts one, as .ci/run does)")
+    data_env()
+    recipe = tmp_path / "recipe.yaml"  # a recipe of its own, so that thread ids are new in a shared database
+    recipe.write_text(bundled_recipe().read_text().replace("name: small", f"name: pg-{uuid.uuid4().hex[:8]}"))
+    out = tmp_path / "o"
+    result = cli("data", "build", "--recipes", recipe, "--out", out, "--checkpoint", url, "--no-progress", "--max-samples", "6")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert not (out / "trajectories" / "trace.sqlite").exists()
+    split = json.loads((out / "split.json").read_text())
+    sft = [json.loads(line) for line in (out / "sft" / "train.jsonl").read_text().splitlines()]
+    assert len(sft) == split["sft"] and all(r["messages"][-1]["content"].count("<answer>") == 1 for r in sft)
