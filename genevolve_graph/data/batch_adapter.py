@@ -102,6 +102,7 @@ async def run_items(
     input_path: str = "",
     input_digest: str = "",
     controller: StopController | None = None,
+    retry_infra: bool = False,
 ) -> StageRun:
     """Run ``worker`` (which never raises: failures are part of its record) over the items
     not yet recorded in ``out_dir/results.jsonl``, appending each record as it finishes."""
@@ -124,6 +125,8 @@ async def run_items(
     folder = open_run_folder(out_dir, stage=stage, rows=items, resume=resume, input_path=input_path,
                              input_digest=input_digest, shard=None, settings=settings)
     try:
+        if retry_infra:
+            _drop_for_retry(folder, lambda r: r.get(outcome_field) == "infra_error")
         folder.save_manifest()
         bar = StageProgress(stage, total=len(items), done=sum(1 for i in items if i.key in folder.records),
                             failed=sum(1 for i in items if i.key in folder.records and is_failure(folder.records[i.key])),
@@ -142,6 +145,18 @@ async def run_items(
         folder.release()
 
 
+def _drop_for_retry(folder: Any, failed: Callable[[dict[str, Any]], bool]) -> int:
+    """Forget the recorded infrastructure failures so they run again (the journal is
+    rewritten atomically first; each id still appears once)."""
+    retry = [key for key, record in folder.records.items() if failed(record)]
+    for key in retry:
+        del folder.records[key]
+    if retry:
+        folder.journal.rewrite(folder.records.values())
+        folder.notes.append(f"retrying {len(retry)} item(s) recorded as infrastructure failures")
+    return len(retry)
+
+
 async def teacher_rollouts(
     rows: list[Item],
     ctx: Any,
@@ -155,13 +170,15 @@ async def teacher_rollouts(
     input_digest: str,
     settings: dict[str, Any],
     services: dict[str, Any] | None = None,
+    retry_infra: bool = False,
 ) -> tuple[StageRun, str]:
     """The teacher's trajectories through the batch rollout stage (each row one checkpointer
     thread); returns the run and the checkpoint URL the threads are in."""
     from genevolve_graph.batch.rollouts import prepare_rollouts
 
     options = RolloutOptions(out_dir=out_dir, checkpoint=checkpoint, concurrency=concurrency, resume=resume,
-                             input_path=input_path, input_digest=input_digest, progress=progress, extra_settings=settings)
+                             input_path=input_path, input_digest=input_digest, progress=progress, extra_settings=settings,
+                             retry_failed=retry_infra)
     folder, url = prepare_rollouts(rows, ctx, options)
     report = await arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, services=services)
     return _from_report(report), url
@@ -178,12 +195,22 @@ async def render_items(
     input_path: str,
     settings: dict[str, Any],
     renderer: Any = None,
+    retry_infra: bool = False,
 ) -> StageRun:
     """Render the rows' programs through the batch render stage (``images/<id>.png``);
     a row without a program is recorded as failed, never rendered from its request."""
+    from genevolve_graph.batch.renders import prepare_renders
+
     options = RenderOptions(out_dir=out_dir, concurrency=concurrency, resume=resume, fallback="skip",
                             input_path=input_path, progress=progress, extra_settings=settings)
-    report = await arun_renders(rows, ctx, options, renderer=renderer)
+    folder = prepare_renders(rows, ctx, options)
+    if retry_infra:
+        try:
+            _drop_for_retry(folder, lambda r: not r.get("success"))
+        except BaseException:
+            folder.release()
+            raise
+    report = await arun_renders(rows, ctx, options, folder=folder, renderer=renderer)
     return _from_report(report)
 
 

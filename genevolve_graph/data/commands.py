@@ -22,6 +22,7 @@ def build_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume stages already started in --out (default); --no-resume refuses such a folder."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpointer of the teacher's trajectories (default: the recipe's, else sqlite:///OUT/trajectories/trace.sqlite)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
+    retry_infra: bool = typer.Option(False, "--retry-infra", help="Run again the items recorded as infrastructure failures (endpoint, renderer or judge outages)."),
 ) -> None:
     """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output."""
     from genevolve_graph.data.batch_adapter import InputError, JournalError
@@ -42,7 +43,8 @@ def build_command(
         check_checkpoint_url(checkpoint)
         if checkpoint == "memory":
             fail("--checkpoint memory keeps nothing for the split to read; pass sqlite:///PATH or postgresql://...")
-    options = BuildOptions(stages=chosen, max_samples=max_samples, resume=None if resume else False, progress=progress, checkpoint=checkpoint)
+    options = BuildOptions(stages=chosen, max_samples=max_samples, resume=None if resume else False, progress=progress, checkpoint=checkpoint,
+                           retry_infra=retry_infra)
     try:
         outcomes = asyncio.run(build(recipe, out, options, notify=typer.echo))
     except (RecipeError, InputError, JournalError) as exc:

@@ -54,7 +54,8 @@ def make_worker(recipe: Recipe, client: Any):
     return worker
 
 
-async def run_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | None, progress: bool) -> engine.StageRun:
+async def run_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | None, progress: bool,
+                     retry_infra: bool = False) -> engine.StageRun:
     if recipe.filter.audit.enabled and client is None:
         raise RecipeError("the audit needs a judge: set filter.audit.judge or judge in the recipe (or filter.audit.enabled: false)")
     items = kept_trajectories(root)
@@ -65,7 +66,7 @@ async def run_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | 
             STAGE, items, make_worker(recipe, client if recipe.filter.audit.enabled else None), out_dir=root / "filter",
             settings=settings, concurrency=recipe.filter.concurrency, resume=resume, progress=progress,
             is_failure=lambda r: r.get("filter_status") != KEPT, outcome_field="filter_status", error_field="filter_error",
-            input_path=str(root / "trajectories" / "results.jsonl"),
+            input_path=str(root / "trajectories" / "results.jsonl"), retry_infra=retry_infra,
         )
     finally:
         close = getattr(client, "aclose", None)

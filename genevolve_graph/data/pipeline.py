@@ -46,6 +46,8 @@ class BuildOptions:
     resume: bool | None = None
     progress: bool = True
     checkpoint: str | None = None
+    retry_infra: bool = False
+    """Run again the items a stage recorded as infrastructure failures (after an outage)."""
 
 
 @dataclass
@@ -145,19 +147,25 @@ async def build(recipe: Recipe, root: Path, options: BuildOptions, services: Ser
 
 
 async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOptions, services: Services) -> StageOutcome:
-    common = {"resume": options.resume, "progress": options.progress}
+    common = {"resume": options.resume, "progress": options.progress, "retry_infra": options.retry_infra}
     if stage == "requests":
         from genevolve_graph.data.expander import RequestExpander, make_chat_model
         from genevolve_graph.data.requests import run_requests
 
-        expander = services.expander or RequestExpander(services.chat_model or make_chat_model(recipe.expander), language=recipe.language)
+        owned = None if (services.expander or services.chat_model) else make_chat_model(recipe.expander)
+        expander = services.expander or RequestExpander(services.chat_model or owned, language=recipe.language)
         embedder = services.embedder
         if embedder is None and recipe.dedup.enabled:
             from genevolve_graph.data.dedup import load_embedder
 
             local = Path(recipe.resolve(recipe.dedup.model))
             embedder = load_embedder(str(local) if local.exists() else recipe.dedup.model)
-        run = await run_requests(recipe, root, expander=expander, embedder=embedder, max_samples=options.max_samples, **common)
+        try:
+            run = await run_requests(recipe, root, expander=expander, embedder=embedder, max_samples=options.max_samples, **common)
+        finally:
+            client = getattr(owned, "http_async_client", None)
+            if client is not None:
+                await client.aclose()
         return StageOutcome(stage, run)
     if stage == "trajectories":
         from genevolve_graph.data.trajectories import run_trajectories

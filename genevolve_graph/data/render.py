@@ -23,7 +23,8 @@ def render_context(recipe: Recipe, root: Path) -> AgentContext:
                         seed=recipe.render.seed, options=dict(recipe.render.options))
 
 
-async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progress: bool, renderer: Any = None) -> engine.StageRun:
+async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progress: bool, renderer: Any = None,
+                     retry_infra: bool = False) -> engine.StageRun:
     path = root / "filter" / "results.jsonl"
     rows = engine.read_items(path, option="the filter stage's output (run --stages filter first)")
     kept = [row for row in rows if outcome("filter", row.data)[0] == KEPT]
@@ -33,4 +34,4 @@ async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progres
     return await engine.render_items(todo, render_context(recipe, root), out_dir=root / "render", concurrency=recipe.render.concurrency,
                                      resume=resume, progress=progress, input_path=str(path),
                                      settings={"recipe": recipe.name, "gt_fraction": recipe.split.gt_fraction, "split_seed": recipe.split.seed},
-                                     renderer=renderer)
+                                     renderer=renderer, retry_infra=retry_infra)

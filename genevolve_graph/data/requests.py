@@ -61,7 +61,7 @@ def make_worker(recipe: Recipe, expander: Any):
 
 
 async def run_requests(recipe: Recipe, root: Path, *, expander: Any, embedder: Any, resume: bool | None,
-                       progress: bool, max_samples: int | None) -> engine.StageRun:
+                       progress: bool, max_samples: int | None, retry_infra: bool = False) -> engine.StageRun:
     cells = cells_for(recipe, max_samples)
     items = [engine.make_item(cell.id, position, {"cell": cell.model_dump()}) for position, cell in enumerate(cells)]
     settings = {"recipe": recipe.name, "recipe_sha": recipe.digest(), "requests_per_cell": recipe.requests_per_cell,
@@ -70,7 +70,7 @@ async def run_requests(recipe: Recipe, root: Path, *, expander: Any, embedder: A
         STAGE, items, make_worker(recipe, expander), out_dir=root / "requests", settings=settings,
         concurrency=recipe.expander.concurrency, resume=resume, progress=progress,
         is_failure=lambda r: r.get("requests_status") != KEPT, outcome_field="requests_status", error_field="requests_error",
-        input_path=recipe.path,
+        input_path=recipe.path, retry_infra=retry_infra,
     )
     if run.complete:
         write_requests(recipe, root, run.records, embedder)

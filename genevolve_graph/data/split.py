@@ -1,13 +1,15 @@
 """Stage 6, split: the deterministic, seeded three-way split, and the selection that
 decides which filtered trajectories get a ground-truth render.
 
-Order never matters: every item is placed by ``sha256("<seed>:<view>:<id>")``, items sorted
-by that key and the first ``round(fraction * n)`` taken. The same ids and seed give the same
-split on any machine and after any resume.
+Order never matters: every item is placed by ``sha256("<seed>:<view>:<id>")``. The same ids
+and seed give the same split on any machine and after any resume.
 
-- ``selection.json`` (written by the render stage): ``gt_fraction`` of the filtered
-  trajectories are ground-truth candidates; the others form the SFT view. The two never
-  overlap, so no SFT trajectory's request reappears in RL or the benchmark.
+- ``selection.json`` (written by the render stage): a filtered trajectory is a ground-truth
+  candidate when its own draw is below ``gt_fraction`` (stable when items are added later);
+  the others form the SFT view. The two never overlap, so no SFT trajectory's request
+  reappears in RL or the benchmark.
+- the benchmark takes exactly ``bench_size`` (or ``round(bench_fraction * n)``) of the kept
+  renders: those with the smallest keys.
 - ``sft/``: the SFT records of the SFT view, written by the trace export itself
   (``export --format sft`` on their threads): messages, every image-search image, no
   ground-truth image.
@@ -46,19 +48,20 @@ def take(ids: list[str], fraction: float, *, seed: int, view: str, size: int | N
     return [i for i in ids if i in chosen]
 
 
+def unit(seed: int, view: str, ident: str) -> float:
+    """The item's own draw in [0, 1), from its seeded key."""
+    return int(order_key(seed, view, ident)[:15], 16) / 16**15
+
+
 def select_gt(recipe: Recipe, root: Path, filtered: list[str]) -> dict[str, list[str]]:
-    """The ground-truth candidates and the SFT view of the filtered trajectories
-    (written once to ``render/selection.json``; a later run reads it back)."""
-    path = root / "render" / SELECTION_FILE
-    gt = take(filtered, recipe.split.gt_fraction, seed=recipe.split.seed, view="gt")
+    """The ground-truth candidates and the SFT view of the filtered trajectories, written to
+    ``render/selection.json``. Each item is a candidate when its own draw is below
+    ``gt_fraction``, so items added later (a retried outage) never move the others."""
+    gt = [i for i in filtered if unit(recipe.split.seed, "gt", i) < recipe.split.gt_fraction]
     chosen = set(gt)
     selection = {"seed": recipe.split.seed, "gt_fraction": recipe.split.gt_fraction, "gt": gt,
                  "sft": [i for i in filtered if i not in chosen]}
-    if path.exists():
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-        if earlier.get("gt") == selection["gt"] and earlier.get("sft") == selection["sft"]:
-            return earlier
-    engine.write_json_atomic(path, selection)
+    engine.write_json_atomic(root / "render" / SELECTION_FILE, selection)
     return selection
 
 

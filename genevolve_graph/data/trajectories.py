@@ -43,7 +43,8 @@ def teacher_context(recipe: Recipe, root: Path) -> AgentContext:
 
 
 async def run_trajectories(recipe: Recipe, root: Path, *, checkpoint: str | None, resume: bool | None, progress: bool,
-                           max_samples: int | None, services: dict[str, Any] | None = None) -> tuple[engine.StageRun, str]:
+                           max_samples: int | None, services: dict[str, Any] | None = None,
+                           retry_infra: bool = False) -> tuple[engine.StageRun, str]:
     source = root / "requests" / REQUESTS_FILE
     rows = engine.read_items(source, option="the requests stage's output (run --stages requests first)")
     if max_samples is not None:
@@ -55,5 +56,5 @@ async def run_trajectories(recipe: Recipe, root: Path, *, checkpoint: str | None
     return await engine.teacher_rollouts(
         rows, ctx, out_dir=root / "trajectories", checkpoint=url, concurrency=recipe.teacher.concurrency, resume=resume,
         progress=progress, input_path=str(source), input_digest="", settings={"recipe": recipe.name, "max_samples": max_samples},
-        services=services,
+        services=services, retry_infra=retry_infra,
     )

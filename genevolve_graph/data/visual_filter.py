@@ -35,7 +35,8 @@ def make_worker(recipe: Recipe, client: Any):
     return worker
 
 
-async def run_visual_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | None, progress: bool) -> engine.StageRun:
+async def run_visual_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | None, progress: bool,
+                            retry_infra: bool = False) -> engine.StageRun:
     if recipe.visual_filter.enabled and client is None:
         raise RecipeError("the visual filter needs a judge: set visual_filter.judge or judge in the recipe (or visual_filter.enabled: false)")
     path = root / "render" / "results.jsonl"
@@ -47,7 +48,7 @@ async def run_visual_filter(recipe: Recipe, root: Path, *, client: Any, resume: 
             settings={"recipe": recipe.name, "thresholds": recipe.visual_filter.thresholds, "judge": getattr(client, "model", None)},
             concurrency=recipe.visual_filter.concurrency, resume=resume, progress=progress,
             is_failure=lambda r: r.get("visual_status") != KEPT, outcome_field="visual_status", error_field="visual_error",
-            input_path=str(path),
+            input_path=str(path), retry_infra=retry_infra,
         )
     finally:
         close = getattr(client, "aclose", None)

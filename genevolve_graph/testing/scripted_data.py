@@ -128,10 +128,10 @@ def request_text(subject: Subject, family: str, requirement: str, difficulty: st
     return f"Make {kind} of the {subject.name} {need}, {style}."
 
 
-def expander_reply(text: str) -> dict[str, Any] | str:
+def expander_reply(text: str, outages: bool = True) -> dict[str, Any] | str:
     fields = _cell_fields(text)
     key = (fields["task_family"], fields["missing_evidence"], fields["requirement"])
-    if key == FAILING_CELL:
+    if key == FAILING_CELL and outages:
         return {"status": 500, "message": "scripted expander outage"}
     pool = [s for s in SUBJECTS if s.knowledge == (fields["missing_evidence"] != "none")]
     count = int(fields["count"])
@@ -179,13 +179,13 @@ def _answer(gen_prompt: str, refs: list[tuple[str, str]], think: str = "The prog
         {"gen_prompt": gen_prompt, "reference_images": [{"img_id": i, "note": n} for i, n in refs]})
 
 
-def teacher_script(request: str) -> list[str] | dict[str, Any]:
+def teacher_script(request: str, outages: bool = True) -> list[str] | dict[str, Any]:
     """The teacher's replies for one request, turn by turn (a dict: an HTTP error)."""
     subject = subject_of(request)
     if subject is None:
         return [_answer(f"An image for: {request}", [])]
     behaviour = BEHAVIOURS[subject.name.lower()]
-    if behaviour == "teacher_error":
+    if behaviour == "teacher_error" and outages:
         return {"status": 500, "message": "scripted teacher outage"}
     requirement = _requirement_of(request)
     constraints = constraints_for(subject, requirement)
@@ -218,9 +218,9 @@ def teacher_script(request: str) -> list[str] | dict[str, Any]:
     return research + [_answer(body, refs)]
 
 
-def teacher_reply(body: dict[str, Any]) -> str | dict[str, Any]:
+def teacher_reply(body: dict[str, Any], outages: bool = True) -> str | dict[str, Any]:
     request = ScriptedChatServer.conversation_key(body)
-    script = teacher_script(request)
+    script = teacher_script(request, outages)
     if isinstance(script, dict):
         return script
     turn = ScriptedChatServer.turn(body)
@@ -246,11 +246,11 @@ def _section(text: str, head: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def auditor_reply(body: dict[str, Any]) -> str | dict[str, Any]:
+def auditor_reply(body: dict[str, Any], outages: bool = True) -> str | dict[str, Any]:
     text = _text(body).split("Request:\n", 1)[-1]
     request = text.split("\n", 1)[0]
     subject = subject_of(request)
-    if subject is not None and BEHAVIOURS[subject.name.lower()] == "audit_judge_error":
+    if subject is not None and BEHAVIOURS[subject.name.lower()] == "audit_judge_error" and outages:
         return {"status": 500, "message": "scripted judge outage"}
     program = text.split("Program:\n", 1)[-1]
     prompt = _section(program, "Generation prompt").lower()
@@ -273,15 +273,25 @@ def visual_reply(body: dict[str, Any]) -> str:
                        "quality": 2 if "soft focus" in prompt else 4, "rationale": "Scripted visual check."})
 
 
-def reply(body: dict[str, Any]) -> str | dict[str, Any]:
-    """The one script of the server: dispatch on the model name."""
+class DataScript:
+    """The one script of the server: dispatch on the model name. ``outages`` (on by default)
+    switches the scripted endpoint failures on or off, so a test can end an outage."""
+
+    def __init__(self, outages: bool = True) -> None:
+        self.outages = outages
+
+    def __call__(self, body: dict[str, Any]) -> str | dict[str, Any]:
+        return reply(body, self.outages)
+
+
+def reply(body: dict[str, Any], outages: bool = True) -> str | dict[str, Any]:
     model = body.get("model")
     if model == EXPANDER:
-        return expander_reply(_text(body))
+        return expander_reply(_text(body), outages)
     if model == TEACHER:
-        return teacher_reply(body)
+        return teacher_reply(body, outages)
     if model == AUDITOR:
-        return auditor_reply(body)
+        return auditor_reply(body, outages)
     if model == VISUAL:
         return visual_reply(body)
     if model == KSCORE:
@@ -308,6 +318,7 @@ def build_embedder(directory) -> Any:
     return build_word_sentence_transformer(vocabulary(), directory=directory)
 
 
-def data_server(latency: float = 0.0) -> ScriptedChatServer:
-    """``with data_server() as server:`` all four scripted models at ``server.base_url``."""
-    return ScriptedChatServer(reply, latency=latency, model="scripted-data")
+def data_server(latency: float = 0.0, outages: bool = True) -> ScriptedChatServer:
+    """``with data_server() as server:`` all scripted models at ``server.base_url``;
+    ``server.script.outages = False`` ends the scripted outages."""
+    return ScriptedChatServer(DataScript(outages), latency=latency, model="scripted-data")

@@ -119,10 +119,10 @@ def test_the_rl_view_loads_in_the_grpo_dataset_loader(built):
     from genevolve_graph.training.data import build_dataset, read_rows
 
     rows = read_rows(out / "rl" / "train.jsonl", out / "rl")
-    assert [r["id"] for r in rows] == ["poster.none.subject_photo.count.medium.01"]
+    assert [r["id"] for r in rows] == ["poster.landmark_facts.subject_photo.text.medium.01"]
     assert Path(rows[0]["gt_image"]).is_file() and rows[0]["gt_image"].startswith(str((out / "rl").resolve()))
     dataset = build_dataset(rows, AgentContext(renderer="none"))
-    assert dataset[0]["prompt"][-1]["content"].startswith("Make a printed poster of the teapot")
+    assert dataset[0]["prompt"][-1]["content"].startswith("Make a printed poster of the Eiffel Tower")
 
 
 def test_the_bench_view_runs_in_bench_genevolve_and_evaluate(built, tmp_path):

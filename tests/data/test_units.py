@@ -207,3 +207,27 @@ def test_the_trajectories_can_live_in_postgres(data_env, tmp_path):
     split = json.loads((out / "split.json").read_text())
     sft = [json.loads(line) for line in (out / "sft" / "train.jsonl").read_text().splitlines()]
     assert len(sft) == split["sft"] and all(r["messages"][-1]["content"].count("<answer>") == 1 for r in sft)
+
+
+def test_retry_infra_runs_the_outages_again_once_they_end(data_env, tmp_path):
+    server = data_env()
+    out = tmp_path / "o"
+    args = ["data", "build", "--recipes", "bundled:small", "--out", out, "--no-progress"]
+    assert cli(*args).exit_code == 0
+    assert cli("data", "report", out).exit_code == 0
+    before = json.loads((out / "report" / "funnel.json").read_text())
+    assert [s["infra_error_total"] for s in before["stages"]] == [1, 1, 1, 0, 0]
+    server.script.outages = False
+    again = cli(*args, "--retry-infra")
+    assert again.exit_code == 0, again.stdout + again.stderr
+    assert "retrying 1 item(s) recorded as infrastructure failures" in again.stdout + again.stderr
+    assert cli("data", "report", out).exit_code == 0
+    after = json.loads((out / "report" / "funnel.json").read_text())
+    assert [s["infra_error_total"] for s in after["stages"]] == [0, 0, 0, 0, 0]
+    stages = {s["stage"]: s for s in after["stages"]}
+    assert stages["requests"]["generated"] == 23 and stages["requests"]["kept"] == 22
+    for stage in ("requests", "trajectories", "filter", "render", "visual-filter"):
+        ids = [json.loads(line)["id"] for line in (out / stage / "results.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids))  # every item recorded once
+    # the items that were fine the first time kept their records and their split
+    assert set(before["split"]) == set(after["split"]) and after["split"]["rl"] + after["split"]["bench"] >= before["split"]["rl"] + before["split"]["bench"]
