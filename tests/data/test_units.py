@@ -231,3 +231,21 @@ def test_retry_infra_runs_the_outages_again_once_they_end(data_env, tmp_path):
         assert len(ids) == len(set(ids))  # every item recorded once
     # the items that were fine the first time kept their records and their split
     assert set(before["split"]) == set(after["split"]) and after["split"]["rl"] + after["split"]["bench"] >= before["split"]["rl"] + before["split"]["bench"]
+
+
+def test_an_unreadable_gt_render_fails_alone_as_infrastructure(data_env, tmp_path):
+    data_env()
+    out = tmp_path / "o"
+    base = ["data", "build", "--recipes", "bundled:small", "--out", out, "--no-progress"]
+    assert cli(*base, "--stages", "requests,trajectories,filter,render").exit_code == 0
+    renders = [json.loads(line) for line in (out / "render" / "results.jsonl").read_text().splitlines()]
+    broken = renders[0]
+    Path(broken["output_path"]).write_bytes(b"not an image")
+    result = cli(*base, "--stages", "visual-filter,split")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    judged = {r["id"]: r for r in (json.loads(line) for line in (out / "visual-filter" / "results.jsonl").read_text().splitlines())}
+    assert judged[broken["id"]]["visual_status"] == "infra_error" and judged[broken["id"]]["visual_reason"] == "unreadable_image"
+    assert [r["visual_status"] for i, r in judged.items() if i != broken["id"]].count("infra_error") == 0 and len(judged) == 4
+    assert cli("data", "report", out).exit_code == 0
+    stages = {s["stage"]: s for s in json.loads((out / "report" / "funnel.json").read_text())["stages"]}
+    assert stages["visual-filter"]["infra_error"] == {"unreadable_image": 1}
