@@ -34,9 +34,10 @@ def rubric(name: str) -> str:
 
 
 def make_client(config: Any) -> JudgeClient:
-    """A judge client from a recipe's ``EndpointConfig``."""
-    return JudgeClient(config.base_url, config.model, config.api_key(), rpm=config.rpm, max_retries=config.max_retries,
-                       timeout=config.timeout)
+    """A judge client from a recipe's ``EndpointConfig``. Its key is the one its own
+    ``api_key_env`` names, never a fallback: the teacher's key must not reach the judge's host."""
+    return JudgeClient(config.base_url, config.model, config.api_key() or "EMPTY", rpm=config.rpm,
+                       max_retries=config.max_retries, timeout=config.timeout)
 
 
 def search_evidence(messages: list[dict[str, Any]]) -> str:

@@ -249,3 +249,13 @@ def test_an_unreadable_gt_render_fails_alone_as_infrastructure(data_env, tmp_pat
     assert cli("data", "report", out).exit_code == 0
     stages = {s["stage"]: s for s in json.loads((out / "report" / "funnel.json").read_text())["stages"]}
     assert stages["visual-filter"]["infra_error"] == {"unreadable_image": 1}
+
+
+def test_a_judge_gets_only_its_own_key(monkeypatch):
+    from genevolve_graph.data.judges import make_client
+    from genevolve_graph.data.recipes import EndpointConfig
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-teacher-key")
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", "judge-key")
+    assert make_client(EndpointConfig(base_url="http://127.0.0.1:9/v1", model="j")).api_key == "EMPTY"
+    assert make_client(EndpointConfig(base_url="http://127.0.0.1:9/v1", model="j", api_key_env="JUDGE_KEY_FOR_TEST")).api_key == "judge-key"
