@@ -50,6 +50,7 @@ class AgentContext:
     max_rounds: int = field(default=11, metadata={"description": "Maximum policy rounds; the last one must answer."})
     max_tool_calls: int = field(default=10, metadata={"description": "Maximum tool calls in a trajectory."})
     n_max_reference_images: int = field(default=2, metadata={"description": "Maximum reference images in a program."})
+    max_prompt_chars: int = field(default=4000, metadata={"description": "Longest gen_prompt in characters; a longer one is cut at a word boundary (a recorded repair)."})
     top_k: int = field(default=5, metadata={"description": "Default number of results per search when the policy gives none."})
     request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
     max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import build_graph, recursion_limit
 from genevolve_graph.persistence import open_checkpointer
 from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.file_modes import mkstemp
 
 
 @dataclass
@@ -76,9 +76,11 @@ def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
 
 
 async def run_with_saver(
-    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, **metadata: Any
+    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None,
+    durability: str | None = None, **metadata: Any
 ) -> RunResult:
-    """Run (or continue) one thread on an open saver."""
+    """Run (or continue) one thread on an open saver. ``durability`` is LangGraph's
+    (``sync`` | ``async`` | ``exit``; None: LangGraph's default, ``async``)."""
     graph = graph or build_graph(saver)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
@@ -88,7 +90,7 @@ async def run_with_saver(
         # although the steps after it never ran; ``tasks`` still lists that step.
         return result_from_values(thread_id, snapshot.values)
     graph_input = None if snapshot.values else {"request": request}
-    await graph.ainvoke(graph_input, config, context=ctx)
+    await graph.ainvoke(graph_input, config, context=ctx, **({"durability": durability} if durability else {}))
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 
@@ -111,7 +113,7 @@ def write_program_json(path: Path, result: RunResult) -> Path:
         render=result.render.model_dump() if result.render else None,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
+    handle, tmp = mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         json.dump(payload, stream, ensure_ascii=False, indent=2)
     os.replace(tmp, path)

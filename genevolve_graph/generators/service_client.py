@@ -202,7 +202,8 @@ class ServiceRenderer:
         except Exception as exc:  # noqa: BLE001 - a backend failure is a result, not a crash of the graph
             log.exception("service render failed")
             return RenderResult(success=False, backend=self.name, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
-        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started)
+        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started,
+                            notes=self.config.generation.notes())
 
     async def _post_with_retries(self, payload: dict[str, Any]) -> ReplyImage:
         state = self._state()

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from genevolve_graph.protocol import chat_dicts, format_answer, format_tool_call
 from genevolve_graph.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
+from genevolve_graph.file_modes import mkstemp
 
 ExportFormat = Literal["sft", "trl"]
 FORMATS: tuple[str, ...] = ("sft", "trl")
@@ -306,7 +306,7 @@ class ImageCopier:
         suffix = path.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", path.suffix.lower() or "") else ".img"
         target = self.images_dir / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
         if not (target.is_file() and target.stat().st_size == len(data)):
-            handle, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=".copy-")
+            handle, tmp = mkstemp(dir=self.images_dir, prefix=".copy-")
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
             os.replace(tmp, target)
