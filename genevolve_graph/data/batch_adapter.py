@@ -1,23 +1,26 @@
 """The one place the data pipeline touches the batch package.
 
-Every data stage runs on the batch machinery: a run folder with ``results.jsonl``
+Every data stage runs on the batch stage engine: a run folder with ``results.jsonl``
 appended and fsynced per item (exactly once after SIGKILL, torn tail cut off), ``run.json``,
-a folder lock, the progress bar, clean stops on SIGINT/SIGTERM, and for the teacher and the
-renders the batch stages themselves (``arun_rollouts``, ``arun_renders``). The batch package
-is being reshaped into one stage engine with row functions; only this module needs to be
-re-pointed then. Nothing else in ``genevolve_graph.data`` imports ``genevolve_graph.batch``.
+a folder lock, the progress bar, clean stops on SIGINT/SIGTERM. The requests, filter and
+visual-filter stages are ``ItemStage`` row functions run by ``run_session`` with the
+``LocalExecutor``; the teacher and the renders are the batch stages themselves
+(``arun_rollouts``, ``arun_renders``). Nothing else in ``genevolve_graph.data`` imports
+``genevolve_graph.batch``, so a change of the engine's interface is met here alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph.batch.engine import RESULTS_JSONL, StopController, open_run_folder, run_stage, stage_running
+from genevolve_graph.batch.engine import RESULTS_JSONL, StopController, open_run_folder, run_session
+from genevolve_graph.batch.local import LocalExecutor
 from genevolve_graph.batch.journal import JournalError, read_json, write_json_atomic
-from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.renders import RenderOptions, arun_renders, program_of
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
 from genevolve_graph.batch.rows import BatchRow, InputError, file_stem, read_rows, row_key
@@ -26,7 +29,7 @@ Item = BatchRow
 """One unit of work: ``key`` (the id as text), ``position``, ``data`` (the record so far)."""
 
 __all__ = [
-    "InputError", "Item", "JournalError", "StageRun", "StopController", "file_stem", "make_item", "program_of",
+    "InputError", "Item", "ItemStage", "JournalError", "StageRun", "recorded_checkpoint", "StopController", "file_stem", "make_item", "program_of",
     "read_items", "read_json", "render_items", "row_key", "run_items", "teacher_rollouts", "write_json_atomic",
 ]
 
@@ -86,6 +89,41 @@ def _from_report(report: Any) -> StageRun:
     )
 
 
+@dataclass
+class ItemStage:
+    """A data stage as the batch engine's ``Stage``: the row function is ``worker``, and an
+    unexpected error in one item becomes that item's infrastructure failure (one bad item
+    fails alone)."""
+
+    name: str
+    worker: Callable[[Item], Awaitable[dict[str, Any]]]
+    outcome_field: str
+    error_field: str
+    failed: Callable[[dict[str, Any]], bool]
+
+    def is_failure(self, record: dict[str, Any]) -> bool:
+        return self.failed(record)
+
+    def failure(self, row: Item, message: str) -> dict[str, Any]:
+        return {**row.data, self.outcome_field: "infra_error", self.outcome_field.replace("_status", "_reason"): "internal_error",
+                self.error_field: message[:500]}
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Callable[[Item], Awaitable[dict[str, Any]]]]:
+        async def guarded(item: Item) -> dict[str, Any]:
+            try:
+                return await self.worker(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded as the item's outcome
+                return self.failure(item, f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+
+        yield guarded
+
+    def report_lines(self, folder: Any) -> list[str]:
+        return []
+
+
 async def run_items(
     stage: str,
     items: list[Item],
@@ -104,42 +142,16 @@ async def run_items(
     controller: StopController | None = None,
     retry_infra: bool = False,
 ) -> StageRun:
-    """Run ``worker`` (which never raises: failures are part of its record) over the items
-    not yet recorded in ``out_dir/results.jsonl``, appending each record as it finishes."""
-    import asyncio
-
-    from genevolve_graph.batch.engine import StageReport
-
-    reason_field = outcome_field.replace("_status", "_reason")
-
-    async def guarded(item: Item) -> dict[str, Any]:
-        """One bad item fails alone: an unexpected error becomes that item's infrastructure failure."""
-        try:
-            return await worker(item)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded as the item's outcome
-            return {**item.data, outcome_field: "infra_error", reason_field: "internal_error",
-                    error_field: f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}
-
+    """Run ``worker`` (which records its own failures) over the items not yet recorded in
+    ``out_dir/results.jsonl``, appending each record as it finishes."""
     folder = open_run_folder(out_dir, stage=stage, rows=items, resume=resume, input_path=input_path,
                              input_digest=input_digest, shard=None, settings=settings)
     try:
         if retry_infra:
             _drop_for_retry(folder, lambda r: r.get(outcome_field) == "infra_error")
         folder.save_manifest()
-        bar = StageProgress(stage, total=len(items), done=sum(1 for i in items if i.key in folder.records),
-                            failed=sum(1 for i in items if i.key in folder.records and is_failure(folder.records[i.key])),
-                            enabled=progress)
-        own = controller is None
-        controller = controller or StopController(notify=bar.note)
-        todo = [item for item in items if item.key not in folder.records]
-        with stage_running(folder, bar, controller, own_controller=own):
-            session = await run_stage(todo, guarded, sink=folder.journal.append, records=folder.records,
-                                      concurrency=concurrency, controller=controller, progress=bar, is_failure=is_failure)
-        report = StageReport(stage, folder, items, session, outcome_field=outcome_field, error_field=error_field,
-                             interrupted=controller.signal, fatal=controller.fatal)
-        folder.close_session(items, session, controller)
+        item_stage = ItemStage(stage, worker, outcome_field, error_field, is_failure)
+        report = await run_session(item_stage, items, folder, LocalExecutor(concurrency), progress=progress, controller=controller)
         return _from_report(report)
     finally:
         folder.release()
@@ -212,6 +224,20 @@ async def render_items(
             raise
     report = await arun_renders(rows, ctx, options, folder=folder, renderer=renderer)
     return _from_report(report)
+
+
+def recorded_checkpoint(folder: Path) -> str | None:
+    """The checkpointer a rollout run folder recorded, as an absolute URL (``run.json`` keeps
+    a SQLite file inside the folder relative to it)."""
+    manifest = Path(folder) / "run.json"
+    if not manifest.exists():
+        return None
+    url = read_json(manifest).get("checkpoint")
+    if not url:
+        return None
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_absolute():
+        return f"sqlite:///{(Path(folder).resolve() / url[len('sqlite:///'):])}"
+    return url
 
 
 def results_path(folder: Path) -> Path:

@@ -112,7 +112,7 @@ def _checkpoint_of(root: Path, given: str | None) -> str:
     if given:
         return given
     manifest = root / "trajectories" / "run.json"
-    url = engine.read_json(manifest).get("checkpoint") if manifest.exists() else None
+    url = engine.recorded_checkpoint(root / "trajectories")
     if not url:
         raise StageOrderError(f"{manifest} names no checkpointer; run --stages trajectories first")
     if "***" in url:
@@ -172,7 +172,7 @@ async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOption
 
         run, url = await run_trajectories(recipe, root, checkpoint=options.checkpoint, max_samples=options.max_samples,
                                           services=services.graph_services or None, **common)
-        return StageOutcome(stage, run, {"checkpoint": engine.read_json(root / "trajectories" / "run.json").get("checkpoint")})
+        return StageOutcome(stage, run, {"checkpoint": engine.recorded_checkpoint(root / "trajectories")})
     if stage == "filter":
         from genevolve_graph.data.filter import run_filter
 

@@ -104,10 +104,11 @@ def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """A whole JSONL file written through a temporary file and a rename."""
     import json
     import os
-    import tempfile
+
+    from genevolve_graph.file_modes import mkstemp
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             for row in rows:
