@@ -258,3 +258,33 @@ def describe(model) -> str:
     """One line about a tiny model (for logs)."""
     n = sum(p.numel() for p in model.parameters())
     return json.dumps({"class": type(model).__name__, "parameters": n})
+
+
+def build_word_sentence_transformer(texts: Iterable[str], *, directory: str | Path | None = None, dim: int = 64, seed: int = 0):
+    """A deterministic bag-of-words sentence-transformers model over the words of ``texts``.
+
+    A word-level vocabulary (sorted, lower-cased; unknown words share ``[UNK]``) and a
+    seeded random embedding table, averaged over tokens: the cosine of two texts follows
+    their word overlap, and the same texts always give the same model (the WordPiece
+    trainer behind ``build_tiny_sentence_transformer("static")`` breaks ties differently
+    from run to run, which a test that asserts exact near-duplicate counts cannot use).
+    """
+    import re as _re
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    words = sorted({w for text in texts for w in _re.findall(r"\w+", text.lower())})
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randn(len(vocab), dim, generator=generator)
+    module = StaticEmbedding(tokenizer, embedding_weights=weights.numpy())
+    model = SentenceTransformer(modules=[module], device="cpu", similarity_fn_name="cosine")
+    if directory is not None:
+        model.save(str(directory))
+    return model

@@ -14,7 +14,7 @@ nbformat = pytest.importorskip("nbformat", reason="notebook tests need the test 
 nbclient = pytest.importorskip("nbclient", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
 pytest.importorskip("ipykernel", reason="notebook tests need the test extra (nbformat, nbclient, ipykernel)")
 
-NOTEBOOKS = ["quickstart", "trajectories", "evaluation", "human_review"]
+NOTEBOOKS = ["quickstart", "trajectories", "evaluation", "human_review", "data"]
 
 
 def execute(name: str, workdir) -> tuple[str, list[str]]:
@@ -130,3 +130,13 @@ def test_human_review_notebook(kernel_env, tmp_path):
     assert "edit: replaced IMG_001 in gen_prompt with 'the first reference image'" in text
     assert "termination: rejected | rendered: None | the reviewer rejected the program: wrong city" in text
     assert kinds.count("image/png") == 1 and len(list(kernel_env.glob("*.png"))) == 1
+
+
+@pytest.mark.slow
+def test_data_notebook_builds_the_small_recipe_and_draws_its_funnel(kernel_env, tmp_path):
+    pytest.importorskip("sentence_transformers", reason="the data notebook needs the data extra (sentence-transformers)")
+    text, kinds = execute("data", tmp_path)
+    assert "recipe 'small': 8 cells x 3 requests" in text
+    assert "filtered trajectories: 7" in text and "benchmark cases: 2" in text
+    assert "image/png" in kinds and (kernel_env / "build" / "report" / "funnel.png").is_file()
+    assert "sft: 3 trajectories" in text and "bench: " in text and "rl: " in text

@@ -1,0 +1,121 @@
+"""Stage 1, requests: every recipe cell expanded into natural requests, then de-duplicated.
+
+Each cell is one item of the run folder ``DIR/requests/`` (its expansion appended to
+``results.jsonl`` as soon as it arrives, so a resumed run asks only for the cells not yet
+recorded). When every cell is recorded, near-duplicates are removed over all requests in
+cell order and ``requests.jsonl`` is written: one row per request with its id
+(``<cell id>.<nn>``), ``question``, ``hard_constraints``, the cell, and the benchmark fields
+derived from the recipe (``eval_type``, ``category``, ``difficulty``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from genevolve_graph.data import batch_adapter as engine
+from genevolve_graph.data.layout import DEDUP_FILE, DROPPED, INFRA, KEPT, REQUESTS_FILE
+from genevolve_graph.data.recipes import Cell, Recipe
+
+STAGE = "data-requests"
+
+
+def cells_for(recipe: Recipe, max_samples: int | None) -> list[Cell]:
+    """The cells to expand: all, or just enough for ``max_samples`` requests."""
+    cells = recipe.all_cells()
+    if max_samples is not None:
+        cells = cells[: max(1, math.ceil(max_samples / recipe.requests_per_cell))]
+    return cells
+
+
+def request_row(recipe: Recipe, cell: Cell, index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"{cell.id}.{index:02d}",
+        "question": entry["request"],
+        "hard_constraints": entry["hard_constraints"],
+        "eval_type": cell.eval_type,
+        "category": recipe.category_of(cell),
+        "difficulty": cell.difficulty,
+        "cell": cell.model_dump(),
+        "recipe": recipe.name,
+    }
+
+
+def make_worker(recipe: Recipe, expander: Any):
+    from genevolve_graph.data.expander import ExpansionError
+
+    async def worker(item: engine.Item) -> dict[str, Any]:
+        cell = Cell(**item.data["cell"])
+        record: dict[str, Any] = {"id": item.data["id"], "cell": item.data["cell"]}
+        try:
+            entries, problems = await expander.expand(recipe, cell, recipe.requests_per_cell)
+        except ExpansionError as exc:
+            return {**record, "requests_status": INFRA, "requests_reason": str(exc).split(":")[0], "requests_error": str(exc),
+                    "requests": [], "malformed": []}
+        rows = [request_row(recipe, cell, index, entry) for index, entry in enumerate(entries)]
+        return {**record, "requests_status": KEPT, "requests_reason": None, "requests_error": None,
+                "requests": rows, "malformed": problems}
+
+    return worker
+
+
+async def run_requests(recipe: Recipe, root: Path, *, expander: Any, embedder: Any, resume: bool | None,
+                       progress: bool, max_samples: int | None, retry_infra: bool = False) -> engine.StageRun:
+    cells = cells_for(recipe, max_samples)
+    items = [engine.make_item(cell.id, position, {"cell": cell.model_dump()}) for position, cell in enumerate(cells)]
+    settings = {"recipe": recipe.name, "recipe_sha": recipe.digest(), "requests_per_cell": recipe.requests_per_cell,
+                "max_samples": max_samples}
+    run = await engine.run_items(
+        STAGE, items, make_worker(recipe, expander), out_dir=root / "requests", settings=settings,
+        concurrency=recipe.expander.concurrency, resume=resume, progress=progress,
+        is_failure=lambda r: r.get("requests_status") != KEPT, outcome_field="requests_status", error_field="requests_error",
+        input_path=recipe.path, retry_infra=retry_infra,
+    )
+    if run.complete:
+        write_requests(recipe, root, run.records, embedder)
+    return run
+
+
+def write_requests(recipe: Recipe, root: Path, cell_records: list[dict[str, Any]], embedder: Any) -> dict[str, Any]:
+    """De-duplicate the expanded requests and write ``requests.jsonl`` and ``dedup.json``."""
+    from genevolve_graph.data.dedup import near_duplicates
+
+    rows = [row for record in cell_records for row in record.get("requests", [])]
+    dropped: dict[int, tuple[int, float]] = {}
+    if recipe.dedup.enabled and rows:
+        dropped = near_duplicates([r["question"] for r in rows], embedder, recipe.dedup.threshold)
+    kept = [row for index, row in enumerate(rows) if index not in dropped]
+    folder = root / "requests"
+    write_jsonl_atomic(folder / REQUESTS_FILE, kept)
+    summary = {
+        "threshold": recipe.dedup.threshold if recipe.dedup.enabled else None,
+        "model": recipe.dedup.model if recipe.dedup.enabled else None,
+        "generated": len(rows),
+        "kept": len(kept),
+        "dropped": [{"id": rows[i]["id"], "status": DROPPED, "reason": "near_duplicate", "duplicate_of": rows[j]["id"], "cosine": cos}
+                    for i, (j, cos) in sorted(dropped.items())],
+    }
+    engine.write_json_atomic(folder / DEDUP_FILE, summary)
+    return summary
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A whole JSONL file written through a temporary file and a rename."""
+    import json
+    import os
+
+    from genevolve_graph.file_modes import mkstemp
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
