@@ -87,19 +87,22 @@ def make_tools_node(services: Services):
             observation = TOOL_BUDGET_EXHAUSTED.format(limit=ctx.max_tool_calls)
         else:
             emit("tool_started", tool=name, arguments=args)
+            found = 0
             top_k = int(args.get("top_k", ctx.top_k))
             if name == "search":
                 observation = await run_search(services, ctx, args["queries"], top_k)
             elif name == "image_search":
                 observation, added, refs = await run_image_search(services, ctx, args["query"], top_k, state.get("images") or {})
                 update["images"] = added
+                found = len(refs)
                 for ref in refs:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
             else:
                 observation = await run_query_knowledge(services, ctx, args["skill_name"])
             update["tool_calls"] = used + 1
             text = observation if isinstance(observation, str) else observation[0]["text"]
-            emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
+            thumbnails = 0 if isinstance(observation, str) else len(observation) - 1
+            emit("tool_done", tool=name, chars=len(text), images=found, thumbnails=thumbnails)
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 
