@@ -78,6 +78,7 @@ class OutputState(TypedDict, total=False):
     repairs: list[str]
     rounds: int
     tool_calls: int
+    guide: dict[str, Any] | None
 
 
 class AgentState(TypedDict, total=False):
@@ -102,3 +103,6 @@ class AgentState(TypedDict, total=False):
     error: str | None
     repairs: Annotated[list[str], operator.add]
     """Every repair made to the answer, in words."""
+    guide: dict[str, Any] | None
+    """The Decision Guide the planner was given (``guidance="retrieve"``): id, score, trigger,
+    source and the text appended to the system prompt; None when none was used."""
