@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -80,9 +80,10 @@ def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
 
 async def run_with_saver(
     request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, store: Any = None,
-    **metadata: Any,
+    on_event: Callable[[dict[str, Any]], None] | None = None, **metadata: Any,
 ) -> RunResult:
-    """Run (or continue) one thread on an open saver (``store``: the graph's long-term memory)."""
+    """Run (or continue) one thread on an open saver (``store``: the graph's long-term memory;
+    ``on_event``: called with each custom progress event as it happens)."""
     graph = graph or build_graph(saver, store=store)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
@@ -94,7 +95,11 @@ async def run_with_saver(
     graph_input = None if snapshot.values else {"request": request}
     if graph_input is not None and ctx.guidance == "retrieve":
         config["metadata"].update(await _guide_metadata(request, ctx, graph.store))
-    await graph.ainvoke(graph_input, config, context=ctx)
+    if on_event is None:
+        await graph.ainvoke(graph_input, config, context=ctx)
+    else:
+        async for event in graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
+            on_event(event)
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 
@@ -110,9 +115,12 @@ async def _guide_metadata(request: str, ctx: AgentContext, store: Any) -> dict[s
         return {}
 
 
-async def run_one(request: str, ctx: AgentContext, *, checkpoint_url: str, thread_id: str, store: Any = None, **metadata: Any) -> RunResult:
+async def run_one(
+    request: str, ctx: AgentContext, *, checkpoint_url: str, thread_id: str, store: Any = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None, **metadata: Any,
+) -> RunResult:
     async with open_checkpointer(checkpoint_url) as saver:
-        return await run_with_saver(request, ctx, saver, thread_id=thread_id, store=store, **metadata)
+        return await run_with_saver(request, ctx, saver, thread_id=thread_id, store=store, on_event=on_event, **metadata)
 
 
 def write_program_json(path: Path, result: RunResult) -> Path:
@@ -127,6 +135,8 @@ def write_program_json(path: Path, result: RunResult) -> Path:
         error=result.error,
         render=result.render.model_dump() if result.render else None,
     )
+    if result.guide is not None:  # guidance="retrieve" found one
+        payload["guide"] = {"id": result.guide.get("id"), "score": result.guide.get("score"), "source": result.guide.get("source")}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:

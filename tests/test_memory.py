@@ -197,3 +197,28 @@ def test_postgres_store_holds_guides(embedder):
         hit = memory.retrieve([FOX.key_text()])[0]
         assert hit is not None and hit.guide.id == FOX.id and hit.score == pytest.approx(1.0, abs=1e-4)
         assert memory.retrieve([OTHER_REQUEST]) == [None]
+
+
+def test_command_line_guidance_from_a_folder(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from genevolve_graph.testing.tiny_models import build_tiny_sentence_transformer
+
+    model_dir = tmp_path / "embedder"
+    build_tiny_sentence_transformer("static", directory=model_dir)
+    buffer = ExperienceBuffer(SentenceEmbedder(str(model_dir)), path=tmp_path / "buffer")
+    buffer.add([FOX, TOWER])
+    buffer.save()
+    base = [sys.executable, "-m", "genevolve_graph.cli", "run", FOX_REQUEST, "--renderer", "none"]
+    proc = subprocess.run([*base, "--out", str(tmp_path / "out"), "--guidance", "retrieve", "--guide-dir", str(tmp_path / "buffer"),
+                           "--embedding-model", str(model_dir)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    program = json.loads((tmp_path / "out" / "program.json").read_text())
+    assert program["guide"]["id"] == FOX.id and program["guide"]["source"] == "folder"
+    bad = subprocess.run([*base, "--out", str(tmp_path / "bad"), "--guidance", "retrieve"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and [l for l in bad.stderr.splitlines() if l.startswith("error:")] == [
+        "error: --guidance retrieve needs --guide-dir: the experience buffer folder a training run wrote (guides.jsonl)"]
+    bad = subprocess.run([*base, "--out", str(tmp_path / "bad"), "--guidance", "always"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "choose off or retrieve" in bad.stderr
