@@ -17,11 +17,19 @@ pytest.importorskip("ipykernel", reason="notebook tests need the test extra (nbf
 NOTEBOOKS = ["quickstart", "trajectories", "evaluation"]
 
 
-def execute(name: str, workdir) -> tuple[str, list[str]]:
+def stderr_of(notebook) -> list[str]:
+    """What the cells wrote to stderr (warnings land there), with the cell's index."""
+    return [f"cell {i}: {o['text']}" for i, cell in enumerate(notebook.cells) for o in cell.get("outputs", [])
+            if o["output_type"] == "stream" and o.get("name") == "stderr"]
+
+
+def execute(name: str, workdir, notebook_out: list | None = None) -> tuple[str, list[str]]:
     """Run a notebook; returns all its text output and the MIME types of its rich outputs."""
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     client.execute()
+    if notebook_out is not None:
+        notebook_out.append(notebook)
     text, kinds = [], []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -60,7 +68,12 @@ def test_notebooks_are_stored_without_outputs(name):
 
 @pytest.mark.slow
 def test_quickstart_notebook(kernel_env, tmp_path):
-    text, kinds = execute("quickstart", tmp_path)
+    executed: list = []
+    text, kinds = execute("quickstart", tmp_path, executed)
+    # a newcomer's first run shows no warning: neither tqdm's "IProgress not found" (bm25s
+    # imports tqdm.auto) nor a note about a missing pygraphviz
+    assert stderr_of(executed[0]) == []
+    assert "Warning" not in text and "pygraphviz" not in text
     assert "termination: answer" in text and "policy · image_search" in text  # the run and its trajectory
     assert "IMG_001: Eiffel Tower" in text and "event: image_ready" in text and "event: render_done" in text
     assert "__start__ --> planner" in text  # the graph drawing
