@@ -42,7 +42,7 @@ def guide(trigger: str, summary: str, **guidance: list[str]) -> DecisionGuide:
     )
 
 
-FOX = guide("red fox sleeping in fresh snow", FOX_REQUEST, skill_routing=["Read spatial_layout before placing the tree"])
+FOX = guide("red fox sleeping in fresh snow", FOX_REQUEST, skill_routing=["Read aesthetic_drawing for the soft dawn light"])
 TOWER = guide("landmark with exact measurements", "The Eiffel Tower as a blueprint with its height written on it")
 
 
@@ -222,3 +222,34 @@ def test_command_line_guidance_from_a_folder(tmp_path):
         "error: --guidance retrieve needs --guide-dir: the experience buffer folder a training run wrote (guides.jsonl)"]
     bad = subprocess.run([*base, "--out", str(tmp_path / "bad"), "--guidance", "always"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "choose off or retrieve" in bad.stderr
+
+
+async def test_the_rules_planner_follows_a_retrieved_guide(store, tmp_path):
+    """The offline planner reads the skills a guide routes to; its program still cites only
+    what is about the request."""
+    StoreGuideMemory(store).add([FOX])
+    plain, _, _ = await run(FOX_REQUEST, offline(tmp_path), tmp_path, store, thread="plain")
+    guided, _, _ = await run(FOX_REQUEST, offline(tmp_path, guidance="retrieve"), tmp_path, store, thread="guided")
+
+    def skills(result) -> list[str]:
+        return [m.tool_calls[0]["args"]["skill_name"] for m in result.messages
+                if getattr(m, "tool_calls", None) and m.tool_calls[0]["name"] == "query_knowledge"]
+
+    assert "aesthetic_drawing" not in skills(plain) and "aesthetic_drawing" in skills(guided)
+    assert "focal point" in guided.program.gen_prompt and "focal point" not in plain.program.gen_prompt
+    assert "Experience from similar requests" not in guided.program.gen_prompt
+
+
+def test_guidance_benchmark_runs_and_reports_both_arms():
+    import argparse
+    import asyncio
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance.py"
+    spec = importlib.util.spec_from_file_location("guidance_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = asyncio.run(bench.main(argparse.Namespace(embedding_model="", gate=0.84)))
+    assert summary["prompts"] == len(bench.CASES) and 0 < summary["guide_hits"] < summary["prompts"]
+    assert summary["prompts_worse"] == 0 and summary["mean_score_retrieve"] >= summary["mean_score_off"]

@@ -40,6 +40,7 @@ BOUNDARIES = {
     "inside", "outside", "beneath", "underneath", "along", "toward", "towards", "that", "which", "who", "where",
     "while", "as", "to", "is", "are", "was", "were", "has", "have", "like", "without", "before", "after",
     "whose", "holding", "wearing", "made", "reading", "saying", "titled", "called", "named", "up", "down", "off",
+    "asleep", "awake", "alone", "together", "again", "here", "there", "today", "tonight",
 }
 CONTAINERS = {
     "cup", "mug", "bowl", "plate", "glass", "bottle", "pile", "group", "bunch", "slice", "box", "basket", "jar",

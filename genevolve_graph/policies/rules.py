@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from genevolve_graph.policies.relevance import ADJECTIVES, Subject, normalise, subject_of
 from genevolve_graph.protocol import CONTROL_KEY, format_answer, format_tool_call
@@ -143,7 +143,7 @@ class RulesPolicy:
     def reply(self, messages: list[BaseMessage], ctx: "AgentContext") -> str:
         """The next reply text, in the GenEvolve protocol."""
         request = next(str(m.content) for m in messages if isinstance(m, HumanMessage) and not m.additional_kwargs.get(CONTROL_KEY))
-        analysis = analyse(request, self.skills)
+        analysis = follow_guide(analyse(request, self.skills), messages)
         done = _calls_made(messages)
         final = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
         used = len(done)
@@ -216,6 +216,42 @@ class RulesPolicy:
             "gen_prompt": " ".join(gen_prompt.split()),
             "reference_images": [{"img_id": img_id, "note": f"the look and identity of {subject}"} for img_id, subject in refs],
         }
+
+
+GUIDE_HEADING = "## Experience from similar requests"
+GUIDE_QUOTED = re.compile(r"[\"“']([^\"“”'’]{2,60})[\"”']")
+
+
+def guide_sections(messages: list[BaseMessage]) -> dict[str, list[str]]:
+    """The bullets of a Decision Guide appended to the system prompt (``guidance="retrieve"``),
+    by section title ("Skill routing", "Search queries", ...); empty without a guide."""
+    system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
+    if GUIDE_HEADING not in system:
+        return {}
+    sections: dict[str, list[str]] = {}
+    title = ""
+    for line in system.split(GUIDE_HEADING, 1)[1].splitlines():
+        line = line.strip()
+        if line.startswith("- ") and title:
+            sections.setdefault(title, []).append(line[2:])
+        elif line.endswith(":") and not line.startswith("- "):
+            title = line[:-1].lower()
+    return sections
+
+
+def follow_guide(a: RequestAnalysis, messages: list[BaseMessage], max_skills: int = 4) -> RequestAnalysis:
+    """What a retrieved guide changes in the plan: skills it routes to are read too, and
+    quoted queries it names are searched. Relevance still decides what the program cites."""
+    sections = guide_sections(messages)
+    if not sections:
+        return a
+    from genevolve_graph.protocol import SKILL_NAMES
+
+    routed = [name for bullet in sections.get("skill routing", []) for name in SKILL_NAMES if name in bullet]
+    a.skills = list(dict.fromkeys([*a.skills, *routed]))[:max_skills]
+    queries = [q for bullet in sections.get("search queries", []) for q in GUIDE_QUOTED.findall(bullet)]
+    a.entities = list(dict.fromkeys([*a.entities, *queries]))[:3]
+    return a
 
 
 BOUND_PAIR = re.compile(r"\b(" + "|".join(sorted(ADJECTIVES, key=len, reverse=True)) + r")\s+([a-z][a-z\-]+)", re.I)
