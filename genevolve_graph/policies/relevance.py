@@ -31,7 +31,8 @@ DETERMINERS = {
 FRAMES = re.compile(
     r"^\s*(?:please\s+)?(?:(?:draw|create|generate|render|make|paint|show|depict|illustrate|design|imagine)\s+(?:me\s+)?)?"
     r"(?:(?:a|an|the)\s+)?(?:(?:\w+\s+){0,2}?(?:photo(?:graph)?|picture|image|illustration|painting|drawing|render(?:ing)?|"
-    r"sketch|shot|close-up|view|scene|portrait)\s+of\s+)?",
+    r"sketch|shot|close-up|view|scene|portrait|poster|postcard|print|stamp|sticker|diagram|infographic|cartoon|logo|icon|mural|"
+    r"tapestry|woodcut|engraving|watercolou?r|cover)\s+of\s+)?",
     re.I,
 )
 BOUNDARIES = {
