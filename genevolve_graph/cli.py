@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: list[str] = [
-    "genevolve_graph.batch_commands",
+    "genevolve_graph.batch.commands",
     "genevolve_graph.evaluation.commands",
     "genevolve_graph.training.export_commands",
     "genevolve_graph.generators.commands",
@@ -192,12 +192,37 @@ def backend_options(
 
 
 def check_checkpoint_url(url: str) -> None:
+    """The URL's form, and for ``sqlite:///`` that the file, if it exists, is a sound database."""
+    from genevolve_graph.persistence import CheckpointFileError, CheckpointURLError, check_checkpoint
+
+    try:
+        check_checkpoint(url)
+    except CheckpointFileError as exc:
+        fail(str(exc))
+    except CheckpointURLError as exc:
+        fail(f"{exc} (--checkpoint)")
+
+
+def sqlite_file(url: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` checkpoint URL (None for other kinds, and for
+    URLs ``check_checkpoint_url`` refuses)."""
     from genevolve_graph.persistence import CheckpointURLError, parse_url
 
     try:
-        parse_url(url)
-    except CheckpointURLError as exc:
-        fail(f"{exc} (--checkpoint)")
+        kind, target = parse_url(url)
+    except CheckpointURLError:
+        return None
+    return Path(target).expanduser() if kind == "sqlite" else None
+
+
+def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, Any]]) -> None:
+    """Exit 2 when a file the command will write is one it reads (see ``file_guard``)."""
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs
+
+    try:
+        check_outputs(outputs, inputs)
+    except OutputOverwritesInput as exc:
+        fail(str(exc))
 
 
 # --------------------------------------------------------------------------- run
@@ -276,6 +301,10 @@ def run(
                            **({"embedding_model": embedding_model} if embedding_model else {}))
     url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
     check_checkpoint_url(url)
+    check_run_outputs(
+        [("--out", out / "program.json"), ("--out", out / ctx.options["output_name"]), ("--checkpoint", sqlite_file(url))],
+        [("--corpus", corpus), ("--system-prompt-file", system_prompt_file)],
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -298,6 +327,8 @@ def run(
     for repair in result.repairs:
         typer.echo(f"repaired: {repair}")
     typer.echo(f"program: {path}")
+    for note in result.render.notes if result.render else []:
+        typer.echo(f"note: {note}", err=True)
     if result.render and result.render.output_path:
         typer.echo(f"image: {result.render.output_path}")
     elif result.render and result.render.error:
@@ -360,4 +391,4 @@ if __name__ == "__main__":
     main(sys.argv[1:])
 
 
-__all__ = ["app", "main", "fail", "policy_context", "check_checkpoint_url"]
+__all__ = ["app", "main", "fail", "policy_context", "check_checkpoint_url", "check_run_outputs", "sqlite_file"]

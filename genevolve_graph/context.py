@@ -51,6 +51,7 @@ class AgentContext:
     max_rounds: int = field(default=11, metadata={"description": "Maximum policy rounds; the last one must answer."})
     max_tool_calls: int = field(default=10, metadata={"description": "Maximum tool calls in a trajectory."})
     n_max_reference_images: int = field(default=2, metadata={"description": "Maximum reference images in a program."})
+    max_prompt_chars: int = field(default=4000, metadata={"description": "Longest gen_prompt in characters; a longer one is cut at a word boundary (a recorded repair)."})
     top_k: int = field(default=5, metadata={"description": "Default number of results per search when the policy gives none."})
     request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
     max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})
@@ -82,12 +83,18 @@ class AgentContext:
             self.model = _env("GENEVOLVE_MODEL")
 
     def with_updates(self, **changes: Any) -> "AgentContext":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (a caller's context stays a caller's context)."""
+        from genevolve_graph.guard import is_caller_context, mark_caller
+
+        copy = replace(self, **changes)
+        return mark_caller(copy) if is_caller_context(self) else copy
 
     @classmethod
     def coerce(cls, value: "AgentContext | dict[str, Any] | None") -> "AgentContext":
-        """Accept a context object, a plain dict (Studio, the SDK) or nothing."""
+        """Accept a context object, a plain dict (Studio, the SDK) or nothing.
+
+        A dict is caller data: the object made from it is marked so that the nodes confine
+        it (``genevolve_graph.guard``)."""
         if value is None:
             return cls()
         if isinstance(value, cls):
@@ -97,5 +104,7 @@ class AgentContext:
             unknown = sorted(set(value) - known)
             if unknown:
                 raise ValueError(f"unknown context field(s) {unknown}; known fields: {sorted(known)}")
-            return cls(**value)
+            from genevolve_graph.guard import mark_caller
+
+            return mark_caller(cls(**value))
         raise TypeError(f"context must be an AgentContext or a dict, not {type(value).__name__}")

@@ -26,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import build_builder, build_graph, recursion_limit
+from genevolve_graph.guard import check_caller_context, is_caller_context
 from genevolve_graph.state import Program
 
 REQUEST_KEYS = ("request", "question", "prompt")
@@ -78,6 +79,15 @@ def to_program(state: Mapping[str, Any]) -> Program:
     return program if isinstance(program, Program) else Program.model_validate(program)
 
 
+def _coerce_checked(context: AgentContext | Mapping[str, Any] | None) -> AgentContext:
+    """The context as an object; a dict is a caller's and is confined now (a clear error at
+    construction) and again by every node when it runs."""
+    ctx = AgentContext.coerce(dict(context) if isinstance(context, Mapping) else context)
+    if is_caller_context(ctx):
+        check_caller_context(ctx)
+    return ctx
+
+
 def as_runnable(
     graph: CompiledStateGraph | None = None,
     *,
@@ -90,7 +100,7 @@ def as_runnable(
     ``thread_id``, and carries the run metadata of ``runner.run_config`` (policy, model,
     experiment, ...), so embedded runs export like command-line runs.
     """
-    ctx = AgentContext.coerce(dict(context) if isinstance(context, Mapping) else context)
+    ctx = _coerce_checked(context)
     agent = graph if graph is not None else build_graph()
     bound = agent.bind(context=ctx).with_config(recursion_limit=recursion_limit(ctx))
     step: Runnable = bound
@@ -114,11 +124,15 @@ def as_runnable(
     return chain.with_config(run_name="genevolve")
 
 
-def agent_subgraph(**services: Any) -> CompiledStateGraph:
+def agent_subgraph(*, confine: bool = False, **services: Any) -> CompiledStateGraph:
     """The compiled agent with no checkpointer of its own: as a node of a parent graph it
     uses the parent's (its checkpoints sit under the node's checkpoint namespace). The parent
-    passes an ``AgentContext`` (or a dict of its fields) as the run's context."""
-    return build_builder(**services).compile(name="genevolve")
+    passes an ``AgentContext`` (or a dict of its fields) as the run's context.
+
+    A dict context is a caller's and is confined (``genevolve_graph.guard``). A parent that
+    declares ``AgentContext`` as its own context schema gets dicts turned into objects by
+    LangGraph before the agent sees them: if it serves callers, pass ``confine=True``."""
+    return build_builder(confine=confine, **services).compile(name="genevolve")
 
 
 def agent_node(
@@ -137,7 +151,7 @@ def agent_node(
     checkpoints go to the parent's checkpointer, and its progress events stream through the
     parent's ``custom`` mode.
     """
-    ctx = AgentContext.coerce(dict(context) if isinstance(context, Mapping) else context)
+    ctx = _coerce_checked(context)
     agent = graph if graph is not None else agent_subgraph()
 
     def update(result: Mapping[str, Any]) -> dict[str, Any]:

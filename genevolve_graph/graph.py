@@ -34,9 +34,14 @@ def build_builder(
     image_search: Any = None,
     skills: Any = None,
     renderer: Any = None,
+    confine: bool = False,
 ) -> StateGraph:
-    """The uncompiled graph. Objects passed here replace those built from the context."""
-    services = Services(policy=policy, search=search, image_search=image_search, skills=skills, renderer=renderer)
+    """The uncompiled graph. Objects passed here replace those built from the context.
+
+    ``confine``: treat every run's context as a caller's (endpoints and paths checked by
+    ``genevolve_graph.guard``), for a graph served to callers. Dict contexts are confined
+    either way."""
+    services = Services(policy=policy, search=search, image_search=image_search, skills=skills, renderer=renderer, confine=confine)
     builder = StateGraph(AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState)
     builder.add_node("planner", dual_node(make_planner(services), "planner"))
     builder.add_node("tools", dual_node(make_tools_node(services), "tools"))
@@ -68,5 +73,6 @@ def recursion_limit(ctx: AgentContext) -> int:
     return 2 * ctx.max_rounds + 10
 
 
-graph = build_graph()
-"""For LangGraph Studio / ``langgraph dev`` (which brings its own checkpointer)."""
+graph = build_graph(confine=True)
+"""For LangGraph Studio / ``langgraph dev`` (which brings its own checkpointer). Its callers
+are remote, so every context is confined (docs/security.md)."""

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -108,6 +111,39 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     return DecodedImage(image=out, format=fmt, frames=frames)
 
 
+def read_image_file(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """The bytes of an image file on disk, held to the same rules as a download.
+
+    Only a regular file (not a FIFO, a device or a folder) whose bytes decode as an allowed
+    image under the limits is accepted; with ``root``, the path (symlinks followed) must
+    also stay inside that folder. A path named by a trace database or an image registry is
+    no more trusted than a URL. Raises ``UnsafeImageError`` with the reason; an ``OSError``
+    (a missing file) passes through.
+    """
+    where = Path(path).expanduser()
+    if root is not None:
+        folder = Path(root).expanduser().resolve()
+        target = where.resolve()
+        if not target.is_relative_to(folder):
+            raise UnsafeImageError(f"{where} leads outside {folder} (to {target}); only images inside the folder are used")
+    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeImageError(f"{where} is not a regular file")
+        if info.st_size > max_bytes:
+            raise UnsafeImageError(f"{where} is {info.st_size} bytes, more than the {max_bytes}-byte cap")
+        data = stream.read(max_bytes + 1)
+    decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)  # proves it is an image; raises why not
+    return data
+
+
 def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
 
@@ -136,12 +172,9 @@ def sniff_format(data: bytes) -> str | None:
         return None
 
 
-def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
-    """Decode a ``data:[<type>];base64,<data>`` URI with the guards of ``decode_image_bytes``.
-
-    The size is checked on the base64 text before decoding, so a huge URI costs nothing;
-    the declared media type is ignored in favour of what the bytes are.
-    """
+def data_uri_bytes(uri: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a ``data:[<type>];base64,<data>`` URI, size-checked on the base64 text
+    before decoding (so a huge URI costs nothing); nothing is decoded as an image yet."""
     match = _DATA_URI.match(uri[:256])
     if not match:
         raise UnsafeImageError("not a data URI (expected 'data:image/...;base64,...')")
@@ -151,10 +184,31 @@ def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
     if len(payload) > (max_bytes + 2) // 3 * 4:  # 4 base64 characters carry 3 bytes
         raise UnsafeImageError(f"image data URI holds more than the limit of {max_bytes:,} bytes")
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise UnsafeImageError(f"data URI has invalid base64: {exc}") from None
-    return decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def probe_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image header alone (no pixel data is decoded)."""
+    try:
+        with Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
+            return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise UnsafeImageError(f"not an allowed image format ({_sniff(data)}); allowed: JPEG, PNG, WebP, GIF") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can break a parser in any way
+        raise UnsafeImageError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
+
+
+def decode_data_uri(uri: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """Decode a ``data:[<type>];base64,<data>`` URI with the guards of ``decode_image_bytes``.
+
+    The size is checked on the base64 text before decoding, so a huge URI costs nothing;
+    the declared media type is ignored in favour of what the bytes are.
+    """
+    return decode_image_bytes(data_uri_bytes(uri, max_bytes=max_bytes), max_pixels=max_pixels, max_bytes=max_bytes)
 
 
 def to_data_uri(data: bytes, mime: str | None = None) -> str:

@@ -26,6 +26,81 @@ class CheckpointURLError(ValueError):
     """A checkpoint URL this factory does not understand."""
 
 
+class CheckpointFileError(CheckpointURLError):
+    """A ``sqlite:///`` checkpoint that names a file which is not a usable SQLite database
+    (random bytes, another kind of file, a copy cut short). The file is left as it is."""
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_FIX = "point --checkpoint at the run's trace database, or move this file away to start a new one"
+
+
+def check_sqlite_file(path: str | Path) -> None:
+    """Raise :class:`CheckpointFileError` when ``path`` exists but is not a readable SQLite
+    database; a missing or empty file is fine (SQLite starts a new one there).
+
+    Only reads: the header, the file size it promises, and the schema through a read-only
+    connection. Opening a damaged file read-write could otherwise write a journal or new
+    tables into it; this way nothing is written over a file that is not ours.
+    """
+    target = Path(path).expanduser()
+    try:
+        size = target.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CheckpointFileError(f"cannot read the checkpoint database {target}: {exc.strerror or exc}") from None
+    if target.is_dir():
+        raise CheckpointFileError(f"the checkpoint database {target} is a folder; pass a file path such as {target / 'trace.sqlite'}")
+    if size == 0:
+        return
+    try:
+        with open(target, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise CheckpointFileError(f"cannot read the checkpoint database {target}: {exc.strerror or exc}") from None
+    if not header.startswith(SQLITE_MAGIC):
+        raise CheckpointFileError(
+            f"the checkpoint database {target} is not a SQLite database (it starts with {header[:16]!r}); {_FIX}"
+        )
+    if len(header) < 100:
+        raise CheckpointFileError(f"the checkpoint database {target} is truncated ({size} bytes, shorter than its header); {_FIX}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_size_valid = header[24:28] == header[92:96]
+    wal = target.with_name(target.name + "-wal")
+    wal_pending = wal.is_file() and wal.stat().st_size > 0  # a checkpoint may have been cut short; SQLite recovers it
+    if header_size_valid and pages and not wal_pending and size < pages * page_size:
+        raise CheckpointFileError(
+            f"the checkpoint database {target} is truncated ({size} of {pages * page_size} bytes; a copy cut short?); {_FIX}"
+        )
+    # Without a pending WAL, ``immutable=1`` reads the file alone: no lock, and no -wal/-shm
+    # files are created beside a file that may not be a database of ours.
+    flags = "mode=ro" if wal_pending else "mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{target.resolve().as_uri()}?{flags}", uri=True)
+    except sqlite3.Error as exc:
+        raise CheckpointFileError(f"cannot open the checkpoint database {target}: {exc}; {_FIX}") from None
+    try:
+        conn.execute("SELECT name, sql FROM sqlite_master").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointFileError(f"the checkpoint database {target} is damaged ({exc}); {_FIX}") from None
+    finally:
+        conn.close()
+
+
+def check_checkpoint(url: str) -> None:
+    """Check a checkpoint URL before use: its form, and for SQLite the file it names."""
+    kind, target = parse_url(url)
+    if kind == "sqlite":
+        check_sqlite_file(target)
+
+
+def _unusable(target: str, exc: sqlite3.DatabaseError) -> CheckpointFileError:
+    return CheckpointFileError(f"the checkpoint database {target} cannot be used ({exc}); {_FIX}")
+
+
 def serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=ALLOWED_MODELS)
 
@@ -63,12 +138,16 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+        check_sqlite_file(target)
         async with aiosqlite.connect(_sqlite_path(target)) as conn:
             # WAL (set by setup) with synchronous=NORMAL: durable across process crashes,
             # one fsync per checkpoint instead of several.
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            saver = AsyncSqliteSaver(conn, serde=serializer())
-            await saver.setup()
+            try:
+                await conn.execute("PRAGMA synchronous=NORMAL")
+                saver = AsyncSqliteSaver(conn, serde=serializer())
+                await saver.setup()
+            except sqlite3.DatabaseError as exc:
+                raise _unusable(target, exc) from None
             yield saver
     else:
         try:
@@ -89,10 +168,14 @@ def open_checkpointer_sync(url: str) -> Iterator[BaseCheckpointSaver]:
     elif kind == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
+        check_sqlite_file(target)
         conn = sqlite3.connect(_sqlite_path(target), check_same_thread=False)
         try:
             saver = SqliteSaver(conn, serde=serializer())
-            saver.setup()
+            try:
+                saver.setup()
+            except sqlite3.DatabaseError as exc:
+                raise _unusable(target, exc) from None
             yield saver
         finally:
             conn.close()

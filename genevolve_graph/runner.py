@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +19,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from genevolve_graph.context import AgentContext
 from genevolve_graph.graph import build_graph, recursion_limit
 from genevolve_graph.persistence import open_checkpointer
+from genevolve_graph.redaction import redact_text, redact_value
 from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.file_modes import mkstemp
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RunResult:
             "rounds": self.rounds,
             "tool_calls": self.tool_calls,
             "repairs": self.repairs,
-            "error": self.error,
+            "error": redact_text(self.error) if self.error else self.error,
             "thread_id": self.thread_id,
         }
 
@@ -59,7 +60,7 @@ def run_config(ctx: AgentContext, thread_id: str, **metadata: Any) -> dict[str, 
     tags = {"policy": ctx.policy, "model": ctx.model if ctx.policy != "rules" else "rules-v1", "protocol": ctx.protocol,
             "experiment": ctx.experiment, "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens}
     tags.update({k: v for k, v in metadata.items() if v is not None})
-    return {"configurable": {"thread_id": thread_id}, "metadata": tags, "recursion_limit": recursion_limit(ctx)}
+    return {"configurable": {"thread_id": thread_id}, "metadata": redact_value(tags), "recursion_limit": recursion_limit(ctx)}
 
 
 def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
@@ -80,10 +81,11 @@ def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
 
 async def run_with_saver(
     request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, store: Any = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None, **metadata: Any,
+    on_event: Callable[[dict[str, Any]], None] | None = None, durability: str | None = None, **metadata: Any,
 ) -> RunResult:
-    """Run (or continue) one thread on an open saver (``store``: the graph's long-term memory;
-    ``on_event``: called with each custom progress event as it happens)."""
+    """Run (or continue) one thread on an open saver. ``store``: the graph's long-term memory;
+    ``on_event``: called with each custom progress event as it happens; ``durability`` is
+    LangGraph's (``sync`` | ``async`` | ``exit``; None: LangGraph's default, ``async``)."""
     graph = graph or build_graph(saver, store=store)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
@@ -95,10 +97,11 @@ async def run_with_saver(
     graph_input = None if snapshot.values else {"request": request}
     if graph_input is not None and ctx.guidance == "retrieve":
         config["metadata"].update(await _guide_metadata(request, ctx, graph.store))
+    options: dict[str, Any] = {"durability": durability} if durability else {}
     if on_event is None:
-        await graph.ainvoke(graph_input, config, context=ctx)
+        await graph.ainvoke(graph_input, config, context=ctx, **options)
     else:
-        async for event in graph.astream(graph_input, config, context=ctx, stream_mode="custom"):
+        async for event in graph.astream(graph_input, config, context=ctx, stream_mode="custom", **options):
             on_event(event)
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
@@ -138,7 +141,7 @@ def write_program_json(path: Path, result: RunResult) -> Path:
     if result.guide is not None:  # guidance="retrieve" found one
         payload["guide"] = {"id": result.guide.get("id"), "score": result.guide.get("score"), "source": result.guide.get("source")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
+    handle, tmp = mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         json.dump(payload, stream, ensure_ascii=False, indent=2)
     os.replace(tmp, path)

@@ -77,6 +77,9 @@ class Services:
     image_search: "ImageSearchBackend | None" = None
     skills: SkillLibrary | None = None
     renderer: "Renderer | None" = None
+    confine: bool = False
+    """Check every run's context as a caller's (``genevolve_graph.guard``): for graphs that
+    serve callers, such as the one ``langgraph.json`` exposes."""
 
     def get_policy(self, ctx: AgentContext) -> "Policy":
         return self.policy or _cached("policy", ctx, make_policy)

@@ -58,6 +58,8 @@ class RenderResult(BaseModel):
     backend: str = ""
     error: str | None = None
     seconds: float | None = None
+    notes: list[str] = Field(default_factory=list)
+    """What the backend changed without failing (a size rounded to the pipeline's multiple)."""
 
 
 class InputState(TypedDict, total=False):

@@ -22,6 +22,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from genevolve_graph.paths import default_trace_db
 from genevolve_graph.persistence import serializer
+from genevolve_graph.redaction import redact_text, redact_value
 
 TRACE_DB_ENV = "GENEVOLVE_TRACE_DB"
 
@@ -32,6 +33,18 @@ def trace_db_path() -> Path:
     if raw.startswith("sqlite:///"):  # accept the checkpoint-URL spelling too
         raw = raw[len("sqlite:///") :]
     return Path(raw).expanduser() if raw else default_trace_db()
+
+
+class RedactingSqliteSaver(AsyncSqliteSaver):
+    """The dev server copies a run's context (endpoints included) into checkpoint metadata,
+    and the saver merges the config's metadata and ``configurable`` strings into it: URLs
+    in all of them lose their credentials before they are written (docs/security.md)."""
+
+    async def aput(self, config, checkpoint, metadata, new_versions):  # type: ignore[no-untyped-def]
+        # the saver merges the config's metadata into what it writes: redact both
+        configurable = {k: redact_text(v) if isinstance(v, str) else v for k, v in (config.get("configurable") or {}).items()}
+        config = {**config, "configurable": configurable, "metadata": redact_value(dict(config.get("metadata") or {}))}
+        return await super().aput(config, checkpoint, redact_value(metadata), new_versions)
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +59,7 @@ async def checkpointer() -> AsyncIterator[AsyncSqliteSaver]:
     path = trace_db_path()
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(str(path)) as conn:
-        saver = AsyncSqliteSaver(conn, serde=serializer())
+        saver = RedactingSqliteSaver(conn, serde=serializer())
         await saver.setup()
         yield saver
 

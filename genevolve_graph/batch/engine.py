@@ -1,11 +1,15 @@
-"""The machinery both stages share: bounded concurrency on one event loop, durable
-recording, clean stops on SIGINT/SIGTERM, the run folder's manifest, and the summary.
+"""The stage engine: it owns the loop, the run folder, the journal, progress and signals.
 
-A stage is a list of rows and an async ``worker(row) -> record`` that never raises (its
-failures are part of the record). ``run_stage`` starts at most ``concurrency`` workers at
-a time (an ``asyncio.Semaphore``; tasks are created only when a slot is free, so memory
-does not grow with the input), appends each record to ``results.jsonl`` as soon as it is
-ready, and updates the progress bar.
+A *stage* (``Stage``: rollouts, renders) is a plain row function, ``worker(row) -> record``,
+opened with the resources its rows share (a checkpointer and compiled graph, a renderer),
+plus how to record a row that could not run. An *executor* (``batch.executors``) decides
+where row functions run: on this event loop, in worker processes, or as runs on a
+LangGraph Server. ``run_session`` puts them together for one session of a run folder.
+
+``run_stage`` starts at most ``concurrency`` workers at a time (an ``asyncio.Semaphore``;
+tasks are created only when a slot is free, so memory does not grow with the input),
+appends each record to ``results.jsonl`` as soon as it is ready, and updates the progress
+bar.
 
 Stopping: the first SIGINT or SIGTERM stops scheduling and gives the rows in flight
 ``grace`` seconds to finish; after that (or at a second signal) they are cancelled. A
@@ -25,11 +29,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Iterator, Protocol
 
 from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
 from genevolve_graph.batch.rows import BatchRow, InputError, row_key
+from genevolve_graph.jsonl import unencodable
+from genevolve_graph.redaction import redact_value
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_JSON = "results.json"
@@ -139,6 +145,48 @@ async def _finish(future: "asyncio.Future[Any]") -> Any:
     return result
 
 
+# --------------------------------------------------------------------------- stages and executors
+
+RowFunction = Callable[[BatchRow], Awaitable[dict[str, Any]]]
+Sink = Callable[[dict[str, Any]], None]
+
+
+class Stage(Protocol):
+    """What a stage hands to the engine: a row function and how to read its records."""
+
+    name: str
+    outcome_field: str
+    """The record field the summary counts outcomes by."""
+    error_field: str
+
+    def is_failure(self, record: dict[str, Any]) -> bool: ...
+
+    def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
+        """The record of a row that could not run (``message`` says why)."""
+        ...
+
+    def open(self) -> AsyncContextManager[RowFunction]:
+        """The row function, with the resources all rows share held open around it."""
+        ...
+
+    def report_lines(self, folder: "RunFolder") -> list[str]: ...
+
+
+class Executor(Protocol):
+    """Runs a stage's rows somewhere; each finished record goes to ``sink`` then ``records``."""
+
+    async def execute(
+        self,
+        stage: Stage,
+        rows: list[BatchRow],
+        *,
+        sink: Sink,
+        records: dict[str, dict[str, Any]],
+        controller: "StopController",
+        progress: StageProgress | None,
+    ) -> "StageSession": ...
+
+
 # --------------------------------------------------------------------------- running a stage
 
 
@@ -161,10 +209,14 @@ async def run_stage(
     controller: StopController,
     progress: StageProgress | None,
     is_failure: Callable[[dict[str, Any]], bool],
+    failure: Callable[[BatchRow, str], dict[str, Any]],
 ) -> StageSession:
     """Run ``worker`` over ``rows`` with at most ``concurrency`` at a time; each record is
     handed to ``sink`` (run in a worker thread: ``ResultJournal.append`` writes and fsyncs
-    it; in a worker process it goes to the parent) and then put into ``records``."""
+    it; in a worker process it goes to the parent) and then put into ``records``.
+
+    A row that cannot run (text UTF-8 cannot encode) or whose worker raises is recorded as
+    ``failure(row, message)``: one bad row fails alone. Only a recording failure stops the stage."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     loop = asyncio.get_running_loop()
@@ -174,7 +226,7 @@ async def run_stage(
 
     async def one(row: BatchRow) -> None:
         try:
-            record = await worker(row)
+            record = await _attempt(row)
             append = loop.run_in_executor(None, sink, record)
             try:
                 await _finish(append)
@@ -188,6 +240,17 @@ async def run_stage(
             controller.abort(exc)
         finally:
             slots.release()
+
+    async def _attempt(row: BatchRow) -> dict[str, Any]:
+        problem = unencodable(row.data)
+        if problem:
+            return failure(row, f"the row cannot run: {problem} cannot be encoded as UTF-8; fix that field of the input")
+        try:
+            return await worker(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the row's outcome, not the stage's
+            return failure(row, f"internal error: {type(exc).__name__}: {exc}")
 
     def _count(row: BatchRow, record: dict[str, Any]) -> None:
         records[row.key] = record
@@ -239,7 +302,8 @@ class RunFolder:
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = now_iso()
-        write_json_atomic(self.path / MANIFEST, self.manifest, indent=None)  # one line: 'rows' can be long
+        # one line: 'rows' can be long; URLs lose their credentials (the settings are already redacted)
+        write_json_atomic(self.path / MANIFEST, redact_value(self.manifest), indent=None)
 
     def close_session(self, rows: list[BatchRow], session: "StageSession", controller: "StopController") -> None:
         """Record how the session ended and write ``results.json`` (skipped after a fatal
@@ -274,6 +338,7 @@ def open_run_folder(
     shard: str | None,
     settings: dict[str, Any],
     run_id: str | None = None,
+    force_input: bool = False,
 ) -> RunFolder:
     """Create or reopen a stage's folder and check it belongs to this stage and shard.
 
@@ -305,9 +370,15 @@ def open_run_folder(
         if run_id and manifest.get("run_id") != run_id:
             raise InputError(f"{path} belongs to run {manifest.get('run_id')!r}, not --run-id {run_id!r}; pass another --out")
         if manifest.get("input_sha256") and manifest["input_sha256"] != input_digest:
+            if not force_input:
+                raise InputError(
+                    f"{path} was run on another input ({manifest.get('input')}, sha256 {str(manifest['input_sha256'])[:12]}...) "
+                    f"than {input_path} (sha256 {input_digest[:12]}...); pass that input again, another --out, or "
+                    "--force-input to continue this run with the new input (rows already recorded are kept and skipped by id)"
+                )
             notes.append(
-                f"note: the input differs from the one this run started with ({manifest.get('input')}); rows already "
-                "recorded are kept and skipped by id"
+                f"note: the input differs from the one this run used before ({manifest.get('input')}); continuing with "
+                f"{input_path} (--force-input); rows already recorded are kept and skipped by id"
             )
     elif existing and journal.path.exists():
         notes.append(f"note: {path} has results but no {MANIFEST}; continuing with a new run id (finished rows are skipped by id)")
@@ -326,6 +397,7 @@ def open_run_folder(
             "attempts": {},
             "sessions": [],
         }
+    settings = redact_value(settings)  # no user:password@ or secret query values in run.json
     first = (manifest.get("sessions") or [{}])[0].get("settings")
     if first:
         changed = sorted(k for k in set(first) | set(settings) if first.get(k) != settings.get(k))
@@ -334,6 +406,11 @@ def open_run_folder(
                 "note: settings differ from the run's first session (" + ", ".join(f"{k}: {first.get(k)!r} -> {settings.get(k)!r}" for k in changed)
                 + "); rows already recorded keep theirs"
             )
+    inputs = manifest.setdefault("inputs", [])
+    if not inputs and manifest.get("input_sha256"):  # a run folder written before the history was kept
+        inputs.append({"input": manifest.get("input"), "input_sha256": manifest["input_sha256"], "since": manifest.get("created")})
+    if not inputs or inputs[-1].get("input_sha256") != input_digest:
+        inputs.append({"input": input_path, "input_sha256": input_digest, "since": now_iso()})
     manifest.update(input=input_path, input_sha256=input_digest, rows=[[row.position, row.key] for row in rows])
     manifest.setdefault("attempts", {})
     manifest.setdefault("sessions", []).append({"started": now_iso(), "settings": settings})
@@ -362,7 +439,7 @@ def lock_folder(path: Path) -> int | None:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return None
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # = file_modes.FILE_MODE: the umask decides, as for every file a run writes
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -453,6 +530,34 @@ def _outcome(record: dict[str, Any], name: str) -> Any:
 
 def key_of(record: dict[str, Any]) -> str:
     return row_key(record["id"])
+
+
+async def run_session(
+    stage: Stage,
+    rows: list[BatchRow],
+    folder: RunFolder,
+    executor: Executor,
+    *,
+    grace: float = 30.0,
+    progress: bool = True,
+    controller: StopController | None = None,
+) -> StageReport:
+    """One session of ``stage`` over the rows of ``folder`` not yet recorded, run by
+    ``executor``; returns the report (the summary and exit code come from it)."""
+    recorded = [r for r in rows if r.key in folder.records]
+    bar = StageProgress(stage.name, total=len(rows), done=len(recorded),
+                        failed=sum(1 for r in recorded if stage.is_failure(folder.records[r.key])), enabled=progress)
+    own_controller = controller is None
+    controller = controller or StopController(grace=grace, notify=bar.note)
+    todo = [row for row in rows if row.key not in folder.records]
+    with stage_running(folder, bar, controller, own_controller=own_controller):
+        session = await executor.execute(stage, todo, sink=folder.journal.append, records=folder.records,
+                                         controller=controller, progress=bar)
+    report = StageReport(stage.name, folder, rows, session, outcome_field=stage.outcome_field, error_field=stage.error_field,
+                         interrupted=controller.signal, fatal=controller.fatal)
+    report.extra.extend(stage.report_lines(folder))
+    folder.close_session(rows, session, controller)
+    return report
 
 
 @contextlib.contextmanager

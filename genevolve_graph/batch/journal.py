@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable
 
 from genevolve_graph.batch.rows import row_key
+from genevolve_graph.file_modes import FILE_MODE, mkstemp
+from genevolve_graph.jsonl import dumps_safe
 
 
 class JournalError(RuntimeError):
@@ -25,7 +26,7 @@ class JournalError(RuntimeError):
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    return (dumps_safe(record, default=str) + "\n").encode("utf-8")
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,11 +47,10 @@ def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> No
     """Write through a temporary file in the same folder, fsync, rename: readers see the old
     file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, ensure_ascii=False, indent=indent, default=str)
-            stream.write("\n")
+            stream.write(dumps_safe(payload, indent=indent, default=str) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
@@ -109,7 +109,7 @@ class ResultJournal:
         line = dumps_line(record)
         with self._lock:
             created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             try:
                 view = memoryview(line)
                 while view:
@@ -124,7 +124,7 @@ class ResultJournal:
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         """Replace the journal atomically (used to drop rows that will be retried)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        handle, tmp = mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
                 for record in records:

@@ -11,15 +11,16 @@ says which was used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_stage, stage_running
-from genevolve_graph.batch.progress import StageProgress
+from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
+from genevolve_graph.redaction import redact_text
 from genevolve_graph.state import Program, Reference, RenderResult
 
 STAGE = "renders"
@@ -65,6 +66,7 @@ class RenderOptions:
     input_digest: str = ""
     grace: float = 30.0
     progress: bool = True
+    force_input: bool = False
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,12 +80,14 @@ def render_record(row: BatchRow, result: RenderResult, source: str | None, seed:
     record.update(
         output_path=result.output_path if result.success else None,
         success=bool(result.success),
-        render_error=None if result.success else (result.error or "the renderer reported a failure without a message"),
+        render_error=None if result.success else redact_text(result.error or "the renderer reported a failure without a message"),
         backend=result.backend,
         render_source=source,
         render_seconds=round(result.seconds, 3) if result.seconds is not None else None,
         seed=seed,
     )
+    if result.notes:
+        record["render_notes"] = list(result.notes)
     return record
 
 
@@ -92,7 +96,7 @@ def prepare_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOpti
                 "options": redact_options({k: v for k, v in sorted(ctx.options.items()) if k != "output_name"}),
                 **options.extra_settings}
     folder = open_run_folder(options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
-                             input_digest=options.input_digest, shard=None, settings=settings)
+                             input_digest=options.input_digest, shard=None, settings=settings, force_input=options.force_input)
     try:
         (folder.path / "images").mkdir(parents=True, exist_ok=True)
         folder.save_manifest()
@@ -121,55 +125,73 @@ async def arun_renders(
         folder.release()
 
 
-async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions, folder: RunFolder,
-                   controller: StopController | None, renderer: Any) -> StageReport:
-    from genevolve_graph.generators.registry import make_renderer
+@dataclass
+class RenderStage:
+    """Stage 2 as a row function for the engine: one renderer for all rows (closed at the end)."""
 
-    progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
-                             failed=sum(1 for r in rows if r.key in folder.records and is_failure(folder.records[r.key])),
-                             enabled=options.progress)
-    own_controller = controller is None
-    controller = controller or StopController(grace=options.grace, notify=progress.note)
-    todo = [row for row in rows if row.key not in folder.records]
-    renderer = renderer or make_renderer(ctx)
-    name = getattr(renderer, "name", ctx.renderer)
+    ctx: AgentContext
+    renderer: Any
+    out_dir: Path
+    fallback: str = "prompt"
 
-    async def worker(row: BatchRow) -> dict[str, Any]:
+    name = STAGE
+    outcome_field = "success"
+    error_field = "render_error"
+
+    @property
+    def backend(self) -> str:
+        return getattr(self.renderer, "name", self.ctx.renderer)
+
+    def is_failure(self, record: dict[str, Any]) -> bool:
+        return is_failure(record)
+
+    def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
+        return render_record(row, RenderResult(success=False, backend=self.backend, error=message), None, self.ctx.seed)
+
+    async def render_row(self, row: BatchRow) -> dict[str, Any]:
         started = time.monotonic()
+        name, seed = self.backend, self.ctx.seed
         try:
             program = program_of(row.data)
         except ProgramError as exc:
-            return render_record(row, RenderResult(success=False, backend=name, error=f"bad program in the input: {exc}"), None, ctx.seed)
+            return render_record(row, RenderResult(success=False, backend=name, error=f"bad program in the input: {exc}"), None, seed)
         source = "program"
         if program is None:
-            if options.fallback == "skip":
+            if self.fallback == "skip":
                 why = f"no program (termination: {row.data.get('termination')}); --fallback prompt renders the request instead"
-                return render_record(row, RenderResult(success=False, backend=name, error=why), None, ctx.seed)
+                return render_record(row, RenderResult(success=False, backend=name, error=why), None, seed)
             program, source = Program(gen_prompt=row.prompt, reference_images=[]), "prompt"
         try:
-            result = await renderer.render(program, image_path(folder.path, row.key), seed=ctx.seed)
+            result = await self.renderer.render(program, image_path(self.out_dir, row.key), seed=seed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a render failure is the row's outcome
             result = RenderResult(success=False, backend=name, error=f"{type(exc).__name__}: {exc}")
         if result.seconds is None:
             result = result.model_copy(update={"seconds": time.monotonic() - started})
-        return render_record(row, result, source, ctx.seed)
+        return render_record(row, result, source, seed)
 
-    try:
-        with stage_running(folder, progress, controller, own_controller=own_controller):
-            session = await run_stage(todo, worker, sink=folder.journal.append, records=folder.records,
-                                      concurrency=options.concurrency, controller=controller, progress=progress,
-                                      is_failure=is_failure)
-    finally:
-        close = getattr(renderer, "aclose", None)
-        if callable(close):
-            await close()
-    report = StageReport(STAGE, folder, rows, session, outcome_field="success", error_field="render_error",
-                         interrupted=controller.signal, fatal=controller.fatal)
-    report.extra.append(f"images: {folder.path / 'images'}")
-    folder.close_session(rows, session, controller)
-    return report
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Callable[[BatchRow], Awaitable[dict[str, Any]]]]:
+        try:
+            yield self.render_row
+        finally:
+            close = getattr(self.renderer, "aclose", None)
+            if callable(close):
+                await close()
+
+    def report_lines(self, folder: RunFolder) -> list[str]:
+        return [f"images: {folder.path / 'images'}"]
+
+
+async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions, folder: RunFolder,
+                   controller: StopController | None, renderer: Any) -> StageReport:
+    from genevolve_graph.batch.local import LocalExecutor
+    from genevolve_graph.generators.registry import make_renderer
+
+    stage = RenderStage(ctx, renderer or make_renderer(ctx), folder.path, options.fallback)
+    return await run_session(stage, rows, folder, LocalExecutor(options.concurrency), grace=options.grace,
+                             progress=options.progress, controller=controller)
 
 
 def run_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions) -> StageReport:

@@ -9,13 +9,13 @@ and a row that finished but was not yet recorded is recorded without running aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, run_stage, stage_running
-from genevolve_graph.batch.progress import StageProgress
+from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, run_session
 from genevolve_graph.batch.rows import BatchRow
 from genevolve_graph.context import AgentContext
 
@@ -61,7 +61,17 @@ def error_record(row: BatchRow, thread_id: str, message: str, seconds: float, pa
     return record
 
 
-def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int]):
+DURABILITY = ("sync", "async", "exit")
+"""LangGraph's durability modes, and what a SIGKILL can lose in each (docs/batch.md):
+``sync`` writes each step's checkpoint before the next step starts (a kill loses at most
+the step in flight); ``async`` writes it while the next step runs (a kill loses at most the
+steps in flight, the next one's policy call included); ``exit`` writes once, when the
+trajectory ends (a kill loses the whole trajectories in flight: they start over on resume,
+and the trace keeps only each thread's final state). A recorded row is never lost in any mode."""
+
+
+def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int],
+                durability: str | None = None):
     """``worker(row) -> record`` for one checkpointer and one compiled graph (shared by all rows)."""
     from genevolve_graph.runner import result_from_values, run_config, run_with_saver
 
@@ -69,7 +79,7 @@ def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attem
         thread_id = thread_id_for(run_id, row.key, attempts.get(row.key, 1))
         started = time.monotonic()
         try:
-            result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=graph,
+            result = await run_with_saver(row.prompt, ctx, saver, thread_id=thread_id, graph=graph, durability=durability,
                                           row_id=row.key, batch_run=run_id)
         except asyncio.CancelledError:
             raise
@@ -85,29 +95,72 @@ def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attem
     return worker
 
 
-async def rollouts_in_loop(
-    rows: list[BatchRow],
-    ctx: AgentContext,
-    *,
-    checkpoint_url: str,
-    run_id: str,
-    attempts: dict[str, int],
-    concurrency: int,
-    sink: Any,
-    records: dict[str, dict[str, Any]],
-    controller: StopController,
-    progress: StageProgress | None,
-    services: dict[str, Any] | None = None,
-) -> Any:
-    """The rows on this event loop: one checkpointer, one compiled graph, ``concurrency`` in flight."""
-    from genevolve_graph.graph import build_graph
-    from genevolve_graph.persistence import open_checkpointer
+@dataclass
+class RolloutStage:
+    """Stage 1 as a row function for the engine: one checkpointer and one compiled graph
+    shared by every row. Picklable (without ``services``), so worker processes get it whole."""
 
-    async with open_checkpointer(checkpoint_url) as saver:
-        graph = build_graph(saver, **(services or {}))
-        worker = make_worker(saver, graph, ctx, run_id=run_id, attempts=attempts)
-        return await run_stage(rows, worker, sink=sink, records=records, concurrency=concurrency,
-                               controller=controller, progress=progress, is_failure=is_failure)
+    ctx: AgentContext
+    checkpoint_url: str
+    run_id: str
+    attempts: dict[str, int] = field(default_factory=dict)
+    services: dict[str, Any] | None = None
+    durability: str = "async"
+
+    name = STAGE
+    outcome_field = "termination"
+    error_field = "error"
+
+    def is_failure(self, record: dict[str, Any]) -> bool:
+        return is_failure(record)
+
+    def thread_id(self, row: BatchRow) -> str:
+        return thread_id_for(self.run_id, row.key, self.attempts.get(row.key, 1))
+
+    def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
+        return error_record(row, self.thread_id(row), message, 0.0)
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[Callable[[BatchRow], Awaitable[dict[str, Any]]]]:
+        from genevolve_graph.graph import build_graph
+        from genevolve_graph.persistence import open_checkpointer
+
+        async with open_checkpointer(self.checkpoint_url) as saver:
+            graph = build_graph(saver, **(self.services or {}))
+            yield make_worker(saver, graph, self.ctx, run_id=self.run_id, attempts=self.attempts, durability=self.durability)
+
+    def report_lines(self, folder: RunFolder) -> list[str]:
+        if self.checkpoint_url.startswith(("http://", "https://")):
+            return [f"trace: the threads of the LangGraph Server at {self.checkpoint_url} (metadata run_id {self.run_id})"]
+        return [f"trace: {folder.manifest.get('checkpoint')} (threads {self.run_id}:<id>)"]
+
+    # ------------------------------------------------ on a LangGraph Server (batch.server)
+
+    def thread_label(self, row: BatchRow) -> str:
+        return self.thread_id(row)
+
+    def remote_input(self, row: BatchRow) -> dict[str, Any]:
+        return {"request": row.prompt}
+
+    def remote_context(self) -> dict[str, Any]:
+        from genevolve_graph.batch.server import context_for_server
+
+        return context_for_server(self.ctx)
+
+    def remote_record(self, row: BatchRow, thread_id: str, values: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The stage-1 record from a server thread's final state (JSON, as the API sends it)."""
+        from langchain_core.messages import messages_from_dict
+
+        from genevolve_graph.runner import result_from_values
+        from genevolve_graph.state import Program
+
+        values = dict(values)
+        if values.get("program"):
+            values["program"] = Program.model_validate(values["program"])
+        values["messages"] = messages_from_dict([{"type": m["type"], "data": m} for m in values.get("messages") or []])
+        record = rollout_record(row, result_from_values(thread_id, values), self.ctx.protocol, seconds)
+        record["server_thread"] = True
+        return record
 
 
 @dataclass
@@ -130,13 +183,17 @@ class RolloutOptions:
     input_digest: str = ""
     grace: float = 30.0
     progress: bool = True
+    force_input: bool = False
+    """Continue a run whose folder was started on another input (kept in run.json's ``inputs``)."""
+    durability: str = "async"
+    """When checkpoints are written: ``sync`` | ``async`` | ``exit`` (see ``DURABILITY``)."""
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def context_settings(ctx: AgentContext) -> dict[str, Any]:
     """The settings worth comparing between sessions (no secrets: keys are never in the context)."""
     return {
-        "policy": ctx.policy, "model": ctx.model, "base_url": ctx.base_url, "protocol": ctx.protocol,
+        "policy": ctx.policy, "model": ctx.model, "base_url": redact_url(ctx.base_url), "protocol": ctx.protocol,
         "temperature": ctx.temperature, "top_p": ctx.top_p, "max_tokens": ctx.max_tokens, "max_rounds": ctx.max_rounds,
         "max_tool_calls": ctx.max_tool_calls, "max_refs": ctx.n_max_reference_images, "search": ctx.search,
         "image_search": ctx.image_search, "corpus": ctx.corpus, "image_dir": ctx.image_dir, "skills_dir": ctx.skills_dir,
@@ -146,16 +203,47 @@ def context_settings(ctx: AgentContext) -> dict[str, Any]:
 
 def redact_url(url: str) -> str:
     """A checkpoint URL without its password, for the manifest and messages."""
-    from urllib.parse import urlsplit, urlunsplit
+    from genevolve_graph.redaction import redact_url as redact
 
-    if not url.startswith(("postgresql://", "postgres://")):
+    return redact(url)
+
+
+DEFAULT_TRACE = "trace.sqlite"
+
+
+def absolute_checkpoint(url: str, folder: RunFolder | None) -> str:
+    """A SQLite URL with an absolute path: a relative one is taken relative to the run folder
+    when ``folder`` is given (what ``run.json`` holds) and to the working directory otherwise
+    (what a user typed)."""
+    if not url.startswith("sqlite:///"):
         return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    if not path.is_absolute():
+        path = (folder.path / path) if folder is not None else path.resolve()
+    return f"sqlite:///{path}"
+
+
+def relative_checkpoint(url: str, folder: RunFolder) -> str:
+    """What ``run.json`` records: a SQLite file inside the run folder relative to it, so a
+    moved or copied folder resumes into its own database; anything else as it is."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if path.is_absolute() and path.is_relative_to(folder.path):
+            return f"sqlite:///{path.relative_to(folder.path).as_posix()}"
+    return url
+
+
+def checkpoint_in_folder(recorded: str, folder: RunFolder) -> str:
+    """The checkpointer a run folder recorded, found where the folder is now. Run folders
+    written before paths were relative hold an absolute path: when that names a file of the
+    same name that this (moved or copied) folder holds, the folder's own file is used."""
+    url = absolute_checkpoint(recorded, folder)
+    if url.startswith("sqlite:///") and Path(recorded[len("sqlite:///"):]).is_absolute():
+        path = Path(url[len("sqlite:///"):])
+        own = folder.path / path.name
+        if path.parent != folder.path and own.is_file():
+            return f"sqlite:///{own}"
+    return url
 
 
 def prepare_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> tuple[RunFolder, str]:
@@ -164,6 +252,7 @@ def prepare_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOp
     folder = open_run_folder(
         options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
         input_digest=options.input_digest, shard=options.shard, settings=settings, run_id=options.run_id,
+        force_input=options.force_input,
     )
     try:
         return _settle(folder, options)
@@ -176,18 +265,23 @@ def _settle(folder: RunFolder, options: RolloutOptions) -> tuple[RunFolder, str]
     from genevolve_graph.batch.rows import InputError
 
     recorded = folder.manifest.get("checkpoint")
+    earlier = checkpoint_in_folder(recorded, folder) if recorded else None
     url = options.checkpoint
     if url is None:
         if recorded and "***" in recorded:
             raise InputError(
                 f"this run records its threads in {recorded}; pass that URL again with --checkpoint (passwords are not stored)"
             )
-        url = recorded or f"sqlite:///{(folder.path / 'trace.sqlite').resolve()}"
-    elif recorded and redact_url(url) != recorded:
-        folder.notes.append(
-            f"note: this run used the checkpointer {recorded} before; rows interrupted there start over in {redact_url(url)}"
-        )
-    folder.manifest["checkpoint"] = redact_url(url)
+        url = earlier or f"sqlite:///{folder.path / DEFAULT_TRACE}"
+        if earlier and earlier != absolute_checkpoint(recorded, folder):
+            folder.notes.append(f"note: this run folder was moved or copied; its threads continue in {redact_url(earlier)}")
+    else:
+        url = absolute_checkpoint(url, None)
+        if earlier and redact_url(url) != redact_url(earlier):
+            folder.notes.append(
+                f"note: this run used the checkpointer {redact_url(earlier)} before; rows interrupted there start over in {redact_url(url)}"
+            )
+    folder.manifest["checkpoint"] = redact_url(relative_checkpoint(url, folder))
     if options.retry_failed:
         attempts = folder.manifest.setdefault("attempts", {})
         retry = [key for key, record in folder.records.items() if record.get("termination") == "error"]
@@ -212,52 +306,37 @@ async def arun_rollouts(
     checkpoint_url: str | None = None,
     controller: StopController | None = None,
     services: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> StageReport:
     """Run stage 1 over ``rows`` (rows already recorded are skipped) and report.
 
-    ``services`` go to ``build_graph`` (an injected policy, search backend, ...).
+    ``services`` go to ``build_graph`` (an injected policy, search backend, ...);
+    ``executor`` replaces the one ``options`` describes (``--workers``).
     """
     if options.workers > 1 and services:
         raise ValueError("injected services cannot be sent to worker processes; use workers=1")
     if folder is None or checkpoint_url is None:
         folder, checkpoint_url = prepare_rollouts(rows, ctx, options)
     try:
-        return await _rollouts(rows, ctx, options, folder, checkpoint_url, controller, services)
+        return await _rollouts(rows, ctx, options, folder, checkpoint_url, controller, services, executor)
     finally:
         folder.release()
 
 
 async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions, folder: RunFolder,
-                    checkpoint_url: str, controller: StopController | None, services: dict[str, Any] | None) -> StageReport:
-    progress = StageProgress(STAGE, total=len(rows), done=sum(1 for r in rows if r.key in folder.records),
-                             failed=sum(1 for r in rows if r.key in folder.records and is_failure(folder.records[r.key])),
-                             enabled=options.progress)
-    own_controller = controller is None
-    controller = controller or StopController(grace=options.grace, notify=progress.note)
-    todo = [row for row in rows if row.key not in folder.records]
-    attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
-    run_id = folder.run_id
-    ctx = ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id)
-    with stage_running(folder, progress, controller, own_controller=own_controller):
-        if options.workers > 1 and len(todo) > 1:
-            from genevolve_graph.batch.workers import run_in_processes
+                    checkpoint_url: str, controller: StopController | None, services: dict[str, Any] | None,
+                    executor: Executor | None) -> StageReport:
+    from genevolve_graph.batch.executors import executor_for
 
-            session = await run_in_processes(
-                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                concurrency=options.concurrency, workers=options.workers, sink=folder.journal.append,
-                records=folder.records, controller=controller, progress=progress, is_failure=is_failure,
-            )
-        else:
-            session = await rollouts_in_loop(
-                todo, ctx, checkpoint_url=checkpoint_url, run_id=run_id, attempts=attempts,
-                concurrency=options.concurrency, sink=folder.journal.append, records=folder.records,
-                controller=controller, progress=progress, services=services,
-            )
-    report = StageReport(STAGE, folder, rows, session, outcome_field="termination", error_field="error",
-                         interrupted=controller.signal, fatal=controller.fatal)
-    report.extra.append(f"trace: {folder.manifest.get('checkpoint')} (threads {run_id}:<id>)")
-    folder.close_session(rows, session, controller)
-    return report
+    run_id = folder.run_id
+    attempts = {key: int(value) for key, value in folder.manifest.get("attempts", {}).items()}
+    if options.durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {DURABILITY}, not {options.durability!r}")
+    stage = RolloutStage(ctx.with_updates(renderer="none", experiment=ctx.experiment or run_id), checkpoint_url, run_id,
+                         attempts, services, options.durability)
+    executor = executor or executor_for(concurrency=options.concurrency, workers=options.workers)
+    return await run_session(stage, rows, folder, executor, grace=options.grace, progress=options.progress,
+                             controller=controller)
 
 
 def run_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> StageReport:

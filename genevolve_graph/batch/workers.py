@@ -1,12 +1,12 @@
-"""Stage 1 over several worker processes, for endpoints fast enough that one interpreter's
-CPU becomes the limit (each agent round costs milliseconds of Python: LangGraph's step
-bookkeeping, the chat client, the tools, checkpoint writes).
+"""``ProcessExecutor``: a stage over several worker processes, for endpoints fast enough that
+one interpreter's CPU becomes the limit (each agent round costs milliseconds of Python:
+LangGraph's step bookkeeping, the chat client, the tools, checkpoint writes).
 
 The parent keeps everything that must happen once: the run folder, the journal (only the
-parent writes ``results.jsonl``), the progress bar, the signals. Each worker process runs
-``rollouts_in_loop`` on its own event loop over every n-th pending row, with its own share
-of the concurrency, its own connection to the same checkpointer, and sends each finished
-record back over a pipe. The parent tells workers to stop scheduling (first Ctrl-C or
+parent writes ``results.jsonl``), the progress bar, the signals. Each worker process gets
+the stage itself (pickled; a rollout stage opens its own connection to the same
+checkpointer) and every n-th pending row, runs them with a ``LocalExecutor`` holding its
+share of the concurrency, and sends each finished record back over a pipe. The parent tells workers to stop scheduling (first Ctrl-C or
 SIGTERM) or to cancel (after the grace time, or a second signal); workers ignore the
 signals themselves. A worker whose parent disappears (SIGKILL) sees its command pipe close
 and cancels its rows at once, so nothing keeps running unrecorded; as always, interrupted
@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from genevolve_graph.batch.engine import StageSession, StopController
+from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController
+from genevolve_graph.batch.local import LocalExecutor
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow, row_key
-from genevolve_graph.context import AgentContext
 
 
 def split_concurrency(total: int, workers: int) -> list[int]:
@@ -60,8 +60,6 @@ def worker_main(commands: Any, results: Any, payload: dict[str, Any]) -> None:
 
 
 async def _worker(commands: Any, send: Callable[[tuple[str, Any]], None], payload: dict[str, Any]) -> None:
-    from genevolve_graph.batch.rollouts import rollouts_in_loop
-
     loop = asyncio.get_running_loop()
     controller = StopController(grace=0.0, notify=lambda message: None)
 
@@ -78,10 +76,9 @@ async def _worker(commands: Any, send: Callable[[tuple[str, Any]], None], payloa
 
     loop.add_reader(commands.fileno(), on_command)
     rows = [BatchRow(key=key, position=position, data=data) for key, position, data in payload["rows"]]
-    session = await rollouts_in_loop(
-        rows, payload["ctx"], checkpoint_url=payload["checkpoint_url"], run_id=payload["run_id"],
-        attempts=payload["attempts"], concurrency=payload["concurrency"],
-        sink=lambda record: send(("record", record)), records={}, controller=controller, progress=None,
+    session = await LocalExecutor(payload["concurrency"]).execute(
+        payload["stage"], rows, sink=lambda record: send(("record", record)), records={}, controller=controller,
+        progress=None,
     )
     with contextlib.suppress(ValueError, OSError):
         loop.remove_reader(commands.fileno())
@@ -103,22 +100,35 @@ class _Child:
     finished: bool = False
 
 
+@dataclass
+class ProcessExecutor:
+    """``workers`` processes sharing ``concurrency`` rows in flight (one row runs here)."""
+
+    concurrency: int
+    workers: int
+
+    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: dict[str, dict[str, Any]],
+                      controller: StopController, progress: StageProgress | None) -> StageSession:
+        if self.workers <= 1 or len(rows) <= 1:
+            return await LocalExecutor(self.concurrency).execute(stage, rows, sink=sink, records=records,
+                                                                 controller=controller, progress=progress)
+        return await run_in_processes(rows, stage, concurrency=self.concurrency, workers=self.workers, sink=sink,
+                                      records=records, controller=controller, progress=progress)
+
+
 async def run_in_processes(
     rows: list[BatchRow],
-    ctx: AgentContext,
+    stage: Stage,
     *,
-    checkpoint_url: str,
-    run_id: str,
-    attempts: dict[str, int],
     concurrency: int,
     workers: int,
-    sink: Callable[[dict[str, Any]], None],
+    sink: Sink,
     records: dict[str, dict[str, Any]],
     controller: StopController,
     progress: StageProgress | None,
-    is_failure: Callable[[dict[str, Any]], bool],
 ) -> StageSession:
     """Spread ``rows`` over worker processes; record what they send back, in this process."""
+    is_failure = stage.is_failure
     loop = asyncio.get_running_loop()
     count = max(1, min(workers, len(rows), concurrency))
     limits = split_concurrency(concurrency, count)
@@ -197,8 +207,7 @@ async def run_in_processes(
             result_recv, result_send = context.Pipe(duplex=False)
             payload = {
                 "rows": [(row.key, row.position, row.data) for row in rows[index::count]],
-                "ctx": ctx, "checkpoint_url": checkpoint_url, "run_id": run_id, "attempts": attempts,
-                "concurrency": limits[index],
+                "stage": stage, "concurrency": limits[index],
             }
             process = context.Process(target=worker_main, args=(command_recv, result_send, payload),
                                       name=f"genevolve-batch-{index}", daemon=True)

@@ -56,6 +56,16 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
         raise _fail(f"{exc}; check --judge-base-url, --judge-api-key and --judge-model, then rerun with --resume") from None
 
 
+def _check_outputs(out_dir: Path, names: tuple[str, ...], inputs: list[tuple[str, Path | None]]) -> None:
+    """The files an evaluation writes into ``out_dir`` must not be any of its inputs."""
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs
+
+    try:
+        check_outputs([("--out-dir", Path(out_dir).expanduser() / name) for name in names], inputs)
+    except OutputOverwritesInput as exc:
+        raise _fail(str(exc)) from None
+
+
 def _rubric(path: Path | None, builtin: str) -> tuple[str | None, str]:
     from genevolve_graph.evaluation.rubric import rubric_from_file
 
@@ -135,6 +145,8 @@ def register(app: typer.Typer) -> None:
 
         if resume and overwrite:
             raise _fail("--resume and --overwrite exclude each other; pick one")
+        _check_outputs(out_dir if out_dir else Path(results).expanduser().resolve().parent, (EVAL_LOG_NAME, SUMMARY_JSON, SUMMARY_CSV),
+                       [("--results", results), ("--judge-prompt-file", judge_prompt_file)])
         rubric, rubric_source = _rubric(judge_prompt_file, "kscore")
         opts = EvaluateOptions(
             results=results, out_dir=out_dir, gt_roots=list(gt_root or []), max_workers=max_workers, resume=resume,
@@ -181,6 +193,8 @@ def register(app: typer.Typer) -> None:
 
         if resume and overwrite:
             raise _fail("--resume and --overwrite exclude each other; pick one")
+        _check_outputs(out_dir, (EVAL_LOG_NAME, SUMMARY_JSON, SUMMARY_CSV),
+                       [("--data", d) for d in data] + [("--results", results), ("--judge-prompt-file", judge_prompt_file)])
         rubric, rubric_source = _rubric(judge_prompt_file, "wise")
         opts = WiseOptions(
             data=list(data), out_dir=out_dir, images_dir=images, results=results, prompt_set=prompt_set,
@@ -208,6 +222,10 @@ def register(app: typer.Typer) -> None:
         from genevolve_graph.evaluation.report import build_report
         from genevolve_graph.evaluation.results_io import EvalInputError
 
+        from genevolve_graph.evaluation.report import KSCORE_FILE, WISE_FILE
+
+        _check_outputs(out, ("report.md", "kscore_all.png", "wise_by_category.png"),
+                       [("RUNS", run / name) for run in runs for name in (KSCORE_FILE, WISE_FILE)] + [("RUNS", run) for run in runs])
         try:
             files = build_report(list(runs), out, labels=list(label) if label else None)
         except (EvalInputError, ValueError) as exc:

@@ -22,9 +22,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from genevolve_graph.policies.reply_check import MalformedReply, completion_hook, malformed_reply
 
 T = TypeVar("T")
 
@@ -184,7 +187,9 @@ class JudgeClient:
         with self._clients_lock:
             client = self._clients.get(loop)
             if client is None:
-                client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
+                # The reply check turns garbage bodies into one MalformedReply naming the endpoint.
+                http = httpx.AsyncClient(timeout=self.timeout, event_hooks={"response": [completion_hook("judge")]})
+                client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0, http_client=http)
                 self._clients[loop] = client
             return client
 
@@ -201,7 +206,13 @@ class JudgeClient:
             kwargs["max_tokens"] = self.max_tokens
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
-        response = await self._sdk().chat.completions.create(**kwargs)
+        try:
+            response = await self._sdk().chat.completions.create(**kwargs)
+        except Exception as exc:
+            malformed = malformed_reply(exc)
+            if malformed is not None:
+                raise malformed from None
+            raise
         choices = getattr(response, "choices", None) or []
         text = message_text(choices[0].message.content) if choices else ""
         if not text.strip():
@@ -224,6 +235,8 @@ class JudgeClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._once(messages)
+        except MalformedReply as exc:
+            raise JudgeError(f"judge {self.model!r}: {exc}") from exc
         except (openai.OpenAIError, _EmptyReply) as exc:
             if _is_retryable(exc):
                 raise JudgeError(

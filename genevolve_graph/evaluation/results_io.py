@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from genevolve_graph.jsonl import dumps_safe
+
 
 class EvalInputError(ValueError):
     """Bad input to an evaluation command; the message names the input and the fix."""
@@ -62,15 +64,29 @@ def sample_ids(rows: list[dict[str, Any]], path: Path) -> list[str]:
     return ids
 
 
-def resolve_path(value: Any, roots: Iterable[Path]) -> tuple[Path | None, str]:
+class OutsideRoot(ValueError):
+    """A path field that leaves the roots it must stay under."""
+
+
+def resolve_path(value: Any, roots: Iterable[Path], *, confine: bool = False) -> tuple[Path | None, str]:
     """(existing file, "") for a path field, else (None, the reason).
 
     Absolute paths are taken as they are; relative ones are tried against each root in turn.
+    With ``confine``, the file must lie under one of the roots once every symlink and ``..``
+    is resolved; otherwise :class:`OutsideRoot` says which path left which roots.
     """
     if value in (None, ""):
         return None, "no path given"
     raw = Path(str(value)).expanduser()
-    candidates = [raw] if raw.is_absolute() else [Path(root) / raw for root in roots]
+    roots = [Path(root) for root in roots]
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    if confine:
+        real_roots = [root.resolve() for root in roots]
+        inside = [c for c in candidates if any(r == c.resolve() or r in c.resolve().parents for r in real_roots)]
+        if not inside:
+            where = ", ".join(str(r) for r in real_roots)
+            raise OutsideRoot(f"{value} resolves to {candidates[0].resolve()}, outside {where}")
+        candidates = inside
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve(), ""
@@ -113,13 +129,13 @@ class EvalLog:
         """Append one record durably (flush + fsync), so a crash cannot lose a finished sample."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(dumps_safe(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def compact(self, records: list[dict[str, Any]]) -> None:
         """Replace the log by ``records`` (one per sample, in input order) atomically."""
-        write_text_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_text_atomic(self.path, "".join(dumps_safe(r) + "\n" for r in records))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -136,4 +152,4 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Pretty JSON written atomically."""
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(path, dumps_safe(obj, indent=2) + "\n")

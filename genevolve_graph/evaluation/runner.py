@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genevolve_graph.jsonl import unencodable
 from genevolve_graph.evaluation.aggregate import build_summary, summary_csv
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
 from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
@@ -23,6 +24,7 @@ from genevolve_graph.evaluation.kscore import kscore_messages, parse_kscore
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
+    OutsideRoot,
     load_rows,
     resolve_path,
     sample_ids,
@@ -93,7 +95,7 @@ async def run_samples(
         done.append(record)
         if on_record is not None:
             on_record(record)
-        if record.get("status") == "failed":
+        if record.get("status") == "failed" and not str(record.get("error")).startswith("bad_input"):  # the judge's fault, not the row's
             streak["failed"] += 1
             if streak["failed"] >= limit:
                 raise JudgeConfigurationError(
@@ -183,6 +185,9 @@ async def evaluate_kscore_results(
             record.update(status=status, error=error, evaluated_at=now_iso())
             return record
 
+        problem = unencodable(row)
+        if problem:  # it could not be sent to the judge; it fails alone
+            return stop("failed", f"bad_input: {problem} cannot be encoded as UTF-8; fix that field of the results file")
         if not record["prompt"]:
             return stop("missing", "empty_prompt: the sample has neither 'prompt' nor 'question'")
         if row.get("success") is False:
@@ -190,7 +195,10 @@ async def evaluate_kscore_results(
         generated, why = resolve_path(row.get("output_path"), gen_roots)
         if generated is None:
             return stop("missing", f"missing_generated_image: {why}")
-        truth, why = resolve_path(record["gt_image"], gt_roots)
+        try:  # with --gt-root, a ground truth never leaves it (no ../, absolute paths or symlinks out)
+            truth, why = resolve_path(record["gt_image"], gt_roots, confine=bool(opts.gt_roots))
+        except OutsideRoot as exc:
+            return stop("failed", f"ground_truth_outside_gt_root: {exc}; gt_image must stay under --gt-root")
         if truth is None:
             return stop("missing", f"missing_ground_truth: {why}")
         try:

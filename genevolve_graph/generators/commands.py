@@ -45,11 +45,15 @@ def serve_renderer(
     condition_image_pixels: Annotated[Optional[int], typer.Option(help="Pixel area references are resized to for the VL condition (Qwen edit pipelines).")] = None,
     torch_threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    token: Annotated[Optional[str], typer.Option(envvar="GENEVOLVE_SERVICE_TOKEN", show_envvar=True, help="Bearer token POST /generate requires (clients send GENEVOLVE_SERVICE_TOKEN). Without it, bind to loopback only.")] = None,
+    decode_concurrency: Annotated[int, typer.Option(help="Requests that may decode their references at once.")] = 2,
+    max_total_reference_mp: Annotated[float, typer.Option(help="All references of one request together, in megapixels.")] = 48.0,
 ) -> None:
     """Serve one diffusers pipeline over HTTP (POST /generate, GET /health) for the 'service' renderer."""
     from genevolve_graph.generators.base import RenderError
     from genevolve_graph.generators.diffusers_backend import DiffusersConfig, DiffusersEngine
-    from genevolve_graph.generators.service_app import ServiceLimits, ServiceSettings, create_app
+    from genevolve_graph.generators.service_app import ServiceLimits, ServiceSettings, create_app, exposure_warning
+    from genevolve_graph.redaction import RedactingFilter
 
     if not 0 < port < 65536:
         _fail(f"--port must be between 1 and 65535, not {port}")
@@ -57,6 +61,10 @@ def serve_renderer(
         _fail(f"--max-queue must be at least 1, not {max_queue}")
     if default_long_side is not None and default_long_side < 16:
         _fail(f"--default-long-side must be at least 16, not {default_long_side}")
+    if decode_concurrency < 1:
+        _fail(f"--decode-concurrency must be at least 1, not {decode_concurrency}")
+    if max_total_reference_mp <= 0:
+        _fail(f"--max-total-reference-mp must be positive, not {max_total_reference_mp}")
     if request_timeout <= 0:
         _fail(f"--request-timeout must be positive, not {request_timeout}")
     options = {
@@ -78,10 +86,16 @@ def serve_renderer(
             max_reference_bytes=int(max_reference_mb * 1024 * 1024),
             max_prompt_chars=max_prompt_chars,
             max_steps=max_steps,
+            max_total_reference_pixels=int(max_total_reference_mp * 1_000_000),
         )
     except (RenderError, ValueError) as exc:
         _fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    warning = exposure_warning(host, token)
+    if warning:
+        typer.echo(warning, err=True)
     if torch_threads:
         import torch
 
@@ -93,7 +107,8 @@ def serve_renderer(
 
     import uvicorn
 
-    settings = ServiceSettings(max_queue=max_queue, request_timeout=request_timeout, limits=limits, default_long_side=default_long_side)
+    settings = ServiceSettings(max_queue=max_queue, request_timeout=request_timeout, limits=limits, default_long_side=default_long_side,
+                               decode_concurrency=decode_concurrency, token=token or None)
     app = create_app(settings, engine=engine)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 

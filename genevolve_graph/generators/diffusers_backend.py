@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.options import get_bool, get_float, get_int, get_str
-from genevolve_graph.generators.references import DEFAULT_LONG_SIDE, load_reference_images, output_size
+from genevolve_graph.generators.references import DEFAULT_LONG_SIDE, SIZE_MULTIPLE, load_reference_images, output_size
 from genevolve_graph.state import Program, RenderResult
 
 if TYPE_CHECKING:
@@ -99,10 +99,34 @@ class GenerationDefaults:
     height: int | None = None
 
     def size_for(self, first_reference: tuple[int, int] | None) -> tuple[int, int]:
-        """Output (width, height): fixed if configured, else from the first reference."""
+        """Output (width, height): fixed if configured, else from the first reference; both
+        multiples of ``SIZE_MULTIPLE``, as the pipelines floor them anyway (see ``size_note``)."""
         if self.width and self.height:
-            return self.width, self.height
+            return _floor_to_multiple(self.width), _floor_to_multiple(self.height)
         return output_size(first_reference, long_side=self.long_side)
+
+    @property
+    def size_note(self) -> str | None:
+        """What became of a configured size that is not a multiple of ``SIZE_MULTIPLE``
+        (the pipeline would round it down silently); recorded in the render result."""
+        if self.width and self.height:
+            width, height = _floor_to_multiple(self.width), _floor_to_multiple(self.height)
+            if (width, height) != (self.width, self.height):
+                return (f"size {self.width}x{self.height} is not a multiple of {SIZE_MULTIPLE}: rendered at {width}x{height} "
+                        f"(set width and height to multiples of {SIZE_MULTIPLE} to choose the size exactly)")
+            return None
+        if self.long_side != _floor_to_multiple(self.long_side):
+            return (f"long_side {self.long_side} is not a multiple of {SIZE_MULTIPLE}: both sides are rounded to "
+                    f"multiples of {SIZE_MULTIPLE}")
+        return None
+
+    def notes(self) -> list[str]:
+        """Notes for a render result made with these settings."""
+        return [self.size_note] if self.size_note else []
+
+
+def _floor_to_multiple(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+    return max(multiple, value // multiple * multiple)
 
 
 @dataclass(frozen=True)
@@ -504,7 +528,8 @@ class DiffusersRenderer:
         except Exception as exc:  # noqa: BLE001 - a backend failure is a result, not a crash of the graph
             log.exception("diffusers render failed")
             return RenderResult(success=False, backend=self.name, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
-        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started)
+        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started,
+                            notes=self.config.generation.notes())
 
 
 def _save_png(image: "Image.Image", out_path: Path) -> None:

@@ -61,7 +61,10 @@ class GeminiConfig:
     timeout: float = 300.0
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
-        return f"GeminiConfig(model={self.model!r}, base_url={self.base_url!r}, image_size={self.image_size!r})"
+        from genevolve_graph.redaction import redact_url
+
+        base_url = redact_url(self.base_url) if self.base_url else self.base_url
+        return f"GeminiConfig(model={self.model!r}, base_url={base_url!r}, image_size={self.image_size!r})"
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "GeminiConfig":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.file_modes import mkstemp
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
@@ -69,7 +69,7 @@ def draw_storyboard(program: Program) -> Image.Image:
 def save_atomic(image: Image.Image, path: Path) -> None:
     """Write through a temporary file and rename, so a reader never sees half an image."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         image.save(tmp, format="PNG")

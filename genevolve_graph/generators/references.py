@@ -7,6 +7,7 @@ and agree on the output size, so a program renders at the same size on each.
 from __future__ import annotations
 
 import io
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,10 @@ def read_reference_bytes(reference: Reference, *, max_bytes: int = DEFAULT_MAX_B
         raise RenderError(f"{label}: reference file {path} cannot be read: {exc}") from None
     if size > max_bytes:
         raise RenderError(f"{label}: reference file {path} is {size:,} bytes, more than the limit of {max_bytes:,}")
-    return path.read_bytes()
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
+        raise RenderError(f"{label}: reference file {path} is not a regular file")
+    with path.open("rb") as stream:
+        return stream.read(max_bytes + 1)
 
 
 def flatten_to_rgb(image: Image.Image) -> Image.Image:

@@ -15,9 +15,16 @@ Design, for one big model per accelerator:
   ``Retry-After`` at once instead of letting requests pile up.
 - Each request has a deadline (504 after it); a render that outlives its deadline is
   stopped at its next denoising step, so it does not hold the worker.
+- Admission comes first: a request beyond the running one plus ``max_queue`` waiting ones
+  is answered 503 before its body is read or anything is decoded, so memory is bounded by
+  the queue, not by the number of clients. At most ``decode_concurrency`` requests decode
+  references at once, and the references of one request may hold at most
+  ``max_total_reference_pixels`` in all (checked from the image headers, before decoding).
 - Input limits are checked before any work (400 with a message naming the field and the
   limit); reference images are decoded with the guards used for downloads
-  (:mod:`genevolve_graph.imaging`).
+  (:mod:`genevolve_graph.imaging`). A client's mistake is a 4xx with the reason, never a 500.
+- An optional bearer token (``--token`` / ``GENEVOLVE_SERVICE_TOKEN``) guards ``/generate``;
+  ``/health`` stays open for load balancers.
 - Out of accelerator memory frees memory and answers 500; the service lives on.
 """
 
@@ -25,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
+import ipaddress
 import logging
 import math
 import threading
@@ -49,7 +58,7 @@ from genevolve_graph.generators.diffusers_backend import (
     RenderOutOfMemory,
 )
 from genevolve_graph.generators.references import flatten_to_rgb, output_size
-from genevolve_graph.imaging import UnsafeImageError, decode_data_uri, decode_image_bytes, encode_png
+from genevolve_graph.imaging import UnsafeImageError, data_uri_bytes, decode_image_bytes, encode_png, probe_size
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,10 @@ class ServiceLimits:
     max_reference_images: int = 4
     max_reference_bytes: int = 12 * 1024 * 1024
     max_reference_pixels: int = 40_000_000
+    max_total_reference_pixels: int = 48_000_000
+    """All references of one request together (about 4 × 12 MP): bounds a request's decoded memory."""
+    max_reference_aspect: float = 20.0
+    """Longest side over shortest side of a reference; beyond it the pipeline's resize breaks."""
     max_prompt_chars: int = 4000
     max_steps: int = 100
     min_side: int = 16
@@ -90,6 +103,10 @@ class ServiceSettings:
     default_long_side: int | None = None
     """Size of requests without width/height (peers send none): the first reference's
     aspect with this long side. ``None``: the pipeline's own default (about 1 MP)."""
+    decode_concurrency: int = 2
+    """Requests that may decode their references at the same time."""
+    token: str | None = None
+    """Bearer token ``/generate`` requires (``None``: no authentication)."""
 
 
 class GenerateRequest(BaseModel):
@@ -120,6 +137,10 @@ def check_request(request: GenerateRequest, limits: ServiceLimits) -> None:
         if not low <= value <= high:
             raise BadRequest(f"{name} must be between {low:g} and {high:g} (got {value:g})")
 
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(request, name)
+        if text is not None:
+            _check_unicode(name, text)
     if not request.prompt.strip():
         raise BadRequest("prompt is empty")
     if len(request.prompt) > limits.max_prompt_chars:
@@ -140,6 +161,17 @@ def check_request(request: GenerateRequest, limits: ServiceLimits) -> None:
     if request.width is not None and request.height is not None:
         between("width", request.width, limits.min_side, limits.max_side)
         between("height", request.height, limits.min_side, limits.max_side)
+
+
+def _check_unicode(name: str, text: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``) that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(
+            f"{name} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}; "
+            "send UTF-8 text (pair or drop the surrogate)"
+        ) from None
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -172,6 +204,8 @@ class RenderService:
         self.rejected = 0
         self._mean_seconds = 0.0
         self._last_seconds = 0.0
+        self._admitted = 0
+        self._decoding: asyncio.Semaphore | None = None
 
     # ---- lifecycle
 
@@ -180,6 +214,7 @@ class RenderService:
             assert self._config is not None
             self.engine = await asyncio.to_thread(DiffusersEngine.load, self._config)
         self._queue = asyncio.Queue(maxsize=self.settings.max_queue)
+        self._decoding = asyncio.Semaphore(max(1, self.settings.decode_concurrency))
         self._worker = asyncio.create_task(self._work(), name="render-worker")
 
     async def stop(self) -> None:
@@ -205,6 +240,30 @@ class RenderService:
     def busy(self) -> bool:
         return self._running is not None
 
+    @property
+    def capacity(self) -> int:
+        """Requests the service holds at once: the running one and ``max_queue`` waiting."""
+        return self.settings.max_queue + 1
+
+    def try_admit(self) -> bool:
+        """Take a slot for a new request before anything of it is read; ``False``: full."""
+        if self._admitted >= self.capacity:
+            self.rejected += 1
+            return False
+        self._admitted += 1
+        return True
+
+    def release(self) -> None:
+        self._admitted = max(0, self._admitted - 1)
+
+    def busy_response(self) -> JSONResponse:
+        seconds = self.retry_after()
+        return _error(
+            503,
+            f"the render queue is full ({self.settings.max_queue} waiting); retry in about {seconds} s or use another endpoint",
+            headers={"Retry-After": str(seconds)},
+        )
+
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the mean render time times the work ahead."""
         mean = self._mean_seconds or 1.0
@@ -223,6 +282,7 @@ class RenderService:
             "completed": self.completed,
             "failed": self.failed,
             "rejected": self.rejected,
+            "admitted": self._admitted,
             "mean_render_seconds": round(self._mean_seconds, 4),
             "last_render_seconds": round(self._last_seconds, 6),
         }
@@ -266,17 +326,38 @@ class RenderService:
                 fetched[index] = await self.settings.url_fetcher(url)
             elif not url.startswith("data:"):
                 raise BadRequest(f"image_urls[{index}]: expected a data URI (data:image/...;base64,...), got {url[:40]!r}")
-        return await asyncio.to_thread(self._decode_all, urls, fetched)
+        assert self._decoding is not None
+        async with self._decoding:  # a bounded number of requests decode at once
+            return await asyncio.to_thread(self._decode_all, urls, fetched)
 
     def _decode_all(self, urls: list[str], fetched: dict[int, bytes]) -> list[Any]:
+        """Read every reference's bytes and header first (sizes, aspect, total pixels), and
+        decode pixels only when the whole request is within the limits."""
         limits = self.settings.limits
-        images = []
+        blobs: list[bytes] = []
+        total = 0
         for index, url in enumerate(urls):
             try:
-                if index in fetched:
-                    image = decode_image_bytes(fetched[index], max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
-                else:
-                    image = decode_data_uri(url, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
+                data = fetched[index] if index in fetched else data_uri_bytes(url, max_bytes=limits.max_reference_bytes)
+                width, height = probe_size(data)
+            except UnsafeImageError as exc:
+                raise BadRequest(f"image_urls[{index}]: {exc}") from None
+            if width < 1 or height < 1 or max(width, height) / min(width, height) > limits.max_reference_aspect:
+                raise BadRequest(
+                    f"image_urls[{index}]: the reference is {width}x{height}, beyond the aspect-ratio limit of "
+                    f"{limits.max_reference_aspect:g}:1; crop or pad it"
+                )
+            total += width * height
+            if total > limits.max_total_reference_pixels:
+                raise BadRequest(
+                    f"image_urls: the references hold more than {limits.max_total_reference_pixels:,} pixels together "
+                    f"(reached at image_urls[{index}], {width}x{height}); send fewer or smaller references"
+                )
+            blobs.append(data)
+        images = []
+        for index, data in enumerate(blobs):
+            try:
+                image = decode_image_bytes(data, max_pixels=limits.max_reference_pixels, max_bytes=limits.max_reference_bytes)
             except UnsafeImageError as exc:
                 raise BadRequest(f"image_urls[{index}]: {exc}") from None
             images.append(flatten_to_rgb(image))
@@ -348,12 +429,58 @@ class RenderService:
 
     def _busy(self) -> JSONResponse:
         self.rejected += 1
-        seconds = self.retry_after()
-        return _error(
-            503,
-            f"the render queue is full ({self.settings.max_queue} waiting); retry in about {seconds} s or use another endpoint",
-            headers={"Retry-After": str(seconds)},
-        )
+        return self.busy_response()
+
+
+class GateMiddleware:
+    """Authentication and admission before a ``POST /generate`` body is read.
+
+    Plain ASGI in front of everything else: a request without the bearer token is a 401,
+    and one that finds the service full is a 503 with ``Retry-After``, both answered
+    without reading the body, so a flood costs neither memory nor decoding.
+    """
+
+    def __init__(self, app: Any, service: RenderService, token: str | None) -> None:
+        self.app = app
+        self.service = service
+        self.token = token
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/generate" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.token and not self._authorized(scope):
+            response = _error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                                   "(the client reads GENEVOLVE_SERVICE_TOKEN)", headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        if not self.service.try_admit():
+            await self.service.busy_response()(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.service.release()
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, given = header.partition(" ")
+        assert self.token is not None
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """A warning when the service listens beyond loopback without a token, else ``None``."""
+    if token:
+        return None
+    try:
+        loopback = host in ("localhost",) or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (f"warning: the render service listens on {host} without authentication: anyone who can reach the port may "
+            "fill its queue and its GPU; pass --token (or set GENEVOLVE_SERVICE_TOKEN) and give the client the same token")
 
 
 class BodyLimitMiddleware:
@@ -440,4 +567,5 @@ def create_app(
         return await service.generate(request)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(GateMiddleware, service=service, token=settings.token)  # outermost: before the body is read
     return app

@@ -16,6 +16,7 @@ import base64
 import binascii
 import itertools
 import logging
+import os
 import random
 import time
 import weakref
@@ -32,6 +33,7 @@ from genevolve_graph.generators.diffusers_backend import GenerationDefaults, gen
 from genevolve_graph.generators.options import get_float, get_int, get_list
 from genevolve_graph.generators.references import prepare_program_references
 from genevolve_graph.imaging import UnsafeImageError, decode_image_bytes, sniff_format, to_data_uri
+from genevolve_graph.redaction import redact_text
 from genevolve_graph.state import Program, RenderResult
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TOKEN_ENV = "GENEVOLVE_SERVICE_TOKEN"
 SERVICE_MAX_REFERENCE_BYTES = 12 * 1024 * 1024
 """References above this are re-encoded before sending (the service's default limit)."""
 MAX_RESPONSE_PIXELS = 64_000_000
@@ -55,6 +58,9 @@ class ServiceConfig:
     retry_delay: float = 1.0
     max_retry_delay: float = 60.0
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    token: str | None = field(default=None, repr=False)
+    """Bearer token for services started with ``--token``: from ``GENEVOLVE_SERVICE_TOKEN``,
+    never from options (options reach checkpoints and Studio)."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "ServiceConfig":
@@ -76,6 +82,7 @@ class ServiceConfig:
                 retries=get_int(options, "service_retries", 3, minimum=0),
                 retry_delay=get_float(options, "service_retry_delay", 1.0, minimum=0.0),
                 generation=generation_defaults_from_options(options),
+                token=os.environ.get(TOKEN_ENV, "").strip() or None,
             )
         except (ValueError, httpx.InvalidURL) as exc:
             raise RenderError(str(exc)) from None
@@ -93,7 +100,8 @@ class _PerLoop:
     """Per-event-loop state (httpx clients and asyncio semaphores are bound to one loop)."""
 
     def __init__(self, config: ServiceConfig) -> None:
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else None
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)), headers=headers)
         self.slots = {url: asyncio.Semaphore(config.concurrency) for url in config.urls}
 
 
@@ -176,6 +184,12 @@ class ServiceRenderer:
         """The request body for a program (sizes: the references' pixel sizes)."""
         generation = self.config.generation
         width, height = generation.size_for(sizes[0] if sizes else None)
+        try:  # a lone surrogate cannot travel as JSON text: the request's own fault, sent to nobody
+            program.gen_prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RenderError(
+                f"gen_prompt is not valid Unicode: a lone surrogate U+{ord(program.gen_prompt[exc.start]):04X} at character {exc.start}"
+            ) from None
         return {
             "image_urls": reference_uris,
             "prompt": program.gen_prompt,
@@ -202,7 +216,8 @@ class ServiceRenderer:
         except Exception as exc:  # noqa: BLE001 - a backend failure is a result, not a crash of the graph
             log.exception("service render failed")
             return RenderResult(success=False, backend=self.name, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
-        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started)
+        return RenderResult(success=True, output_path=str(out_path), backend=self.name, seconds=time.perf_counter() - started,
+                            notes=self.config.generation.notes())
 
     async def _post_with_retries(self, payload: dict[str, Any]) -> ReplyImage:
         state = self._state()
@@ -214,7 +229,7 @@ class ServiceRenderer:
                 async with state.slots[url]:
                     return await self._post_once(state.client, url, payload)
             except _Retryable as exc:
-                failures.append(f"{url}: {exc}")
+                failures.append(redact_text(f"{url}: {exc}"))
                 if attempt == self.config.retries:
                     break
                 delay = min(self.config.max_retry_delay, self.config.retry_delay * 2**attempt) * (0.5 + random.random() / 2)
@@ -236,7 +251,8 @@ class ServiceRenderer:
         if status in (408, 429) or status >= 500:
             raise _Retryable(f"HTTP {status}: {_message(response)}", retry_after=_retry_after(response))
         if status >= 400:
-            raise RenderError(f"render service {url} refused the request (HTTP {status}): {_message(response)}")
+            # a 4xx is the request's own fault: another attempt would get the same answer
+            raise RenderError(redact_text(f"render service {url} refused the request (HTTP {status}): {_message(response)}"))
         try:
             body = response.json()
         except ValueError:

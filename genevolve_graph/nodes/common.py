@@ -21,6 +21,18 @@ def current_context() -> AgentContext:
     return AgentContext.coerce(get_runtime().context)
 
 
+async def checked_context(confine: bool = False) -> AgentContext:
+    """The run's context, confined by ``genevolve_graph.guard`` when it came from a caller
+    (a dict) or when the graph serves callers (``confine``). The check resolves paths, so
+    it runs in a worker thread (the dev server forbids blocking calls on its loop)."""
+    from genevolve_graph.guard import check_caller_context, is_caller_context
+
+    ctx = current_context()
+    if confine or is_caller_context(ctx):
+        await asyncio.to_thread(check_caller_context, ctx)
+    return ctx
+
+
 class DualNode(Runnable[Any, dict[str, Any]]):
     """An async node that also runs under the sync API (``graph.invoke``, a sync chain).
 

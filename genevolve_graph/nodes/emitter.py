@@ -24,15 +24,22 @@ ORDINAL_PHRASE = re.compile(
     re.I,
 )
 IMG_TOKEN = re.compile(r"\(?\s*\bIMG[_\- ]?\d{1,}\b\s*\)?", re.I)
-URL_TOKEN = re.compile(r"\(?\s*(?:https?://|www\.)[^\s)\]]+\)?", re.I)
+URL_TOKEN = re.compile(
+    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):)[^\s)\]]+\)?", re.I
+)
+"""Any URL (every scheme, ``www.``, and the scheme-only forms ``data:``/``file:``/...)."""
 
 
 def ordinal_phrase(index: int) -> str:
     return f"the {ORDINAL_WORDS[index]} reference image"
 
 
+DEFAULT_MAX_PROMPT_CHARS = 4000
+"""= ``AgentContext.max_prompt_chars``, and the render service's default ``--max-prompt-chars``."""
+
+
 def emit_program(
-    answer: dict[str, Any], bound: list[Reference | None], max_refs: int
+    answer: dict[str, Any], bound: list[Reference | None], max_refs: int, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
 ) -> tuple[Program | None, list[str], str]:
     """Validate and repair. Returns (program or None, repairs, error)."""
     repairs: list[str] = []
@@ -61,7 +68,21 @@ def emit_program(
     prompt = re.sub(r"\s+([,.;:!?])", r"\1", " ".join(prompt.split()))
     if not prompt:
         return None, repairs, "the answer's gen_prompt is empty once IMG ids and URLs are removed"
+    if max_prompt_chars > 0 and len(prompt) > max_prompt_chars:
+        cut = _cut_at_word(prompt, max_prompt_chars)
+        repairs.append(f"cut gen_prompt from {len(prompt)} to {len(cut)} characters (the limit is {max_prompt_chars}: max_prompt_chars)")
+        prompt = cut
     return Program(gen_prompt=prompt, reference_images=ordered), repairs, ""
+
+
+def _cut_at_word(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` within ``limit`` characters that ends between words
+    (a single word longer than the limit is cut inside it)."""
+    head = text[: limit + 1]
+    if len(head) <= limit:
+        return text
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else head[:limit]).rstrip(" ,;:")
 
 
 def _replace_ids(prompt: str, position: dict[str, int]) -> tuple[str, list[str]]:
@@ -107,7 +128,8 @@ def emitter(state: AgentState) -> dict[str, Any]:
         termination = state.get("termination") or "no_answer"
         error = state.get("error") or f"the policy gave no answer within {state.get('rounds', 0)} rounds"
         return {"program": None, "termination": termination, "error": error}
-    program, repairs, error = emit_program(answer, list(state.get("references") or []), ctx.n_max_reference_images)
+    program, repairs, error = emit_program(answer, list(state.get("references") or []), ctx.n_max_reference_images,
+                                           ctx.max_prompt_chars)
     if program is None:
         return {"program": None, "repairs": repairs, "termination": "answer_parse_failed", "error": error}
     return {"program": program, "repairs": repairs, "termination": "answer", "error": None}

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.memory import GuideMemoryError, GuideUse, guided_system_prompt
-from genevolve_graph.nodes.common import current_context, emit
+from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
 from genevolve_graph.protocol import (
@@ -89,7 +89,7 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
 
 def make_planner(services: Services):
     async def planner(state: AgentState) -> dict[str, Any]:
-        ctx = current_context()
+        ctx = await checked_context(services.confine)
         messages = list(state.get("messages") or [])
         new: list[BaseMessage] = []
         first_update: dict[str, Any] = {}

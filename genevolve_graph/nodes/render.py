@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from langgraph.config import get_config
 
 from genevolve_graph.context import AgentContext
-from genevolve_graph.nodes.common import current_context, emit
+from genevolve_graph.guard import check_output_path, is_caller_context
+from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.paths import default_output_dir
 from genevolve_graph.services import Services
 from genevolve_graph.state import AgentState, RenderResult
@@ -23,10 +25,12 @@ def output_path(ctx: AgentContext, thread_id: str) -> Path:
 
 def make_render_node(services: Services):
     async def render(state: AgentState) -> dict[str, Any]:
-        ctx = current_context()
+        ctx = await checked_context(services.confine)
         program = state["program"]
         thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
         path = output_path(ctx, thread_id)
+        if services.confine or is_caller_context(ctx):  # a caller's thread id names the file too
+            await asyncio.to_thread(check_output_path, path)
         emit("render_started", renderer=ctx.renderer, path=str(path))
         try:
             renderer = await services.aget_renderer(ctx)

@@ -14,9 +14,10 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
-from genevolve_graph.nodes.common import current_context, emit
+from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
 from genevolve_graph.protocol import new_id
+from genevolve_graph.protocol_tags import neutralize_observation
 from genevolve_graph.services import Services
 from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
@@ -76,7 +77,7 @@ async def run_query_knowledge(services: Services, ctx: AgentContext, skill_name:
 
 def make_tools_node(services: Services):
     async def tools(state: AgentState) -> dict[str, Any]:
-        ctx = current_context()
+        ctx = await checked_context(services.confine)
         last = state["messages"][-1]
         assert isinstance(last, AIMessage) and last.tool_calls, "the tools node runs only after a tool call"
         call = last.tool_calls[0]
@@ -103,6 +104,7 @@ def make_tools_node(services: Services):
             text = observation if isinstance(observation, str) else observation[0]["text"]
             thumbnails = 0 if isinstance(observation, str) else len(observation) - 1
             emit("tool_done", tool=name, chars=len(text), images=found, thumbnails=thumbnails)
+        observation = neutralize_observation(observation)  # web text cannot forge protocol tags
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update
 

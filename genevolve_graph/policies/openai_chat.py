@@ -20,7 +20,9 @@ from langchain_openai import ChatOpenAI
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from genevolve_graph.policies.base import PolicyError
+from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
 from genevolve_graph.protocol import policy_messages, tool_schemas
+from genevolve_graph.redaction import redact_text
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
@@ -29,7 +31,10 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: the same request may succeed a moment later."""
+    """Worth retrying: the same request may succeed a moment later. A 2xx reply that is not
+    a chat completion is a misconfigured endpoint, not a passing fault."""
+    if malformed_reply(exc) is not None:
+        return False
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
         return True
     if isinstance(exc, openai.APIStatusError):
@@ -37,15 +42,23 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A one-line cause without secrets (the SDK never puts the key in its messages)."""
+def describe_failure(exc: BaseException, endpoint: str = "") -> str:
+    """A one-line cause without secrets (the SDK never puts the key in its messages; URLs in
+    them lose their credentials)."""
+    malformed = malformed_reply(exc)
+    if malformed is not None:
+        return redact_text(str(malformed))
+    where = f" {endpoint}" if endpoint else ""
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code} from the policy endpoint: {str(exc.message)[:300]}"
+        return redact_text(f"HTTP {exc.status_code} from the policy endpoint{where}: {str(exc.message)[:300]}")
     if isinstance(exc, openai.APITimeoutError):
-        return "the policy endpoint timed out"
+        return f"the policy endpoint{where} timed out"
     if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the policy endpoint ({exc.__cause__ or exc})"
-    return f"{type(exc).__name__}: {exc}"
+        return redact_text(f"cannot reach the policy endpoint{where} ({exc.__cause__ or exc})")
+    if isinstance(exc, openai.OpenAIError):
+        return redact_text(f"{type(exc).__name__}: {exc}")
+    # Anything else was raised while the SDK or langchain-openai read the reply.
+    return redact_text(f"the policy endpoint{where} sent a reply that is not a usable chat completion ({type(exc).__name__}: {str(exc)[:300]})")
 
 
 class ProtocolChatOpenAI(ChatOpenAI):
@@ -96,13 +109,15 @@ class OpenAIChatPolicy:
             raise PolicyError(f"unknown protocol {protocol!r}; choose 'genevolve' or 'native'")
         self.model = model
         self.protocol = protocol
+        self.endpoint = redact_endpoint(base_url)
         self.max_retries = max_retries
         self.retry_initial_delay = retry_initial_delay
         if http_async_client is None:
             # Our own pool (not langchain-openai's process-wide cached one): a pool belongs
             # to the event loop that first used it, and policies are cached per loop.
             http_async_client = httpx.AsyncClient(
-                timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128)
+                timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+                event_hooks={"response": [completion_hook("policy")]},
             )
         kwargs: dict[str, Any] = {"http_async_client": http_async_client}
         self.chat = ProtocolChatOpenAI(
@@ -144,7 +159,7 @@ class OpenAIChatPolicy:
                 with attempt:
                     reply = await self._runnable.ainvoke(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
-            raise PolicyError(describe_failure(exc)) from exc
+            raise PolicyError(describe_failure(exc, self.endpoint)) from exc
         content = reply.content if isinstance(reply.content, str) else _text_of(reply.content)
         return AIMessage(
             content=content,

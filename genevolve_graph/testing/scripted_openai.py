@@ -7,7 +7,9 @@ user message (the image request), at the index given by the number of assistant 
 already in the conversation, so concurrent trajectories each get their own script.
 
 A reply is a string (the assistant's content), a dict ``{"content", "tool_calls"}`` for
-native tool calling, or a dict ``{"status": 429}`` for an HTTP error. ``flaky`` lists
+native tool calling, a dict ``{"status": 429}`` for an HTTP error, or a dict
+``{"raw": b"...", "content_type": "..."}`` for a 200 reply with exactly these bytes (garbage
+from a misbehaving endpoint or proxy; no content type when it is ``None``). ``flaky`` lists
 statuses to return on the first attempts of every turn before the real reply (429 then
 success); ``fail_when`` makes requests containing a substring fail with 500 every time.
 """
@@ -28,7 +30,7 @@ import httpx
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from genevolve_graph.testing.server_thread import ServedApp, ServerThread
@@ -97,7 +99,7 @@ class ScriptedChatServer(ServedApp):
     async def _models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
-    async def _chat(self, request: Request) -> JSONResponse:
+    async def _chat(self, request: Request) -> Response:
         body = await request.json()
         record = RecordedRequest(body=body, arrived=time.monotonic(), authorization="authorization" in request.headers)
         with self._lock:
@@ -123,7 +125,12 @@ class ScriptedChatServer(ServedApp):
                 self.in_flight -= 1
             record.answered = time.monotonic()
 
-    def _respond(self, reply: Reply, record: RecordedRequest) -> JSONResponse:
+    def _respond(self, reply: Reply, record: RecordedRequest) -> Response:
+        if isinstance(reply, dict) and "raw" in reply:
+            raw = Response(bytes(reply["raw"]), status_code=200)
+            if reply.get("content_type") is not None:
+                raw.headers["content-type"] = reply["content_type"]
+            return raw
         if isinstance(reply, dict) and "status" in reply:
             record.status = int(reply["status"])
             headers = {"retry-after": "0"} if record.status == 429 else None

@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.tools.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
 from genevolve_graph.tools.webclient import ssl_context
+from genevolve_graph.file_modes import mkstemp
 
 USER_AGENT = "genevolve-graph/0.1 (image reference fetcher)"
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
@@ -349,7 +349,7 @@ class ImageDownloader:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from genevolve_graph.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.tools.bm25 import BM25Index
 
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_DIR = Path(__file__).resolve().parent.parent / "data" / "images"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
@@ -31,9 +35,14 @@ def read_folder(directory: Path) -> list[dict[str, str]]:
         raise ImageFolderError(f"image folder {directory} does not exist; pass --image-dir with a folder of captioned images")
     items: list[dict[str, str]] = []
     for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        try:  # only real images inside the folder are registered (a symlinked id_rsa is not)
+            read_image_file(path, root=directory)
+        except (UnsafeImageError, OSError) as exc:
+            log.warning("image folder %s: skipped %s: %s", directory, path.name, exc)
+            continue
         meta: dict[str, str] = {}
         sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
+        if sidecar.is_file() and _inside(sidecar, directory):
             try:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
@@ -49,8 +58,12 @@ def read_folder(directory: Path) -> list[dict[str, str]]:
             }
         )
     if not items:
-        raise ImageFolderError(f"image folder {directory} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ImageFolderError(f"image folder {directory} holds no usable images ({', '.join(sorted(IMAGE_SUFFIXES))} files that decode, inside the folder)")
     return items
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 @lru_cache(maxsize=16)

@@ -18,14 +18,14 @@ from typing import Any
 
 from PIL import Image
 
-from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, decode_image_bytes
+from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, decode_image_bytes, read_image_file
 from genevolve_graph.tools.base import ImageHit
 from genevolve_graph.tools.web_options import WebOptions
 
 
 def thumbnail_data_url(path: str | Path, *, max_side: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """A ``data:`` URL of a thumbnail of the image file at ``path`` (``UnsafeImageError`` if refused)."""
-    data = Path(path).read_bytes()
+    data = read_image_file(path, max_pixels=max_pixels, max_bytes=max_bytes)  # a regular image file only
     image = decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = BytesIO()

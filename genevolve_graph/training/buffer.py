@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from genevolve_graph.training.guides import DecisionGuide
+from genevolve_graph.file_modes import mkstemp
 
 DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 DEFAULT_CAPACITY = 500
@@ -192,9 +192,10 @@ class ExperienceBuffer:
         lines = "".join(json.dumps(g.model_dump(mode="json"), ensure_ascii=False) + "\n" for g in self.guides)
         _atomic_write(target / "guides.jsonl", lines.encode())
         vectors = self.embeddings if self.embeddings is not None else np.zeros((0, 0), dtype=np.float32)
-        with tempfile.NamedTemporaryFile(dir=target, suffix=".npy", delete=False) as handle:
+        fd, tmp = mkstemp(target, prefix=".embeddings-", suffix=".npy")
+        with os.fdopen(fd, "wb") as handle:
             np.save(handle, vectors)
-        os.replace(handle.name, target / "embeddings.npy")
+        os.replace(tmp, target / "embeddings.npy")
         _atomic_write(target / "meta.json", json.dumps(meta, indent=2).encode())
         return target
 
@@ -226,6 +227,7 @@ class ExperienceBuffer:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.replace(handle.name, path)
+    os.replace(tmp, path)

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,14 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from genevolve_graph.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.nodes.binder import id_number
 from genevolve_graph.prompts import GENEVOLVE_CALL_LINE, GENEVOLVE_TOOLS_SECTION, NATIVE_CALL_LINE, NATIVE_TOOLS_SECTION
 from genevolve_graph.protocol import chat_dicts, format_answer, format_tool_call, tool_schemas, tools_block
 from genevolve_graph.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
+from genevolve_graph.file_modes import mkstemp
 
 ExportFormat = Literal["sft", "trl"]
 FORMATS: tuple[str, ...] = ("sft", "trl")
@@ -299,14 +300,16 @@ class ImageCopier:
         if source in self._done:
             return self._done[source]
         path = Path(source).expanduser()
-        try:
-            data = path.read_bytes()
+        try:  # a trace database is input like any other: only real images are copied
+            data = read_image_file(path)
         except OSError as exc:
             raise MissingImage(f"{source} ({exc.strerror or exc})") from None
+        except UnsafeImageError as exc:
+            raise MissingImage(f"{source} is refused: {exc}") from None
         suffix = path.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", path.suffix.lower() or "") else ".img"
         target = self.images_dir / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
         if not (target.is_file() and target.stat().st_size == len(data)):
-            handle, tmp = tempfile.mkstemp(dir=self.images_dir, prefix=".copy-")
+            handle, tmp = mkstemp(dir=self.images_dir, prefix=".copy-")
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
             os.replace(tmp, target)
@@ -479,6 +482,11 @@ def _read_record(
     if format == "sft":
         for ref in ordered:
             if copier is None:
+                try:  # listed, not copied: still only a real image may be named
+                    read_image_file(Path(ref.local_path).expanduser())
+                except (OSError, UnsafeImageError) as exc:
+                    problem(thread_id, f"reference image {ref.img_id} is missing or refused: {ref.local_path}: {exc}")
+                    return None
                 images.append(ref.local_path)
                 continue
             try:

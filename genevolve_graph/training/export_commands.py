@@ -25,6 +25,27 @@ def _dataset_dir_for(out: Path) -> Path:
     return out.with_suffix("") if out.suffix else out.with_name(out.name + "_dataset")
 
 
+def _check_export_paths(out: Path, *, format: str, checkpoint: str | None, eval_file: Optional[Path],
+                        dataset_dir: Optional[Path]) -> None:
+    """--out and the trl dataset folder must not be (or hold) the trace database or --eval."""
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs, check_replaced_folder
+
+    inputs = [("--checkpoint", Path(checkpoint).expanduser() if checkpoint else None), ("--eval", eval_file)]
+    try:
+        check_outputs([("--out", out)], inputs)
+        if format == "trl":
+            folder = (dataset_dir or _dataset_dir_for(out)).expanduser()
+            check_replaced_folder("--dataset-dir", folder, inputs + [("--out", out)])
+            saved = (folder / "dataset_info.json").is_file() or (folder / "state.json").is_file()
+            if folder.is_dir() and any(folder.iterdir()) and not saved:
+                _fail(f"--dataset-dir {folder} holds files that are not a saved dataset, and the trl export replaces that folder; "
+                      "pass a new or empty folder with --dataset-dir")
+            if folder.exists() and not folder.is_dir():
+                _fail(f"--dataset-dir {folder} is a file; pass a folder for the trl dataset")
+    except OutputOverwritesInput as exc:
+        _fail(str(exc))
+
+
 def export(
     checkpoint: str = typer.Option(..., "--checkpoint", help="sqlite:///PATH or postgresql://... holding the recorded runs."),
     out: Path = typer.Option(..., "--out", help="JSONL file to write."),
@@ -66,6 +87,9 @@ def export(
         _fail("--checkpoint memory holds no recorded runs; pass the sqlite:///PATH or postgresql://... the runs used")
     if kind == "sqlite" and not Path(target).expanduser().is_file():
         _fail(f"checkpoint database {target} does not exist (--checkpoint); pass the trace file of your runs, e.g. sqlite:///genevolve-out/trace.sqlite")
+    from genevolve_graph.cli import check_checkpoint_url
+
+    check_checkpoint_url(checkpoint)
     bad = [t for t in termination if t not in TERMINATIONS]
     if bad:
         _fail(f"unknown termination {bad[0]!r} (--termination); choose from {', '.join(TERMINATIONS)}")
@@ -75,6 +99,8 @@ def export(
         _fail(f"--min-rounds {min_rounds} is above --max-rounds {max_rounds}")
     if out.exists() and out.is_dir():
         _fail(f"--out {out} is a folder; pass a file name such as {out / 'sft.jsonl'}")
+    _check_export_paths(out.expanduser(), format=format, checkpoint=target if kind == "sqlite" else None, eval_file=eval,
+                        dataset_dir=dataset_dir)
     try:
         scores = ScoreTable.load(eval) if eval is not None else None
     except ExportError as exc:
@@ -94,24 +120,29 @@ def export(
         if not quiet:
             typer.echo(f"skipped thread {thread_id}: {problem}", err=True)
 
-    with open_checkpointer_sync(checkpoint) as saver, JsonlWriter(out) as writer:
-        for record in export_threads(
-            saver,
-            experiment=experiment,
-            thread_ids=thread or None,
-            format=format,  # type: ignore[arg-type]
-            filters=filters,
-            scores=scores,
-            images_dir=images,
-            data_root=out.parent,
-            report=report,
-            on_problem=on_problem,
-        ):
-            if format == "sft":
-                writer.write(record.to_json())
-            else:
-                row = record.trl_row()
-                writer.write(row if row["tools"] else {"messages": row["messages"]})
+    import sqlite3
+
+    try:
+        with open_checkpointer_sync(checkpoint) as saver, JsonlWriter(out) as writer:
+            for record in export_threads(
+                saver,
+                experiment=experiment,
+                thread_ids=thread or None,
+                format=format,  # type: ignore[arg-type]
+                filters=filters,
+                scores=scores,
+                images_dir=images,
+                data_root=out.parent,
+                report=report,
+                on_problem=on_problem,
+            ):
+                if format == "sft":
+                    writer.write(record.to_json())
+                else:
+                    row = record.trl_row()
+                    writer.write(row if row["tools"] else {"messages": row["messages"]})
+    except sqlite3.DatabaseError as exc:  # damage past what the opening check reads
+        _fail(f"the checkpoint database {target} is damaged ({exc}); restore it from a copy, or export the threads another database holds")
     typer.echo(report.summary())
     typer.echo(f"records: {out}")
     if format == "sft" and images is not None:
@@ -134,10 +165,16 @@ def import_sft(
     """Read and validate SFT records; report bad ones (and skip them)."""
     from genevolve_graph.training.sft_data import JsonlWriter, SFTDataError, load_sft, rebase_images
 
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs
+
     try:
         result = load_sft(data)
     except SFTDataError as exc:
         _fail(f"{exc} (--data)")
+    try:  # the record files are read by now, but --out and --report must not replace them
+        check_outputs([("--out", out), ("--report", report_file)], [("--data", data)] + [("--data", f) for f in result.files])
+    except OutputOverwritesInput as exc:
+        _fail(str(exc))
     if not quiet:
         for where, problem in result.problems:
             typer.echo(f"skipped {where}: {problem}", err=True)
@@ -180,6 +217,12 @@ def train_sft_command(
     from genevolve_graph.training.sft import SFTOptions, SFTSetupError, train_sft
     from genevolve_graph.training.sft_data import SFTDataError
 
+    from genevolve_graph.file_guard import OutputOverwritesInput, check_outputs
+
+    try:  # the trained model is saved into --out: it must not be the base model's folder
+        check_outputs([("--out", out)], [("--model", model), ("--data", data)])
+    except OutputOverwritesInput as exc:
+        _fail(str(exc))
     options = SFTOptions(
         data=data.expanduser(), model=model.expanduser(), out=out.expanduser(), lora_r=lora_r, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, lora_target_modules=lora_target_modules, freeze_vision=freeze_vision, config_args=list(ctx.args),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from genevolve_graph.batch_commands import register
+from genevolve_graph.batch.commands import register
 from genevolve_graph.cli import app
 
 from ..scripts import answer, tool

@@ -63,11 +63,12 @@ def resume_in_process(cli, path: Path, out: Path, server):
                "--model", "scripted", "--concurrency", "4", "--retry-delay", "0.01")
 
 
-def test_sigkill_mid_run_then_resume_records_every_row_exactly_once(cli, tmp_path, scripted_server):
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_sigkill_mid_run_then_resume_records_every_row_exactly_once(cli, tmp_path, scripted_server, durability):
     server = scripted_server(script_for([f"row{i:02d}" for i in range(ROWS)], rounds=ROUNDS), latency=0.1)
     path, ids = setup_input(tmp_path)
     out = tmp_path / "run"
-    proc = start_batch(path, out, server)
+    proc = start_batch(path, out, server, "--durability", durability)
     # Kill once some rows are recorded and the rows in flight are past their first turn.
     wait_for(lambda: recorded(out) >= 4 and sum(1 for t in turns_by_row(server).values() if max(t) >= 2 and len(t) < ROUNDS) >= 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -85,6 +86,10 @@ def test_sigkill_mid_run_then_resume_records_every_row_exactly_once(cli, tmp_pat
     assert "torn line" in stderr and f"rollouts: {ROWS}/{ROWS} rows recorded (answer {ROWS})" in stdout
     assert_exactly_once(out, ids)
     resumed = turns_by_row(server, since=seen)
+    if durability == "exit":  # no checkpoint before a trajectory ends: rows killed mid-way start over, nothing else is lost
+        restarted = [k for k in in_flight_before if k in resumed]
+        assert restarted and all(resumed[k] == list(range(ROUNDS)) for k in restarted), (in_flight_before, resumed)
+        return
     continued = [k for k in in_flight_before if k in resumed and min(resumed[k]) >= 1]
     assert continued, (in_flight_before, resumed)  # rows killed mid-trajectory continued from their checkpoints
     for key in continued:  # and each continued row asked for every turn it had not reached, once

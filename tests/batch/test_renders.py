@@ -9,7 +9,7 @@ from PIL import Image
 
 from genevolve_graph.batch.renders import program_of
 from genevolve_graph.batch.rows import file_stem
-from genevolve_graph.batch_commands import _render_context
+from genevolve_graph.batch.commands import _render_context
 
 from .conftest import read_results, write_jsonl
 

@@ -203,3 +203,22 @@ def test_a_streak_of_judge_failures_stops_the_run(app: typer.Typer, judge: Scrip
     assert "the judge failed 8 samples in a row" in result.output and "HTTP 500" in result.output
     assert len(judge.requests) == 8
     assert len((tmp_path / "results_eval.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_sample_with_a_lone_surrogate_fails_alone(app: typer.Typer, judge: ScriptedJudge, tmp_path: Path) -> None:
+    """Issue 12 item 8: a row whose text cannot be encoded is recorded as failed; the rest is judged."""
+    results, gt_root = build_run(tmp_path)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    rows[1]["question"] = rows[1]["prompt"] = "case-a2: a cat \ud800"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    script(judge, a7_readable=True)
+    args = ["evaluate", "--results", str(results), "--gt-root", str(gt_root), "--judge-model", "judge-test",
+            "--judge-base-url", judge.base_url, "--judge-api-key", "k", "--max-workers", "3"]
+    first = invoke(app, *args)
+    assert first.exit_code == 0, first.output
+    records = {r["id"]: r for r in map(json.loads, (results.parent / "results_eval.jsonl").read_text().splitlines())}
+    assert records["a2"]["status"] == "failed" and "surrogate" in records["a2"]["error"]
+    assert records["a1"]["status"] == records["a7"]["status"] == "scored"
+    assert "case-a2" not in {r.marker for r in judge.requests}
+    resumed = invoke(app, *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output

@@ -202,14 +202,13 @@ def test_queue_full_answers_503_with_retry_after(serve, gate):
 
 
 def test_request_timeout_answers_504_and_stops_the_render(serve, gate, engine):
-    url = serve(request_timeout=0.5)
+    # The gate holds the render, so only the timeout can answer it. The timeout leaves the tiny
+    # pipeline's ordinary render below (a tenth of a second alone) a wide margin on a loaded machine.
+    url = serve(request_timeout=3.0)
     with gate() as g:
-        started = time.monotonic()
-        reply = httpx.post(f"{url}/generate", json=body(num_inference_steps=50), timeout=30)
-        waited = time.monotonic() - started
+        reply = httpx.post(f"{url}/generate", json=body(num_inference_steps=50), timeout=60)
         g.release.set()
-    assert reply.status_code == 504 and "request timeout of 0.5 s" in reply.json()["message"]
-    assert waited < 5
+    assert reply.status_code == 504 and "request timeout of 3 s" in reply.json()["message"]
     deadline = time.monotonic() + 10
     while httpx.get(f"{url}/health").json()["running"]:
         assert time.monotonic() < deadline, "the timed-out render kept the worker"

@@ -251,3 +251,24 @@ def _uri(path: str) -> str:
 
     with open(path, "rb") as handle:
         return to_data_uri(handle.read())
+
+
+async def test_a_size_off_the_multiple_is_rounded_down_and_said(services, program, tmp_path):
+    """Width 17 would silently become 16 inside the pipeline: the render result says so."""
+    (url,) = services()
+    generation = GenerationDefaults(num_inference_steps=2, true_cfg_scale=1.0, width=33, height=97)
+    result = await client(url, generation=generation).render(program, tmp_path / "odd.png")
+    assert result.success, result.error
+    assert Image.open(result.output_path).size == (32, 96)
+    assert result.notes == ["size 33x97 is not a multiple of 16: rendered at 32x96 "
+                            "(set width and height to multiples of 16 to choose the size exactly)"]
+    exact = await client(url, generation=GenerationDefaults(num_inference_steps=2, true_cfg_scale=1.0, width=32, height=96)).render(
+        program, tmp_path / "exact.png")
+    assert exact.success and exact.notes == []
+
+
+def test_size_notes_of_the_generation_settings():
+    assert GenerationDefaults(width=17, height=16).size_for(None) == (16, 16)
+    assert "17x16" in GenerationDefaults(width=17, height=16).size_note
+    assert GenerationDefaults(long_side=1000).size_note.startswith("long_side 1000 is not a multiple of 16")
+    assert GenerationDefaults().size_note is None and GenerationDefaults(width=64, height=48).notes() == []

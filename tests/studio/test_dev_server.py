@@ -38,7 +38,10 @@ def test_bound_port_is_read_from_the_log():
 def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env, scripted_server):
     trace_db = tmp_path / "studio" / "traces.sqlite"
     out_dir = tmp_path / "renders"
-    env = dict(subprocess_env, GENEVOLVE_TRACE_DB=str(trace_db))
+    policy = scripted_server({PARIS: PARIS_SCRIPT})
+    # the operator allows its policy endpoint and the test's folder (docs/security.md)
+    env = dict(subprocess_env, GENEVOLVE_TRACE_DB=str(trace_db), GENEVOLVE_ALLOWED_ROOTS=str(tmp_path),
+               GENEVOLVE_ALLOWED_BASE_URLS=policy.base_url)
     with socket.socket() as busy:  # the requested port is taken: the server must move
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -80,7 +83,6 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
             assert history[-1]["metadata"]["source"] == "input" and history[0]["next"] == []
 
             # A served policy too: HTTP to an OpenAI-compatible endpoint from inside the server.
-            policy = scripted_server({PARIS: PARIS_SCRIPT})
             served = client.threads.create()
             final = client.runs.wait(served["thread_id"], "genevolve", input={"request": PARIS},
                                      context={"policy": "openai", "base_url": policy.base_url, "model": "genevolve-8b", "renderer": "none"})

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from genevolve_graph.cli import backend_options, check_checkpoint_url, fail, policy_context
+from genevolve_graph.cli import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
 
@@ -129,7 +129,9 @@ def _preflight(ctx: Any) -> None:
     try:
         httpx.get(url, timeout=10.0, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"})
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the policy endpoint {ctx.base_url} (--base-url): {type(exc).__name__}: {exc}; start the server or fix the URL (or pass --no-preflight)")
+        from genevolve_graph.redaction import redact_text
+
+        fail(redact_text(f"cannot reach the policy endpoint {ctx.base_url} (--base-url): {type(exc).__name__}: {exc}; start the server or fix the URL (or pass --no-preflight)"))
 
 
 def _render_context(values: dict[str, Any], images: Path):
@@ -182,6 +184,13 @@ def _load_rows(path: Path, *, max_samples: Optional[int], shard: Optional[str], 
     return rows
 
 
+def _folder_outputs(out: Path) -> list[tuple[str, Path]]:
+    """The files a stage writes into its run folder (for the output-is-input check)."""
+    from genevolve_graph.batch.engine import MANIFEST, RESULTS_JSON, RESULTS_JSONL
+
+    return [("--out", out.expanduser() / name) for name in (RESULTS_JSONL, RESULTS_JSON, MANIFEST)]
+
+
 def _digest(path: Path) -> str:
     from genevolve_graph.batch.rows import file_digest
 
@@ -204,7 +213,8 @@ def _finish(report: Any, *, resume_hint: str) -> None:
 
 def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str, Any], input_path: Path, digest: str,
                        concurrency: int, workers: int, resume: Optional[bool], retry_failed: bool, run_id: Optional[str],
-                       shard: Optional[str], grace: float, progress: bool, max_samples: Optional[int]):
+                       shard: Optional[str], grace: float, progress: bool, max_samples: Optional[int], force_input: bool = False,
+                       durability: str = "async", server: Optional[str] = None, assistant: str = "genevolve"):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts, prepare_rollouts
     from genevolve_graph.batch.rows import InputError
@@ -213,18 +223,45 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         check_checkpoint_url(values["checkpoint"])
     if workers < 1:
         fail(f"--workers {workers} is too small; pass 1 (one event loop) or more processes")
+    if durability not in ("sync", "async", "exit"):
+        fail(f"unknown durability {durability!r} (--durability); choose sync, async or exit")
     if workers > 1 and values["checkpoint"] == "memory":
         fail("--workers above 1 needs a checkpointer the processes share (sqlite:///... or postgresql://...), not memory")
+    if server:
+        if not server.startswith(("http://", "https://")):
+            fail(f"--server {server!r} is not an http(s) URL of a LangGraph Server")
+        if workers > 1 or values["checkpoint"]:
+            fail("--server runs every row on the LangGraph Server, which keeps the threads: drop --workers and --checkpoint")
+        try:
+            import langgraph_sdk  # noqa: F401
+        except ImportError:
+            fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
     options = RolloutOptions(
         out_dir=out, checkpoint=values["checkpoint"], concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
         run_id=run_id, shard=shard, input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
-        extra_settings={"max_samples": max_samples},
+        extra_settings={"max_samples": max_samples, "durability": durability, "server": server}, force_input=force_input,
+        durability=durability,
     )
+    if server:
+        options.checkpoint = server  # the server's threads are the trace; recorded as such in run.json
     try:
         folder, url = prepare_rollouts(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
-    return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url))
+    if not server:  # with --server the server keeps the trace; `url` names the server
+        try:
+            check_checkpoint_url(url)  # the database this run settled on (a resumed folder's own trace.sqlite)
+        except typer.Exit:
+            folder.release()
+            raise
+    executor = None
+    if server:
+        from genevolve_graph.batch.executors import executor_for
+
+        executor = executor_for(concurrency=concurrency, server=server, assistant=assistant,
+                                api_key=os.environ.get("LANGGRAPH_API_KEY") or os.environ.get("LANGSMITH_API_KEY"),
+                                durability=durability)
+    return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, executor=executor))
 
 
 def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
@@ -248,13 +285,14 @@ def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
 
 
 def _run_render_stage(rows: list[Any], values: dict[str, Any], ctx: Any, renderer: Any, *, out: Path, input_path: Path,
-                      digest: str, concurrency: int, resume: Optional[bool], grace: float, progress: bool):
+                      digest: str, concurrency: int, resume: Optional[bool], grace: float, progress: bool, force_input: bool = False):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.renders import RenderOptions, arun_renders, prepare_renders
     from genevolve_graph.batch.rows import InputError
 
     options = RenderOptions(out_dir=out, concurrency=concurrency, resume=resume, fallback=values["fallback"],
-                            input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress)
+                            input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
+                            force_input=force_input)
     try:
         folder = prepare_renders(rows, ctx, options)
     except (InputError, JournalError) as exc:
@@ -271,11 +309,15 @@ def batch(
     out: Path = typer.Option(..., "--out", help="Run folder: results.jsonl, results.json, run.json, trace.sqlite."),
     concurrency: int = typer.Option(16, help="Trajectories in flight at once (on asyncio, no thread per prompt).", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency, each with its own event loop (for fast endpoints where one CPU core is the limit).", rich_help_panel="Run"),
+    durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
+    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
+    assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K rows of the input.", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n (rows i, i+n, ...), for several machines; join with 'merge'.", rich_help_panel="Run"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip recorded rows and continue interrupted ones (default: on when --out holds a run).", rich_help_panel="Run"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again, on fresh threads, the rows recorded with termination 'error'.", rich_help_panel="Run"),
     run_id: Optional[str] = typer.Option(None, help="Run id used in thread ids (default: a new one, kept in run.json).", rich_help_panel="Run"),
+    force_input: bool = typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run"),
     grace: float = typer.Option(30.0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM before they are cancelled.", rich_help_panel="Run"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.", rich_help_panel="Run"),
     preflight: bool = typer.Option(True, "--preflight/--no-preflight", help="Check that the policy endpoint answers before starting.", rich_help_panel="Run"),
@@ -283,13 +325,17 @@ def batch(
 ) -> None:
     """Stage 1: run the agent on every row of --input and record the programs (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    checkpoint_file = sqlite_file(values["checkpoint"]) if values["checkpoint"] else None
+    check_run_outputs(_folder_outputs(out) + [("--checkpoint", checkpoint_file or out.expanduser() / "trace.sqlite")],
+                      [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
     rows = _load_rows(input, max_samples=max_samples, shard=shard)
     ctx = _rollout_context(values, out)
-    if preflight:
+    if preflight and not server:  # with --server the policy endpoint is the server's to reach
         _preflight(ctx)
     report = _run_rollout_stage(rows, ctx, out=out, values=values, input_path=input, digest=_digest(input),
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
-                                run_id=run_id, shard=shard, grace=grace, progress=progress, max_samples=max_samples)
+                                run_id=run_id, shard=shard, grace=grace, progress=progress, max_samples=max_samples,
+                                force_input=force_input, durability=durability, server=server, assistant=assistant)
     _finish(report, resume_hint=f"genevolve-graph batch --input {input} --out {out} (with the same options)")
 
 
@@ -300,6 +346,7 @@ def render(
     concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K rows of the input.", rich_help_panel="Run"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip rows already rendered (default: on when --out holds a run).", rich_help_panel="Run"),
+    force_input: bool = typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run"),
     grace: float = typer.Option(30.0, help="Seconds renders in flight get to finish after Ctrl-C / SIGTERM.", rich_help_panel="Run"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.", rich_help_panel="Run"),
     **values: Any,
@@ -312,6 +359,7 @@ def render(
     if source.is_dir():
         candidates = [source / "results.jsonl", source / "results.json"]
         source = next((c for c in candidates if c.is_file()), candidates[0])
+    check_run_outputs(_folder_outputs(out), [("--input", source)])
     rows = _load_rows(source, max_samples=None, shard=None, tolerate_torn_tail=source.suffix == ".jsonl")
     rows = _order_like_stage1(rows, source)
     if max_samples is not None:
@@ -319,7 +367,7 @@ def render(
             fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
         rows = rows[:max_samples]
     report = _run_render_stage(rows, values, ctx, renderer, out=out, input_path=source, digest=_digest(source), concurrency=concurrency,
-                               resume=resume, grace=grace, progress=progress)
+                               resume=resume, grace=grace, progress=progress, force_input=force_input)
     _finish(report, resume_hint=f"genevolve-graph render --input {input} --out {out} (with the same options)")
 
 
@@ -332,10 +380,14 @@ def bench_genevolve(
     out: Path = typer.Option(Path("genevolve-bench-run"), "--out", help="Run folder: rollouts/ (stage 1) and renders/ (stage 2)."),
     concurrency: int = typer.Option(16, help="Trajectories in flight at once.", rich_help_panel="Run"),
     workers: int = typer.Option(1, help="Processes sharing --concurrency for stage 1, each with its own event loop.", rich_help_panel="Run"),
+    durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
+    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
+    assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
     render_concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue a run in --out (default: on when it exists).", rich_help_panel="Run"),
+    force_input: bool = typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the rollouts recorded with termination 'error'.", rich_help_panel="Run"),
     grace: float = typer.Option(30.0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.", rich_help_panel="Run"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.", rich_help_panel="Run"),
@@ -367,13 +419,14 @@ def bench_genevolve(
         render_ctx = _render_context(values, out / "renders" / "images")
         renderer = _make_renderer(render_ctx)
     ctx = _rollout_context(values, out / "rollouts")
-    if preflight:
+    if preflight and not server:
         _preflight(ctx)
     digest = _digest(bench_file)
     report = _run_rollout_stage(rows, ctx, out=out / "rollouts", values=values, input_path=bench_file, digest=digest,
                                 concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
                                 run_id=None, shard=shard,
-                                grace=grace, progress=progress, max_samples=max_samples)
+                                grace=grace, progress=progress, max_samples=max_samples, force_input=force_input,
+                                durability=durability, server=server, assistant=assistant)
     hint = f"genevolve-graph bench genevolve --data {data} --out {out} (with the same options)"
     if report.interrupted is not None or report.fatal is not None or values["renderer"] == "none":
         _finish(report, resume_hint=hint)
@@ -386,7 +439,7 @@ def bench_genevolve(
     rollouts_file = out / "rollouts" / "results.jsonl"
     rendered = _run_render_stage(stage2_rows, values, render_ctx, renderer, out=out / "renders", input_path=rollouts_file,
                                  digest=_digest(rollouts_file), concurrency=render_concurrency, resume=resume, grace=grace,
-                                 progress=progress)
+                                 progress=progress, force_input=True)  # stage 1 of this same run is its input by construction
     _finish(rendered, resume_hint=hint)
     typer.echo(f"run folder: {out} (judge with the render results: {out / 'renders' / 'results.json'})")
 
@@ -401,6 +454,7 @@ def merge(
     from genevolve_graph.batch.rows import InputError
     from genevolve_graph.batch.shards import merge_runs
 
+    check_run_outputs(_folder_outputs(out), [("FOLDERS", shard_file) for folder in folders for _, shard_file in _folder_outputs(folder)])
     try:
         result = merge_runs(folders, out, allow_partial=allow_partial)
     except (InputError, JournalError) as exc:

@@ -1,0 +1,32 @@
+"""Temporary files for atomic writes, with the mode of every other file a run writes.
+
+``tempfile.mkstemp`` creates its file with mode 0600 whatever the umask, so anything written
+through it and renamed into place (program.json, images, run.json, the download cache) ended
+up 0600 while files opened normally were 0644: one run, two modes. :func:`mkstemp` creates
+the temporary file with 0666 and lets the umask decide, like ``open(path, "w")`` does (0644
+under the usual umask 022), so every file a run writes has the same mode.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+FILE_MODE = 0o666
+"""Requested mode of new files; the process umask is applied by the OS."""
+
+
+def mkstemp(dir: str | os.PathLike[str], prefix: str = "tmp", suffix: str = "") -> tuple[int, str]:
+    """``(fd, path)`` of a new, exclusively created file in ``dir`` (as ``tempfile.mkstemp``),
+    with mode ``FILE_MODE`` under the umask."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(os.fspath(dir), f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, flags, FILE_MODE), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {dir}")
+
+
+__all__ = ["FILE_MODE", "mkstemp"]
