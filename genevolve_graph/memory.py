@@ -208,7 +208,11 @@ def folder_guide(buffer: ExperienceBuffer, guide_id: str) -> DecisionGuide | Non
 def _open_folder(path: str, model: str, gate: float, stamp: float) -> ExperienceBuffer:
     from genevolve_graph.training.buffer import SentenceEmbedder
 
-    return ExperienceBuffer.load(path, SentenceEmbedder(model), gate=gate)
+    try:
+        embedder = SentenceEmbedder(model)
+    except ImportError as exc:
+        raise GuideMemoryError(f"guide_dir needs sentence-transformers to embed requests ({exc}); pip install 'genevolve-graph[train]'") from None
+    return ExperienceBuffer.load(path, embedder, gate=gate)
 
 
 def open_folder_memory(path: str | Path, embedding_model: str, gate: float = DEFAULT_GATE) -> ExperienceBuffer:
