@@ -38,7 +38,8 @@ async def main(request: str, out: Path) -> list[dict]:
             elif event == "image_ready":
                 print(f"{stamp}     image {data['img_id']}: {data['title']} ({data['local_path']})")
             elif event == "tool_done":
-                print(f"{stamp}  <- {data['tool']} ({data['chars']} characters)")
+                found = f", {data['images']} images" if data["tool"] == "image_search" else ""
+                print(f"{stamp}  <- {data['tool']} ({data['chars']} characters{found})")
             elif event == "render_started":
                 print(f"{stamp}  rendering with {data['renderer']} ...")
             elif event == "render_done":

@@ -263,9 +263,16 @@ def run(
     option: Optional[list[str]] = typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable), e.g. download_concurrency=8."),
     service_url: Optional[list[str]] = typer.Option(None, "--service-url", help="Render service URL for --renderer service (repeatable: round-robin)."),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", help="Local path or model id of the diffusers pipeline for --renderer diffusers."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the trajectory."),
+    guidance: str = typer.Option("off", help="off | retrieve: add the top Decision Guide for the request (from --guide-dir) to the system prompt."),
+    guide_dir: Optional[Path] = typer.Option(None, help="Experience buffer folder (guides.jsonl) for --guidance retrieve."),
+    embedding_model: Optional[str] = typer.Option(None, help="sentence-transformers model (hub id or local path) for --guide-dir (default: Qwen/Qwen3-Embedding-0.6B)."),
+    guide_gate: float = typer.Option(0.84, help="Minimum cosine similarity for a guide to be used."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print neither live progress nor the trajectory."),
 ) -> None:
-    """Plan a program for PROMPT, render it, and record the trajectory."""
+    """Plan a program for PROMPT, render it, and record the trajectory.
+
+    On a terminal, progress (rounds, tool calls, images found, rendering) is shown on stderr
+    as it happens; stdout carries the trajectory and the summary lines as before."""
     if not prompt.strip():
         fail("the prompt is empty; pass the image request as the first argument, e.g. genevolve-graph run \"a red fox in snow\"")
     if api_key:
@@ -283,6 +290,16 @@ def run(
             "output_name": "preview.png" if renderer == "preview" else "image.png",
         },
     )
+    if guidance not in ("off", "retrieve"):
+        fail(f"unknown guidance {guidance!r} (--guidance); choose off or retrieve")
+    if guidance == "retrieve" and guide_dir is None:
+        fail("--guidance retrieve needs --guide-dir: the experience buffer folder a training run wrote (guides.jsonl)")
+    if guide_dir is not None and not (guide_dir.expanduser() / "guides.jsonl").is_file():
+        fail(f"no experience buffer at {guide_dir} (--guide-dir); expected {guide_dir / 'guides.jsonl'}")
+    if not -1.0 <= guide_gate <= 1.0:
+        fail(f"--guide-gate is a cosine similarity in [-1, 1], got {guide_gate}")
+    ctx = ctx.with_updates(guidance=guidance, guide_dir=str(guide_dir.expanduser().resolve()) if guide_dir else "", guide_gate=guide_gate,
+                           **({"embedding_model": embedding_model} if embedding_model else {}))
     url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
     check_checkpoint_url(url)
     check_run_outputs(
@@ -296,7 +313,14 @@ def run(
     from genevolve_graph.runner import run_one, write_program_json
     from genevolve_graph.trajectory import print_trajectory
 
-    result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread_id or str(uuid.uuid4())))
+    from genevolve_graph.live import RunProgress, wants_progress
+
+    thread = thread_id or str(uuid.uuid4())
+    if wants_progress(quiet):
+        with RunProgress() as progress:
+            result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread, on_event=progress.handle))
+    else:
+        result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread))
     if not quiet:
         print_trajectory(result.messages)
     path = write_program_json(out / "program.json", result)

@@ -26,6 +26,7 @@ PolicyName = Literal[tuple(POLICIES.names())]  # type: ignore[valid-type]
 SearchName = Literal[tuple(SEARCH.names())]  # type: ignore[valid-type]
 ImageSearchName = Literal[tuple(IMAGE_SEARCH.names())]  # type: ignore[valid-type]
 RendererName = Literal[tuple(GENERATORS.names())]  # type: ignore[valid-type]
+Guidance = Literal["off", "retrieve"]
 
 
 def _env(*names: str, default: str = "") -> str:
@@ -83,6 +84,14 @@ class AgentContext:
         metadata={"description": "Pause after the emitter for a human to approve, edit or reject the program before it is rendered (needs a checkpointer; resume with Command(resume={'action': 'approve' | 'edit' | 'reject'}))."},
     )
     experiment: str = field(default="", metadata={"description": "Experiment tag recorded in checkpoint metadata."})
+    guidance: Guidance = field(
+        default="off",
+        metadata={"description": "'off': the released protocol. 'retrieve': look up the top Decision Guide for the request (long-term memory: the graph's store, else guide_dir) and append it to the system prompt, as the SDL teacher reads it."},
+    )
+    guide_gate: float = field(default=0.84, metadata={"description": "Minimum cosine similarity for a retrieved guide to be used (the training gate)."})
+    guide_namespace: str = field(default="genevolve/guides", metadata={"description": "Store namespace of the guides, '/'-separated."})
+    guide_dir: str = field(default="", metadata={"description": "Experience buffer folder (guides.jsonl + embeddings.npy) used when the graph has no store."})
+    embedding_model: str = field(default="Qwen/Qwen3-Embedding-0.6B", metadata={"description": "sentence-transformers model (hub id or local path) that embeds requests for guide_dir."})
     options: dict[str, Any] = field(default_factory=dict, metadata={"description": "Backend-specific options (for example service URLs or a pipeline path)."})
 
     def __post_init__(self) -> None:

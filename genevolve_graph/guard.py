@@ -37,7 +37,7 @@ ALLOWED_BASE_URLS_ENV = "GENEVOLVE_ALLOWED_BASE_URLS"
 ALLOWED_ROOTS_ENV = "GENEVOLVE_ALLOWED_ROOTS"
 CONFIGURED_URL_ENVS = ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "SERPER_BASE_URL", "TAVILY_BASE_URL", "SEARXNG_URL")
 
-PATH_FIELDS = ("output_dir", "corpus", "image_dir", "skills_dir", "system_prompt_file")
+PATH_FIELDS = ("output_dir", "corpus", "image_dir", "skills_dir", "system_prompt_file", "guide_dir")
 """Context fields that name files or folders on the server."""
 PATH_OPTIONS = ("image_download_dir", "pipeline", "t2i_pipeline")
 """Options that name files or folders (``pipeline`` may also be a hub id)."""
@@ -161,6 +161,9 @@ def check_caller_context(ctx: "AgentContext", settings: OperatorSettings | None 
         value = getattr(ctx, name)
         if value:
             _check_path(name, value, settings)
+    embedding_model = getattr(ctx, "embedding_model", "")
+    if embedding_model and not _looks_like_hub_id(str(embedding_model)):  # a hub id, or a local path under the roots
+        _check_path("embedding_model", embedding_model, settings)
     options = ctx.options or {}
     if not isinstance(options, Mapping):
         raise _refuse("options", options, "options must be a JSON object")

@@ -251,8 +251,8 @@ def control_message(text: str, kind: str) -> HumanMessage:
 def policy_messages(messages: list[BaseMessage], protocol: str = "genevolve") -> list[BaseMessage]:
     """The messages the policy receives, built from the state's messages.
 
-    ``genevolve``: assistant turns are their raw text; tool results become user turns
-    wrapped in ``<tool_response>``. ``native``: tool calls and tool messages stay native.
+    ``genevolve``: assistant turns are their raw text; tool results and format-error
+    messages become user turns wrapped in ``<tool_response>``. ``native``: tool calls and tool messages stay native.
     Metadata (ids, control markers) is dropped so that the request carries only roles and
     content.
     """
@@ -271,7 +271,11 @@ def policy_messages(messages: list[BaseMessage], protocol: str = "genevolve") ->
             else:
                 out.append(AIMessage(content=message.content))
         elif isinstance(message, HumanMessage):
-            out.append(HumanMessage(content=message.content))
+            if protocol != "native" and message.additional_kwargs.get(CONTROL_KEY) == "format_error":
+                # An observation like any tool result: the released checkpoint was trained on that framing.
+                out.append(HumanMessage(content=wrap_tool_response(str(message.content))))
+            else:
+                out.append(HumanMessage(content=message.content))
         else:  # pragma: no cover - the graph writes only the kinds above
             raise TypeError(f"unexpected message type {type(message).__name__}")
     return out

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -37,6 +37,8 @@ class RunResult:
     repairs: list[str] = field(default_factory=list)
     render: RenderResult | None = None
     messages: list[BaseMessage] = field(default_factory=list)
+    guide: dict[str, Any] | None = None
+    """The Decision Guide the planner was given (``guidance="retrieve"``), else None."""
 
     def record(self) -> dict[str, Any]:
         """The stage-1 fields of DESIGN.md §4 (without the input row)."""
@@ -75,16 +77,18 @@ def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
         repairs=list(values.get("repairs") or []),
         render=values.get("render"),
         messages=list(values.get("messages") or []),
+        guide=values.get("guide"),
     )
 
 
 async def run_with_saver(
-    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None,
-    durability: str | None = None, **metadata: Any
+    request: str, ctx: AgentContext, saver: BaseCheckpointSaver, *, thread_id: str, graph: Any = None, store: Any = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None, durability: str | None = None, **metadata: Any,
 ) -> RunResult:
-    """Run (or continue) one thread on an open saver. ``durability`` is LangGraph's
-    (``sync`` | ``async`` | ``exit``; None: LangGraph's default, ``async``)."""
-    graph = graph or build_graph(saver)
+    """Run (or continue) one thread on an open saver. ``store``: the graph's long-term memory;
+    ``on_event``: called with each custom progress event as it happens; ``durability`` is
+    LangGraph's (``sync`` | ``async`` | ``exit``; None: LangGraph's default, ``async``)."""
+    graph = graph or build_graph(saver, store=store)
     config = run_config(ctx, thread_id, **metadata)
     snapshot = await graph.aget_state(config)
     if snapshot.values and not snapshot.tasks:
@@ -93,14 +97,35 @@ async def run_with_saver(
         # although the steps after it never ran; ``tasks`` still lists that step.
         return result_from_values(thread_id, snapshot.values)
     graph_input = None if snapshot.values else {"request": request}
-    await graph.ainvoke(graph_input, config, context=ctx, **({"durability": durability} if durability else {}))
+    if graph_input is not None and ctx.guidance == "retrieve":
+        config["metadata"].update(await _guide_metadata(request, ctx, graph.store))
+    options: dict[str, Any] = {"durability": durability} if durability else {}
+    if on_event is None:
+        await graph.ainvoke(graph_input, config, context=ctx, **options)
+    else:
+        async for event in graph.astream(graph_input, config, context=ctx, stream_mode="custom", **options):
+            on_event(event)
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 
 
-async def run_one(request: str, ctx: AgentContext, *, checkpoint_url: str, thread_id: str, **metadata: Any) -> RunResult:
+async def _guide_metadata(request: str, ctx: AgentContext, store: Any) -> dict[str, Any]:
+    """``guide_id``/``guide_score`` for the checkpoint metadata; the planner then uses that very
+    guide. A memory that cannot be read adds nothing: the planner reports it as the run's error."""
+    from genevolve_graph.memory import GuideMemoryError, find_guide, guide_metadata
+
+    try:
+        return guide_metadata(await find_guide(request, ctx, store))
+    except (GuideMemoryError, OSError):
+        return {}
+
+
+async def run_one(
+    request: str, ctx: AgentContext, *, checkpoint_url: str, thread_id: str, store: Any = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None, **metadata: Any,
+) -> RunResult:
     async with open_checkpointer(checkpoint_url) as saver:
-        return await run_with_saver(request, ctx, saver, thread_id=thread_id, **metadata)
+        return await run_with_saver(request, ctx, saver, thread_id=thread_id, store=store, on_event=on_event, **metadata)
 
 
 def write_program_json(path: Path, result: RunResult) -> Path:
@@ -115,6 +140,8 @@ def write_program_json(path: Path, result: RunResult) -> Path:
         error=result.error,
         render=result.render.model_dump() if result.render else None,
     )
+    if result.guide is not None:  # guidance="retrieve" found one
+        payload["guide"] = {"id": result.guide.get("id"), "score": result.guide.get("score"), "source": result.guide.get("source")}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = mkstemp(dir=path.parent, prefix=".program.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as stream:

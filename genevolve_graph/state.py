@@ -93,6 +93,7 @@ class OutputState(TypedDict, total=False):
     rounds: int
     tool_calls: int
     review: dict[str, Any] | None
+    guide: dict[str, Any] | None
 
 
 class AgentState(TypedDict, total=False):
@@ -122,6 +123,9 @@ class AgentState(TypedDict, total=False):
     so that routing reads only the state and never needs a runtime."""
     review: dict[str, Any] | None
     """The human reviewer's decision (``review_before_render``): action and reason."""
+    guide: dict[str, Any] | None
+    """The Decision Guide the planner was given (``guidance="retrieve"``): id, score, trigger,
+    source and the text appended to the system prompt; None when none was used."""
 
 
 from genevolve_graph.checkpoint_types import register_safe_types  # noqa: E402 - after the models it names

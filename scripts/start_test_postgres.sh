@@ -10,6 +10,12 @@ if [ -z "$BIN" ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
   BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
+# pgvector lets the tests run PostgresStore's semantic search (tests/test_memory.py); best
+# effort: without it those tests skip and say so.
+VER=$(basename "$(dirname "$BIN")")
+if [ ! -f "/usr/share/postgresql/$VER/extension/vector.control" ]; then
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$VER-pgvector" >&2 2>/dev/null) || true
+fi
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
 if ! as_pg "$BIN/pg_ctl -D $DATA status" >/dev/null 2>&1; then
   rm -rf "$DATA"; mkdir -p "$DATA"; [ "$(id -u)" = 0 ] && chown postgres "$DATA"

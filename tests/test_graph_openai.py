@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from genevolve_graph import AgentContext, Program, build_graph
 from genevolve_graph.persistence import open_checkpointer
-from genevolve_graph.prompts import FINAL_STEP
+from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR
 from genevolve_graph.protocol import chat_dicts, tools_block
 from genevolve_graph.runner import run_config, run_with_saver
 
@@ -69,7 +69,13 @@ async def test_exact_messages_sent_to_the_server(scripted_server, tmp_path):
         observation = current[len(previous) + 1]
         assert observation["role"] == "user"
         assert observation["content"].startswith("<tool_response>\n") and observation["content"].endswith("\n</tool_response>")
-    assert "## Skill Guidance\n=== Skill: text_rendering ===" in bodies[1]["messages"][-1]["content"]
+    # The skill block, byte for byte: heading, a blank line, the skill line, the guide.
+    from genevolve_graph.skills import load_skills
+
+    guide = load_skills().get("text_rendering").body
+    assert bodies[1]["messages"][-1]["content"] == (
+        "<tool_response>\n## Skill Guidance\n\n=== Skill: text_rendering ===\n" + guide + "\n</tool_response>"
+    )
     search_obs = bodies[2]["messages"][-1]["content"]
     assert search_obs.count("--- search result for [") == 2 and "--- end of search result ---" in search_obs
     assert "1. title: " in search_obs and "\n  url: " in search_obs and "\n  snippet: " in search_obs
@@ -113,8 +119,14 @@ async def test_malformed_reply_gets_a_format_error_and_the_round_counts(scripted
     assert result.termination == "answer" and result.rounds == 2
     second = server.successful_bodies()[1]["messages"]
     assert second[-2] == {"role": "assistant", "content": "I think a fox would be nice."}
-    assert second[-1]["role"] == "user" and "could not be used" in second[-1]["content"]
-    assert "neither a <tool_call> nor an <answer>" in second[-1]["content"]
+    # The format error is an observation, framed like every tool result (wording ours).
+    assert second[-1] == {
+        "role": "user",
+        "content": "<tool_response>\n" + FORMAT_ERROR.format(problem="the reply has neither a <tool_call> nor an <answer>") + "\n</tool_response>",
+    }
+    # The state keeps the plain text, marked as a control message.
+    stored = [m for m in result.messages if isinstance(m, HumanMessage) and m.additional_kwargs.get("genevolve_control") == "format_error"]
+    assert len(stored) == 1 and not str(stored[0].content).startswith("<tool_response>")
 
 
 async def test_answer_repairs_are_made_and_recorded(scripted_server, tmp_path):

@@ -110,3 +110,15 @@ def test_a_served_graph_confines_every_context(root, tmp_path):
         build_graph(confine=True).invoke({"request": PARIS}, {"configurable": {"thread_id": "../../escape"}},
                                          context={"output_dir": str(root)})
     assert not (tmp_path / "escape.png").exists()
+
+
+
+def test_guide_memory_paths_stay_under_the_roots(root, tmp_path):
+    """guidance='retrieve' reads a caller-named buffer folder and embedding model: both are
+    paths a caller sends, so both stay under the roots (a hub id stays allowed)."""
+    (root / "buffer").mkdir()
+    check_caller_context(AgentContext.coerce({"guidance": "retrieve", "guide_dir": str(root / "buffer"),
+                                              "embedding_model": "Qwen/Qwen3-Embedding-0.6B"}))
+    for field, value in (("guide_dir", str(tmp_path)), ("embedding_model", str(tmp_path)), ("embedding_model", "~/.cache/x")):
+        with pytest.raises(ContextRefused, match=rf"{field} = .* is refused: caller paths must stay under {root}"):
+            check_caller_context(AgentContext.coerce({"guidance": "retrieve", field: value}))

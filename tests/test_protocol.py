@@ -89,3 +89,27 @@ def test_policy_messages_render_tool_results_as_user_turns():
     ]
     native = policy_messages(state, "native")
     assert isinstance(native[3], ToolMessage) and native[2].tool_calls[0]["id"] == "c1"
+
+
+def test_format_error_is_framed_as_a_tool_response_in_the_text_protocol():
+    from genevolve_graph.protocol import control_message
+
+    state = [
+        SystemMessage("sys", id="s"),
+        HumanMessage("req", id="r"),
+        AIMessage("no tags here", id="a"),
+        control_message("Your last reply could not be used.", "format_error"),
+        control_message("This is your final round.", "final_step"),
+    ]
+    assert chat_dicts(state)[3:] == [
+        {"role": "user", "content": "<tool_response>\nYour last reply could not be used.\n</tool_response>"},
+        {"role": "user", "content": "This is your final round."},
+    ]
+    # Native tool calling has no <tool_response> framing: the message goes as it is.
+    assert chat_dicts(state, "native")[3] == {"role": "user", "content": "Your last reply could not be used."}
+
+
+def test_skill_block_has_a_blank_line_after_the_heading():
+    from genevolve_graph.tools.observations import skill_block
+
+    assert skill_block("spatial_layout", "Guide text.") == "## Skill Guidance\n\n=== Skill: spatial_layout ===\nGuide text."

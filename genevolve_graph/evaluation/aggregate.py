@@ -7,7 +7,9 @@ For any set of samples (all, or one eval_type, category or difficulty):
 - faithfulness, visual_correctness, aesthetics: means over scored samples;
 - text_accuracy: mean over scored samples whose text is applicable, 0.5 when none is;
 - ``overall``: 0.1 F + 0.4 V + 0.4 T + 0.1 A recomputed from those means (the pooled
-  aggregation), not the mean of per-sample overalls;
+  aggregation), not the mean of per-sample overalls. Each mean is rounded to 4 decimals
+  before combining, as the released GenEvolve evaluator does, so ``overall`` equals its
+  published number to the 4th decimal; ``overall_unrounded`` combines the unrounded means;
 - ``overall_missing_zero``: the same with missing and failed samples counted as 0, that is
   ``overall * scored / count``.
 
@@ -29,13 +31,16 @@ UNKNOWN_GROUP = "unknown"
 PROTOCOL = "KScore (GenEvolve-Bench)"
 AGGREGATION = (
     "pooled: dimension means over scored samples (text_accuracy over text-applicable samples, "
-    "0.5 if none), overall = 0.1F + 0.4V + 0.4T + 0.1A of the means; "
+    "0.5 if none), overall = 0.1F + 0.4V + 0.4T + 0.1A of the means, each rounded to 4 decimals first "
+    "(as the released evaluator; overall_unrounded without that rounding); "
     "overall_missing_zero = overall * scored / count"
 )
 METRIC_COLUMNS: tuple[str, ...] = (
     "count", "scored", "missing_or_failed", "text_applicable",
-    *DIMENSIONS, "overall", "overall_missing_zero", "overall_sample_mean",
+    *DIMENSIONS, "overall", "overall_unrounded", "overall_missing_zero", "overall_sample_mean",
 )
+RELEASED_MEAN_DECIMALS = 4
+"""The released evaluator rounds each dimension mean to this many decimals before combining."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -66,8 +71,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         else:
             means[dim] = _mean([float(s[dim]) for s in scored])
         out[dim] = _r(means[dim])
-    overall = overall_from(*(means[d] for d in DIMENSIONS)) if scored else None  # type: ignore[arg-type]
+    overall = overall_from(*(round(means[d], RELEASED_MEAN_DECIMALS) for d in DIMENSIONS)) if scored else None  # type: ignore[arg-type]
+    unrounded = overall_from(*(means[d] for d in DIMENSIONS)) if scored else None  # type: ignore[arg-type]
     out["overall"] = _r(overall)
+    out["overall_unrounded"] = _r(unrounded)
     out["overall_missing_zero"] = _r(overall * n_scored / count) if overall is not None else 0.0
     per_sample = [
         overall_from(float(s["faithfulness"]), float(s["visual_correctness"]),

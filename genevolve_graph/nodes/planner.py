@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableLambda
 
 from genevolve_graph.context import AgentContext
+from genevolve_graph.memory import GuideMemoryError, GuideUse, guided_system_prompt
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
@@ -36,8 +37,12 @@ from genevolve_graph.state import AgentState
 from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
 
-def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
-    """System prompt and request, as the first two messages of a trajectory."""
+def initial_messages(request: str, ctx: AgentContext, guide_text: str = "") -> list[BaseMessage]:
+    """System prompt and request, as the first two messages of a trajectory.
+
+    ``guide_text`` (a retrieved Decision Guide, ``guidance="retrieve"``) is appended to the
+    system prompt exactly as the SDL teacher reads it.
+    """
     prompt = system_prompt(
         protocol=ctx.protocol,
         max_tool_calls=ctx.max_tool_calls,
@@ -45,7 +50,22 @@ def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
         max_refs=ctx.n_max_reference_images,
         template_file=ctx.system_prompt_file,
     )
+    if guide_text:
+        prompt = guided_system_prompt(prompt, guide_text)
     return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request, id=new_id("request"))]
+
+
+async def look_up_guide(request: str, ctx: AgentContext) -> GuideUse | None:
+    """The guide for this run from the graph's store (or ``guide_dir``); the run's metadata
+    names it when the runner looked it up before starting."""
+    from langgraph.config import get_config
+    from langgraph.runtime import get_runtime
+
+    from genevolve_graph.memory import find_guide
+
+    metadata = get_config().get("metadata") or {}
+    preset = metadata if "guide_id" in metadata else None
+    return await find_guide(request, ctx, get_runtime().store, preset=preset)
 
 
 def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
@@ -90,14 +110,27 @@ def make_planner(services: Services):
         ctx = await checked_context(services.confine)
         messages = list(state.get("messages") or [])
         new: list[BaseMessage] = []
+        first_update: dict[str, Any] = {}
         if not messages:
             request = (state.get("request") or "").strip()
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
+            guide: GuideUse | None = None
+            if ctx.guidance != "off":
+                if ctx.guidance != "retrieve":
+                    return {"termination": "error", "error": f"unknown guidance {ctx.guidance!r}; choose 'off' or 'retrieve'"}
+                try:
+                    guide = await look_up_guide(request, ctx)
+                except (GuideMemoryError, OSError) as exc:
+                    return {"termination": "error", "error": f"guidance: {exc}"}
+                emit("guide_retrieved", guide_id=guide.id if guide else None, score=guide.score if guide else None)
+            text = guide.text if guide else ""
             try:  # in a thread: a system prompt file is read from disk
-                new += await asyncio.to_thread(initial_messages, request, ctx) if ctx.system_prompt_file else initial_messages(request, ctx)
+                new += await asyncio.to_thread(initial_messages, request, ctx, text) if ctx.system_prompt_file else initial_messages(request, ctx, text)
             except PromptFileError as exc:
                 return {"termination": "error", "error": str(exc)}
+            if guide is not None:
+                first_update["guide"] = guide.model_dump()
         rounds = state.get("rounds", 0)
         used = state.get("tool_calls", 0)
         final_sent = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
@@ -110,10 +143,10 @@ def make_planner(services: Services):
             policy = await services.aget_policy(ctx)
             reply = await call_policy(policy, conversation, ctx)
         except PolicyError as exc:
-            return {"messages": new, "termination": "error", "error": str(exc)}
+            return {**first_update, "messages": new, "termination": "error", "error": str(exc)}
         rounds += 1
         parsed = interpret(reply, ctx.protocol)
-        update: dict[str, Any] = {"rounds": rounds}
+        update: dict[str, Any] = {**first_update, "rounds": rounds}
         stored = AIMessage(
             content=reply.content,
             id=new_id("ai"),

@@ -103,26 +103,28 @@ def make_tools_node(services: Services):
         else:
             emit("tool_started", tool=name, arguments=args)
             top_k = int(args.get("top_k", ctx.top_k))
-            found: dict[str, Any] = {}
+            results: dict[str, Any] = {}
 
             async def execute(**arguments: Any) -> Any:
                 if name == "search":
                     return await run_search(services, ctx, arguments["queries"], top_k)
                 if name == "image_search":
-                    content, found["added"], found["refs"] = await run_image_search(
+                    content, results["added"], results["refs"] = await run_image_search(
                         services, ctx, arguments["query"], top_k, state.get("images") or {}
                     )
                     return content
                 return await run_query_knowledge(services, ctx, arguments["skill_name"])
 
             observation = await as_langchain_tool(name, execute).ainvoke(args, config=run_config(ctx, policy=services.policy))
+            found = len(results.get("refs", ()))
             if name == "image_search":
-                update["images"] = found["added"]
-                for ref in found["refs"]:
+                update["images"] = results["added"]
+                for ref in results["refs"]:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
             update["tool_calls"] = used + 1
             text = observation if isinstance(observation, str) else observation[0]["text"]
-            emit("tool_done", tool=name, chars=len(text), images=0 if isinstance(observation, str) else len(observation) - 1)
+            thumbnails = 0 if isinstance(observation, str) else len(observation) - 1
+            emit("tool_done", tool=name, chars=len(text), images=found, thumbnails=thumbnails)
         observation = neutralize_observation(observation)  # web text cannot forge protocol tags
         update["messages"] = [ToolMessage(content=observation, tool_call_id=call["id"], name=name, id=new_id("tool"))]
         return update

@@ -2,8 +2,9 @@
 
 It reads the request, routes skills from cues (quoted text -> text_rendering, exact counts
 -> quantity_counting, spatial relations -> spatial_layout, people -> anatomy_body_coherence,
-...), reads those guides, searches for the named entities, looks for reference images, and
-writes a program whose gen_prompt folds in the evidence and the guides' constraints. It
+...), reads those guides, searches for the request's subject and proper names, looks for
+reference images, and writes a program whose gen_prompt folds in the evidence that is about
+what the request names (``relevance.py``) and one sentence of its own per routed skill. It
 speaks the GenEvolve text protocol, so its replies go through the same parser, tools,
 binder and emitter as an LLM policy's.
 """
@@ -14,8 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from genevolve_graph.policies.relevance import ADJECTIVES, Subject, normalise, subject_of
 from genevolve_graph.protocol import CONTROL_KEY, format_answer, format_tool_call
 from genevolve_graph.skills import SkillLibrary, load_skills
 
@@ -71,11 +73,6 @@ SKILL_PRIORITY = (
     "creative_drawing",
     "aesthetic_drawing",
 )
-STOP_CAPITALS = {
-    "A", "An", "The", "In", "On", "At", "Of", "And", "With", "For", "From", "To", "By", "As", "Its", "It", "This",
-    "That", "These", "Those", "Show", "Draw", "Create", "Make", "Generate", "Paint", "Render", "Design", "Depict",
-    "Illustrate", "Picture", "Image", "Photo", "Please", "I", "My", "Our", "Your", "Two", "Three", "Four", "Five",
-}
 STYLE_WORDS = re.compile(
     r"\b(a|an|the|photo|photograph|picture|image|illustration|poster|of|showing|depicting|style|in|with|draw|create|generate|render|make)\b",
     re.I,
@@ -85,7 +82,7 @@ TITLE_WORD = re.compile(r"\b(?:title[sd]?|text|reads|saying|headline|caption|lab
 COUNT = re.compile(r"\b(\d+|" + "|".join(NUMBER_WORDS) + r")\s+((?:" + _WORD + r"\s+){0,2}?" + _WORD + r"s)\b", re.I)
 URL = re.compile(r"https?://\S+|www\.\S+")
 IMG_LINE = re.compile(r"^(IMG_\d{3,}): title: (.*)$", re.M)
-SNIPPET_LINE = re.compile(r"^\s+snippet: (.*)$", re.M)
+HIT_LINES = re.compile(r"^\d+\. title: (.*)\n(?:\s+url: .*\n)?\s+snippet: (.*)$", re.M)
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 
 
@@ -98,6 +95,7 @@ class RequestAnalysis:
     entities: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     counts: list[tuple[str, str]] = field(default_factory=list)
+    subject: Subject = field(default_factory=Subject)
 
     @property
     def topic(self) -> str:
@@ -121,21 +119,9 @@ def analyse(request: str, skills: SkillLibrary, max_skills: int = 3) -> RequestA
     texts = [m.strip() for m in QUOTED.findall(request) if m.strip()]
     texts += [m.strip() for m in TITLE_WORD.findall(request) if m.strip() not in texts]
     counts = [(n.lower(), noun) for n, noun in COUNT.findall(request) if n.lower() not in ("one", "single")]
-    return RequestAnalysis(request, routed, _entities(request, set(texts)), texts, counts)
-
-
-def _entities(request: str, texts: set[str]) -> list[str]:
-    """Runs of capitalised words (proper names) outside quoted text."""
-    unquoted = QUOTED.sub(" ", request)
-    found: list[str] = []
-    for run in re.findall(r"(?:\b[A-Z][\w'’\-]*(?:\s+(?:of|the|de|du|la|le|von|van)\s+|\s+)?)+", unquoted):
-        words = [w for w in run.split() if w not in STOP_CAPITALS]
-        while words and words[-1].lower() in ("of", "the", "de", "du", "la", "le", "von", "van"):
-            words.pop()
-        name = " ".join(words).strip(" ,.;:")
-        if name and name not in texts and not name.isupper() and name not in found:
-            found.append(name)
-    return found[:3]
+    subject = subject_of(request)
+    subject.names = [n for n in subject.names if n not in texts]
+    return RequestAnalysis(request, routed, subject.queries(), texts, counts, subject)
 
 
 class RulesPolicy:
@@ -157,7 +143,7 @@ class RulesPolicy:
     def reply(self, messages: list[BaseMessage], ctx: "AgentContext") -> str:
         """The next reply text, in the GenEvolve protocol."""
         request = next(str(m.content) for m in messages if isinstance(m, HumanMessage) and not m.additional_kwargs.get(CONTROL_KEY))
-        analysis = analyse(request, self.skills)
+        analysis = follow_guide(analyse(request, self.skills), messages)
         done = _calls_made(messages)
         final = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
         used = len(done)
@@ -181,34 +167,49 @@ class RulesPolicy:
         return steps
 
     def _program(self, a: RequestAnalysis, messages: list[BaseMessage], ctx: "AgentContext") -> dict[str, Any]:
+        """The answer: only evidence about what the request names; guides shape the wording.
+
+        An image is cited only when its title is about the request's subject or one of its
+        proper names (never because a caption shares "red" or "snow"); a fact only when its
+        source is. With nothing relevant, nothing is cited and the prompt is written from the
+        request and the routed skills. Guide text is never copied: each routed skill adds a
+        sentence of ours about this request.
+        """
         observations = [_text_of(m.content) for m in messages if isinstance(m, ToolMessage)]
-        refs: list[tuple[str, str]] = []  # (img_id, subject)
+        refs: list[tuple[str, str]] = []  # (img_id, what it shows)
+        covered: set[str] = set()
         for obs in observations:
-            if obs.startswith("--- image search result for ["):
-                subject = obs[len("--- image search result for [") : obs.index("] ---")]
-                first = IMG_LINE.search(obs)
-                if first and first.group(1) not in {r[0] for r in refs}:
-                    refs.append((first.group(1), subject))
+            if not obs.startswith("--- image search result for ["):
+                continue
+            for img_id, title in IMG_LINE.findall(obs):
+                term = a.subject.match(title)
+                if term and term not in covered and img_id not in {r[0] for r in refs}:
+                    refs.append((img_id, term))
+                    covered.add(term)
+                    break
         refs = sorted(refs[: ctx.n_max_reference_images], key=lambda r: int(r[0][4:]))
-        parts = [a.request.rstrip(". ") + "."]
-        facts = []
+        facts: list[str] = []
         for obs in observations:
             if obs.startswith("--- search result for ["):
-                snippet = SNIPPET_LINE.search(obs)
-                if snippet:
-                    facts.append(_first_sentence(snippet.group(1)))
+                for title, snippet in HIT_LINES.findall(obs):
+                    if a.subject.match(title):
+                        facts.append(_first_sentence(snippet))
+        parts = [a.request.rstrip(". ") + "."]
         if facts:
-            parts.append("Facts to respect: " + " ".join(dict.fromkeys(facts)))
+            parts.append("Facts to respect: " + " ".join(list(dict.fromkeys(facts))[:3]))
         for position, (_, subject) in enumerate(refs):
-            parts.append(f"Match the appearance of {subject} to the {ORDINALS[position]} reference image.")
+            parts.append(f"Match the appearance of {_the(subject)} to the {ORDINALS[position]} reference image.")
         for text in a.texts:
             parts.append(f'The text "{text}" appears exactly once, spelled exactly as given, clearly legible.')
         for number, noun in a.counts:
             parts.append(f"Show exactly {number} {noun}, each one fully visible and separate, no more and no fewer.")
+        label = a.subject.label or a.topic
         for skill in a.skills:
-            guide = self.skills.skills.get(skill)
-            if guide and guide.constraints:
-                parts.append(" ".join(_without_examples(c) for c in guide.constraints[:2]))
+            sentence = skill_sentence(skill, a, label)
+            if sentence:
+                parts.append(sentence)
+        if not refs and not facts:
+            parts.append(f"{_the(label).capitalize() if not label[:1].isupper() else label} is the clear main subject, drawn with accurate, characteristic detail.")
         gen_prompt = URL.sub("", " ".join(parts))
         gen_prompt = re.sub(r"\bIMG_\d{3,}\b", "", gen_prompt)
         return {
@@ -217,13 +218,76 @@ class RulesPolicy:
         }
 
 
-EXAMPLE_TAIL = re.compile(r"""(?::\s*(?:the\s+\w+\s+)?["“][^"”]*["”](?:[^.]*)?|\s*\([^)]*["“][^)]*\))""")
+GUIDE_HEADING = "## Experience from similar requests"
+GUIDE_QUOTED = re.compile(r"[\"“']([^\"“”'’]{2,60})[\"”']")
 
 
-def _without_examples(constraint: str) -> str:
-    """A guide constraint without its quoted examples, which belong to other requests."""
-    text = EXAMPLE_TAIL.sub("", constraint).strip()
-    return text if text.endswith((".", "!", "?")) else text.rstrip(",;: ") + "."
+def guide_sections(messages: list[BaseMessage]) -> dict[str, list[str]]:
+    """The bullets of a Decision Guide appended to the system prompt (``guidance="retrieve"``),
+    by section title ("Skill routing", "Search queries", ...); empty without a guide."""
+    system = next((str(m.content) for m in messages if isinstance(m, SystemMessage)), "")
+    if GUIDE_HEADING not in system:
+        return {}
+    sections: dict[str, list[str]] = {}
+    title = ""
+    for line in system.split(GUIDE_HEADING, 1)[1].splitlines():
+        line = line.strip()
+        if line.startswith("- ") and title:
+            sections.setdefault(title, []).append(line[2:])
+        elif line.endswith(":") and not line.startswith("- "):
+            title = line[:-1].lower()
+    return sections
+
+
+def follow_guide(a: RequestAnalysis, messages: list[BaseMessage], max_skills: int = 4) -> RequestAnalysis:
+    """What a retrieved guide changes in the plan: skills it routes to are read too, and
+    quoted queries it names are searched. Relevance still decides what the program cites."""
+    sections = guide_sections(messages)
+    if not sections:
+        return a
+    from genevolve_graph.protocol import SKILL_NAMES
+
+    routed = [name for bullet in sections.get("skill routing", []) for name in SKILL_NAMES if name in bullet]
+    a.skills = list(dict.fromkeys([*a.skills, *routed]))[:max_skills]
+    queries = [q for bullet in sections.get("search queries", []) for q in GUIDE_QUOTED.findall(bullet)]
+    a.entities = list(dict.fromkeys([*a.entities, *queries]))[:3]
+    return a
+
+
+BOUND_PAIR = re.compile(r"\b(" + "|".join(sorted(ADJECTIVES, key=len, reverse=True)) + r")\s+([a-z][a-z\-]+)", re.I)
+
+
+def skill_sentence(skill: str, a: RequestAnalysis, label: str) -> str:
+    """One sentence, in our words and about this request, for a routed skill.
+
+    The guides decide *what* to pin down (lettering, counts, positions, anatomy, binding,
+    light, coherence, composition); their instruction text never enters the prompt.
+    """
+    if skill == "text_rendering":
+        return "" if a.texts else "Any lettering is crisp, evenly spaced and free of stray characters."
+    if skill == "quantity_counting":
+        return "" if a.counts else "Every counted item is fully visible and separate."
+    if skill == "spatial_layout":
+        return "The positions read exactly as described, with a distinct foreground and background."
+    if skill == "anatomy_body_coherence":
+        return "Every figure has natural proportions and a natural pose, with correctly formed limbs and hands."
+    if skill == "attribute_binding":
+        pairs = [f"{adj.lower()} {noun.lower()}" for adj, noun in BOUND_PAIR.findall(QUOTED.sub(" ", a.request))
+                 if normalise(noun) not in ADJECTIVES and noun.lower() not in ("and", "with", "or")]
+        listed = "; ".join(dict.fromkeys(pairs))
+        return f"Each colour and material belongs to its own object only ({listed})." if listed else ""
+    if skill == "physical_material_consistency":
+        return "One consistent light source; shadows, reflections and textures behave as they do in reality."
+    if skill == "creative_drawing":
+        return "The imaginative idea is rendered as one coherent, believable scene."
+    if skill == "aesthetic_drawing":
+        return f"A balanced composition with {_the(label)} as the focal point, a harmonious palette and fine detail."
+    return ""
+
+
+def _the(term: str) -> str:
+    """'the red fox', but 'Mount Fuji' (a proper name takes no article)."""
+    return term if term[:1].isupper() else f"the {term}"
 
 
 def _text_of(content: Any) -> str:

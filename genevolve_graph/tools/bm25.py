@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import bm25s
+import warnings
+
+with warnings.catch_warnings():
+    # bm25s imports tqdm.auto, which warns "IProgress not found" in a Jupyter kernel without
+    # ipywidgets; every call below passes show_progress=False, so no bar is ever drawn.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import bm25s
 
 
 class BM25Index:

@@ -34,4 +34,6 @@ def image_search_block(query: str, refs: list[Reference], rejected: list[str] | 
 
 
 def skill_block(name: str, guide: str) -> str:
-    return f"## Skill Guidance\n=== Skill: {name} ===\n{guide}"
+    """``## Skill Guidance``, a blank line, ``=== Skill: NAME ===``, then the guide (DESIGN.md §3;
+    the released checkpoint was trained on exactly this layout)."""
+    return f"## Skill Guidance\n\n=== Skill: {name} ===\n{guide}"

@@ -350,9 +350,11 @@ class SDLGRPOTrainer(GRPOTrainer):
 def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:
     """The teacher's prompt: the student's messages with the guide appended to the system prompt
     (or, without a system prompt, as one)."""
+    from genevolve_graph.memory import guided_system_prompt  # the planner's guidance="retrieve" uses it too
+
     out = [dict(m) for m in messages]
     if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
-        out[0]["content"] = out[0]["content"] + "\n\n" + guide_text
+        out[0]["content"] = guided_system_prompt(out[0]["content"], guide_text)
     else:
         out.insert(0, {"role": "system", "content": guide_text})
     return out

@@ -32,7 +32,8 @@ RECORDS = [
 
 def test_all_samples_by_hand() -> None:
     # F = (1 + .5 + 1)/3, V = (.5 + 0 + 1)/3, T over applicable s1, s3 = (1 + 1)/2, A = (.5 + 1 + 0)/3
-    # overall = .1(2.5/3) + .4(.5) + .4(1) + .1(.5) = 0.733333; missing=0: * 3/5 = 0.44
+    # overall = .1(2.5/3) + .4(.5) + .4(1) + .1(.5): the released evaluator rounds each mean to 4
+    # decimals first (F 0.8333), giving 0.73333; unrounded 0.733333; missing=0: 0.73333 * 3/5
     # per-sample overalls .75, .35 (T n/a = .5), .9 -> mean 2/3: a different aggregation, reported beside
     s = summarize(RECORDS)
     assert (s["count"], s["scored"], s["missing_or_failed"], s["text_applicable"]) == (5, 3, 2, 2)
@@ -40,8 +41,9 @@ def test_all_samples_by_hand() -> None:
     assert s["visual_correctness"] == pytest.approx(0.5)
     assert s["text_accuracy"] == pytest.approx(1.0)
     assert s["aesthetics"] == pytest.approx(0.5)
-    assert s["overall"] == pytest.approx(0.733333, abs=1e-6)
-    assert s["overall_missing_zero"] == pytest.approx(0.44, abs=1e-6)
+    assert s["overall"] == pytest.approx(0.73333, abs=1e-9)
+    assert s["overall_unrounded"] == pytest.approx(0.733333, abs=1e-6)
+    assert s["overall_missing_zero"] == pytest.approx(0.73333 * 3 / 5, abs=1e-6)
     assert s["overall_sample_mean"] == pytest.approx(2 / 3, abs=1e-6)
 
 
@@ -83,5 +85,17 @@ def test_csv_rows() -> None:
         ("category", "anime"), ("category", "film"), ("category", "history"),
         ("difficulty", "hard"), ("difficulty", "medium"),
     ]
-    assert rows[0]["overall"] == "0.7333" and rows[0]["overall_missing_zero"] == "0.4400" and rows[0]["missing_or_failed"] == "2"
+    assert rows[0]["overall"] == "0.7333" and rows[0]["overall_unrounded"] == "0.7333" and rows[0]["overall_missing_zero"] == "0.4400" and rows[0]["missing_or_failed"] == "2"
     assert rows[4]["overall"] == "" and rows[4]["overall_missing_zero"] == "0.0000"
+
+
+def test_overall_matches_the_released_evaluator_to_the_fourth_decimal() -> None:
+    # Six samples: F 5/6, V 1/6, T 1/6, A 1/6. The released evaluator combines the means rounded
+    # to 4 decimals: .1(.8333) + .4(.1667) + .4(.1667) + .1(.1667) = 0.23336 (0.2334 to 4 places);
+    # the unrounded means give 0.233333 (0.2333): they differ at the 4th decimal.
+    rows = [scored("r0", "KA", "c", "easy", 1, 1, 1, 1)]
+    rows += [scored(f"r{i}", "KA", "c", "easy", 1, 0, 0, 0) for i in range(1, 5)]
+    rows += [scored("r5", "KA", "c", "easy", 0, 0, 0, 0)]
+    s = summarize(rows)
+    assert s["overall"] == pytest.approx(0.23336, abs=1e-9) and round(s["overall"], 4) == 0.2334
+    assert s["overall_unrounded"] == pytest.approx(0.233333, abs=1e-6) and round(s["overall_unrounded"], 4) == 0.2333

@@ -182,16 +182,44 @@ async def test_graph_streams_updates_and_custom_progress_events(tmp_path):
     assert nodes.count("tools") == sum(e["event"] == "tool_started" for e in events)
     kinds = [e["event"] for e in events]
     # every tool run is bracketed by started/done, images arrive inside their image_search
-    opened = None
+    opened, ready = None, 0
     for event in events:
         if event["event"] == "tool_started":
             assert opened is None
-            opened = event["tool"]
+            opened, ready = event["tool"], 0
         elif event["event"] == "image_ready":
             assert opened == "image_search" and event["img_id"].startswith("IMG_") and event["local_path"]
+            ready += 1
         elif event["event"] == "tool_done":
             assert opened == event["tool"]
+            # tool_done counts the images the search found (not only attached thumbnails)
+            assert event["images"] == ready and event["thumbnails"] == 0
             opened = None
+    assert any(e["event"] == "tool_done" and e["images"] > 0 for e in events)
     assert "image_ready" in kinds and kinds[-2:] == ["render_started", "render_done"]
     assert events[-1]["success"] and events[-1]["path"] == str(tmp_path / "out.png")
     assert (tmp_path / "out.png").stat().st_size > 5_000
+
+
+def test_docs_events_table_lists_every_field(tmp_path):
+    """docs/studio.md's table of custom events names every field each event carries."""
+    import re
+    from pathlib import Path as _Path
+
+    doc = (_Path(__file__).resolve().parents[2] / "docs" / "studio.md").read_text(encoding="utf-8")
+    documented: dict[str, set[str]] = {}
+    for line in doc.splitlines():
+        row = re.match(r"^\| `(\w+)` \| (.*?) \| .* \|$", line)
+        if row:
+            documented[row.group(1)] = set(re.findall(r"`(\w+)`", row.group(2)))
+    graph = build_graph()
+    ctx = AgentContext(renderer="preview", output_dir=str(tmp_path), options={"output_name": "out.png"})
+    seen: dict[str, set[str]] = {}
+    events: list[dict[str, Any]] = []
+    for data in graph.stream({"request": PARIS}, {"recursion_limit": recursion_limit(ctx)}, context=ctx, stream_mode="custom"):
+        events.append(data)
+    for event in events:
+        seen.setdefault(event["event"], set()).update(k for k in event if k != "event")
+    assert set(seen) <= set(documented), f"undocumented events: {set(seen) - set(documented)}"
+    for name, keys in seen.items():
+        assert keys == documented[name], (name, keys, documented[name])
