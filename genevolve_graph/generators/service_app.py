@@ -213,7 +213,9 @@ class RenderService:
         if self.engine is None:
             assert self._config is not None
             self.engine = await asyncio.to_thread(DiffusersEngine.load, self._config)
-        self._queue = asyncio.Queue(maxsize=self.settings.max_queue)
+        # Room for every admitted request (the gate holds at most `capacity`): an admitted request
+        # must not meet a full queue just because the worker has not yet taken the one before it.
+        self._queue = asyncio.Queue(maxsize=self.capacity)
         self._decoding = asyncio.Semaphore(max(1, self.settings.decode_concurrency))
         self._worker = asyncio.create_task(self._work(), name="render-worker")
 

@@ -203,7 +203,7 @@ async def test_unbounded_concurrency_would_overflow_the_same_queue(services, gat
             await asyncio.sleep(0.01)
         g.release.set()
         results = await render
-    assert sum(r.success for r in results) == 2
+    assert sum(r.success for r in results) == 2, [r.error for r in results]
     assert all("HTTP 503" in r.error for r in results if not r.success)
 
 
