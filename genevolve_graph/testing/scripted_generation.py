@@ -79,7 +79,7 @@ class ScriptedTokenGenerator:
         self.prompts: list[list[int]] = []
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int):
-        from genevolve_graph.training.rollout import Generation, GenerationError
+        from genevolve_graph.training.generation import Generation, GenerationError
 
         self.prompts.append(list(prompt_ids))
         try:
