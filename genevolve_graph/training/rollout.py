@@ -245,6 +245,12 @@ class GenEvolveRollout:
         program: Program | None = values.get("program")
         if not trace.prompt_ids:  # the graph stopped before the first turn (bad request)
             trace.prompt_ids = trace.render(request_prompt(request, self.ctx))
+        if not trace.completion_ids:
+            # Nothing was sampled (the first turn failed, e.g. a transient 503): TRL reads the last
+            # token of every completion, so the row carries one masked placeholder and no reward.
+            trace.add_placeholder()
+            failed, truncated = True, False
+            error = error or "the rollout stopped before the policy replied"
         return RolloutResult(
             request=request,
             prompt_ids=trace.prompt_ids,

@@ -106,6 +106,11 @@ class TokenTrace:
         self._last_reply_closed = bool(generation.token_ids) and generation.token_ids[-1] == eos
         self.turns += 1
 
+    def add_placeholder(self) -> None:
+        """One EOS token outside the loss (mask 0, log-prob 0.0) for a trajectory with no reply:
+        TRL needs at least one completion token per row, and an outage must not end the step."""
+        self._append([self.tokenizer.eos_token_id], 0, None)
+
     def rollback(self, n_tokens: int) -> None:
         """Drop the last ``n_tokens`` (an environment turn that got no reply)."""
         if n_tokens:
