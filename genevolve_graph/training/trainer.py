@@ -186,34 +186,53 @@ class SDLGRPOTrainer(GRPOTrainer):
         rows = gather_object(local)
         added: list[DecisionGuide] = []
         failures = 0
-        if self.accelerator.is_main_process and self.distiller is not None:
-            g = self.num_generations
-            jobs = []
-            for start in range(0, len(rows) - g + 1, g):
-                pair = pick_pair(totals[start : start + g], self.args.delta_min)
-                if pair is None:
-                    continue
-                attempts = []
-                for i in pair:
-                    row = rows[start + i]
-                    comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
-                    attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
-                                            program=row["program"], termination=row["termination"]))
-                jobs.append((rows[start]["request"], attempts[0], attempts[1]))
-            guides, failures = self._run_async(self._distill_all(jobs))
-            if guides:
-                added = self.experience_buffer.add(guides)
-                if self.experience_buffer.path is not None:
-                    self.experience_buffer.save()
-        payload = [self.experience_buffer.export_entries(added) if self.accelerator.is_main_process else None, failures]
+        error: BaseException | None = None
+        try:
+            if self.accelerator.is_main_process and self.distiller is not None:
+                added, failures = self._distill_main(rows, rpf, totals, names)
+        except Exception as exc:  # noqa: BLE001 - shipped to every process below, then raised everywhere
+            error = exc
+        cause = f"{type(error).__name__}: {error}" if error is not None else None
+        payload = [self.experience_buffer.export_entries(added) if self.accelerator.is_main_process and error is None else None, failures, cause]
         if self.accelerator.num_processes > 1:
+            # The other processes wait here for the main one: when it failed they get the cause
+            # instead of a payload, and every process stops with it (none is left hanging).
             broadcast_object_list(payload, from_process=0)
-            if not self.accelerator.is_main_process:
-                self.experience_buffer.import_entries(payload[0])
+        if payload[2] is not None:
+            message = f"guide distillation failed on the main process: {payload[2]}"
+            if error is not None:
+                raise RuntimeError(message) from error
+            raise RuntimeError(message)
+        if not self.accelerator.is_main_process:
+            self.experience_buffer.import_entries(payload[0])
         mode = "train"
         self._metrics[mode]["sdl/guides_added"].append(float(len(payload[0] or [])))
         self._metrics[mode]["sdl/distill_failures"].append(float(payload[1]))
         self._metrics[mode]["sdl/buffer_size"].append(float(len(self.experience_buffer)))
+
+    def _distill_main(self, rows: list[dict[str, Any]], rpf: torch.Tensor, totals: list[float], names: list[str]) -> tuple[list[DecisionGuide], int]:
+        """Main process: distil a guide per group with a reward gap, add and persist them."""
+        added: list[DecisionGuide] = []
+        failures = 0
+        g = self.num_generations
+        jobs = []
+        for start in range(0, len(rows) - g + 1, g):
+            pair = pick_pair(totals[start : start + g], self.args.delta_min)
+            if pair is None:
+                continue
+            attempts = []
+            for i in pair:
+                row = rows[start + i]
+                comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
+                attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
+                                        program=row["program"], termination=row["termination"]))
+            jobs.append((rows[start]["request"], attempts[0], attempts[1]))
+        guides, failures = self._run_async(self._distill_all(jobs))
+        if guides:
+            added = self.experience_buffer.add(guides)
+            if self.experience_buffer.path is not None:
+                self.experience_buffer.save()
+        return added, failures
 
     async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt]]) -> tuple[list[DecisionGuide], int]:
         step = self.state.global_step
