@@ -52,6 +52,7 @@ from genevolve_graph.training.sdl import (
     reverse_kl_terms,
     select_top_fraction,
 )
+from genevolve_graph.training.trl_compat import check_grpo_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ class SDLGRPOTrainer(GRPOTrainer):
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, SDLConfig):
             raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
+        rollout_func = kwargs.get("rollout_func")
+        if rollout_func is not None:
+            kwargs["rollout_func"] = _FieldCapture(rollout_func)
         super().__init__(*args, **kwargs)
+        check_grpo_trainer(self)  # fail now, loudly, if this TRL changed an internal we rely on
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
         if experience_buffer is None and self.sdl_enabled:
@@ -157,6 +162,23 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._attach_teacher(inputs, output)
         return output
 
+    def _rollout_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each input row with the extra fields the rollout returned for it (``trajectory``,
+        ``program``, ``policy_prompt``...), read from the ``rollout_func`` output itself rather than
+        from TRL copying them into ``inputs``."""
+        capture = self.rollout_func if isinstance(self.rollout_func, _FieldCapture) else None
+        fields = capture.fields if capture is not None else {}
+        rows = []
+        for i, row in enumerate(inputs):
+            merged = dict(row)
+            for key, values in fields.items():
+                if isinstance(values, list):
+                    if len(values) != len(inputs):
+                        raise RuntimeError(f"rollout_func returned {len(values)} values of {key!r} for {len(inputs)} prompts")
+                    merged[key] = values[i]
+            rows.append(merged)
+        return rows
+
     def _sync_buffer_once(self) -> None:
         """Every process starts from the main process's buffer (e.g. one reloaded from disk)."""
         if self._buffer_synced:
@@ -181,7 +203,7 @@ class SDLGRPOTrainer(GRPOTrainer):
                 "program": row.get("program"),
                 "termination": row.get("termination", ""),
             }
-            for row in inputs
+            for row in self._rollout_rows(inputs)
         ]
         rows = gather_object(local)
         added: list[DecisionGuide] = []
@@ -262,7 +284,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         hits: list[Retrieval | None] = [found[r] for r in requests]
 
         teacher_ids = []
-        for row, hit, student_ids, student_mask in zip(inputs, hits, output["prompt_ids"], output["prompt_mask"], strict=True):
+        for row, hit, student_ids, student_mask in zip(self._rollout_rows(inputs), hits, output["prompt_ids"], output["prompt_mask"], strict=True):
             if hit is None:
                 teacher_ids.append(student_ids[student_mask.bool()].cpu())
             else:
@@ -377,6 +399,27 @@ class SDLGRPOTrainer(GRPOTrainer):
         with self.accelerator.autocast():
             outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
         return outputs.log_probs[:, -width:].float()
+
+
+class _FieldCapture:
+    """Wraps the ``rollout_func``: returns its output unchanged and keeps the extra fields of the
+    latest call (the SDL branch reads the trajectories and policy prompts from them)."""
+
+    _TRL_KEYS = ("prompt_ids", "completion_ids", "logprobs", "env_mask")
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+        self.fields: dict[str, Any] = {}
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        output = self.func(prompts, trainer)
+        self.fields = {k: v for k, v in output.items() if k not in self._TRL_KEYS}
+        return output
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped rollout's own attributes (close, last_results...)
+        if name == "func":
+            raise AttributeError(name)
+        return getattr(self.func, name)
 
 
 def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:
