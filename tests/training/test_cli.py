@@ -74,6 +74,7 @@ def _flat(nested: dict) -> dict:
 def test_train_grpo_runs_from_a_flat_trl_style_file_with_command_line_overrides(tmp_path):
     with judge_server(JudgeScript()) as server:
         config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(kscore_eval_path="rl/train.jsonl", kscore_eval_limit=1, kscore_eval_steps=1)  # held-out KScore each step
         path = tmp_path / "grpo.yaml"
         path.write_text(yaml.safe_dump(config))
         args = ["train", "grpo", "--config", str(path), "--max_steps", "1", "--learning_rate", "1e-6", "--sdl_coef", "0.2"]
@@ -85,6 +86,7 @@ def test_train_grpo_runs_from_a_flat_trl_style_file_with_command_line_overrides(
     assert settings["num_generations"] == 2 and settings["data_path"] == "rl/train.jsonl"  # the file, as written
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and "deprecated" not in result.output
+    assert "'eval/kscore': " in result.output and "'eval/kscore_rollouts': '1'" in result.output
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "tokenizer.json").is_file()
 
