@@ -167,8 +167,15 @@ class GenEvolveRollout:
                 results = self.run(requests, tokenizer=tokenizer, generator=generator,
                                    max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
         else:
-            results = self.run(requests, tokenizer=tokenizer, generator=generator,
-                               max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
+            begin, end = getattr(generator, "begin", None), getattr(generator, "end", None)
+            if begin is not None:
+                begin()
+            try:
+                results = self.run(requests, tokenizer=tokenizer, generator=generator,
+                                   max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
+            finally:
+                if end is not None:
+                    end()
         self._log(trainer, results)
         output = self.to_trl(results)
         if output["logprobs"] is None and getattr(trainer, "use_vllm", False) and getattr(trainer.args, "vllm_importance_sampling_correction", False):
@@ -192,15 +199,29 @@ class GenEvolveRollout:
             accelerator.wait_for_everyone()
 
     def _generator_for(self, trainer: Any, tokenizer: Any) -> tuple[TokenGenerator, Any]:
+        """The generation backend the trainer's settings ask for.
+
+        ``use_vllm`` with ``vllm_mode: server``: the TRL vLLM server over HTTP
+        (:class:`CompletionsGenerator`); with ``vllm_mode: colocate``: TRL's in-process
+        ``vllm.LLM`` (:class:`ColocatedVLLMGenerator`); without vLLM: the trained model itself
+        (:class:`LocalGenerator`). A generator given to the constructor wins.
+        """
         if self.generator is not None:
             return self.generator, None
         args = trainer.args
         sampling = SamplingParams.from_args(args)
+        extra = dict(getattr(args, "generation_kwargs", None) or {})
         if getattr(trainer, "use_vllm", False):
-            if getattr(args, "vllm_mode", "server") != "server":
-                raise ValueError("GenEvolve rollouts generate through an HTTP endpoint: set vllm_mode: server (see docs/training.md)")
+            mode = getattr(args, "vllm_mode", "server")
+            if mode == "colocate":
+                from genevolve_graph.training.generation.colocate import ColocatedVLLMGenerator
+
+                self.generator = ColocatedVLLMGenerator(trainer.vllm_generation, sampling, extra=extra)
+                return self.generator, None
+            if mode != "server":
+                raise ValueError(f"vllm_mode must be server or colocate for GenEvolve rollouts, got {mode!r}")
             base = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
-            self.generator = CompletionsGenerator(base, sampling=sampling, extra_body=dict(getattr(args, "generation_kwargs", None) or {}))
+            self.generator = CompletionsGenerator(base, sampling=sampling, extra_body=extra)
             return self.generator, None
         generator = LocalGenerator(trainer.model, tokenizer, sampling)
         return generator, trainer.model

@@ -2,62 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Any
 
-from genevolve_graph.training.generation.base import Generation, GenerationError, SamplingParams
+from genevolve_graph.training.generation.base import Generation, SamplingParams
+from genevolve_graph.training.generation.batching import MicroBatchingGenerator, Pending
 
 
-@dataclass
-class _Pending:
-    prompt_ids: list[int]
-    max_new_tokens: int
-    future: asyncio.Future
+class LocalGenerator(MicroBatchingGenerator):
+    """Samples with ``model.generate`` on the model being trained, micro-batched across
+    concurrent trajectories (see :class:`MicroBatchingGenerator`)."""
 
-
-class LocalGenerator:
-    """Samples with ``model.generate`` on the model being trained.
-
-    Trajectories run concurrently (tools of one overlap the generation of others); requests
-    that arrive while the model is busy are batched into its next ``generate`` call, which
-    runs in a worker thread so the event loop keeps executing tools.
-    """
+    backend = "local"
 
     def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
+        super().__init__(max_batch_size=max_batch_size)
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingParams()
-        self.max_batch_size = max_batch_size
-        self._queue: list[_Pending] = []
-        self._worker: asyncio.Task | None = None
-        self.calls = 0
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(list(prompt_ids), max_new_tokens, loop.create_future())
-        self._queue.append(pending)
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await pending.future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            for _ in range(3):  # let concurrent trajectories that are ready submit too
-                await asyncio.sleep(0)
-            batch, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size :]
-            try:
-                results = await asyncio.to_thread(self._generate_batch, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting trajectory
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(GenerationError(f"local generation failed: {type(exc).__name__}: {exc}"))
-                continue
-            for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
-
-    def _generate_batch(self, batch: list[_Pending]) -> list[Generation]:
+    def _generate_batch(self, batch: list[Pending]) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
