@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,25 @@ def request_prompt(request: str, ctx: AgentContext) -> list[dict[str, Any]]:
     return chat_dicts(initial_messages(request, ctx), "genevolve")
 
 
+_ROLLOUT_POLICY: ContextVar[TracingPolicy] = ContextVar("genevolve_rollout_policy")
+
+
+class _RoutedPolicy:
+    """The policy of the one compiled rollout graph: each turn goes to the ``TracingPolicy`` of
+    the rollout being run, found in a context variable that ``GenEvolveRollout.rollout`` sets
+    around ``ainvoke`` (every rollout runs in its own asyncio task, so each sees its own)."""
+
+    name = TracingPolicy.name
+    model = TracingPolicy.model
+
+    async def respond(self, messages: list[BaseMessage], ctx: AgentContext) -> Any:
+        try:
+            policy = _ROLLOUT_POLICY.get()
+        except LookupError:  # pragma: no cover - the graph is only invoked from GenEvolveRollout.rollout
+            raise RuntimeError("the rollout graph ran outside GenEvolveRollout.rollout (no trajectory to trace)") from None
+        return await policy.respond(messages, ctx)
+
+
 class GenEvolveRollout:
     """TRL ``rollout_func``: runs the agent graph once per prompt with the trained policy.
 
@@ -120,6 +140,7 @@ class GenEvolveRollout:
         self.max_concurrency = max_concurrency
         self.services = {"search": search, "image_search": image_search, "skills": skills}
         self.last_results: list[RolloutResult] = []
+        self._graph: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -271,8 +292,13 @@ class GenEvolveRollout:
 
         trace = TokenTrace(tokenizer, dict(chat_template_kwargs or {}))
         policy = TracingPolicy(trace, generator, max_completion_length=max_completion_length)
-        graph = build_graph(None, policy=policy, **{k: v for k, v in self.services.items() if v is not None})
-        values = await graph.ainvoke({"request": request}, {"recursion_limit": recursion_limit(self.ctx)}, context=self.ctx)
+        if self._graph is None:  # one compiled graph for every rollout (compiling one costs more than a turn)
+            self._graph = build_graph(None, policy=_RoutedPolicy(), **{k: v for k, v in self.services.items() if v is not None})
+        token = _ROLLOUT_POLICY.set(policy)  # this rollout's task (and the tasks the graph starts) see its policy
+        try:
+            values = await self._graph.ainvoke({"request": request}, {"recursion_limit": recursion_limit(self.ctx)}, context=self.ctx)
+        finally:
+            _ROLLOUT_POLICY.reset(token)
         messages = list(values.get("messages") or [])
         error = values.get("error")
         truncated = bool(error) and "max_completion_length" in str(error)
