@@ -43,23 +43,23 @@ from sdl_overhead import REQUESTS, reward, variants  # noqa: E402
 
 # (bucket, thread, function-name predicate on (file, name)); cumulative times, first match wins per bucket
 BUCKETS: list[tuple[str, str, tuple[str, str]]] = [
-    ("rollout (whole, training thread waits)", "main", ("rollout.py", "__call__")),
+    ("rollout (whole, training thread waits)", "main", ("genevolve_graph/training/rollout.py", "__call__")),
     ("rollout tokenisation: chat template per turn", "loop", ("trace.py", "render")),
     ("rollout tokenisation: decode replies", "loop", ("tokenization_utils_base.py", "decode")),
     ("rollout generation (policy sampling)", "loop", ("scripted_generation.py", "generate")),
     ("rollout tools (search, image search, skills)", "loop", ("genevolve_graph/tools/", "")),
     ("TRL generate + score (incl. rollout)", "main", ("grpo_trainer.py", "_generate_and_score_completions")),
     ("TRL rewards", "main", ("grpo_trainer.py", "_calculate_rewards")),
-    ("SDL distil step (pairs, buffer)", "main", ("trainer.py", "_distill")),
+    ("SDL distil step (pairs, buffer)", "main", ("genevolve_graph/training/trainer.py", "_distill")),
     ("SDL retrieval (guide lookup + embedding)", "main", ("buffer.py", "retrieve")),
-    ("SDL teacher prompts (tokenisation)", "main", ("trainer.py", "_teacher_prompt_ids")),
+    ("SDL teacher prompts (tokenisation)", "main", ("genevolve_graph/training/trainer.py", "_teacher_prompt_ids")),
     ("SDL decision-token masks", "main", ("sdl.py", "decision_token_mask")),
-    ("loss: forward (TRL _compute_loss incl. SDL term)", "main", ("trainer.py", "_compute_loss")),
-    ("loss: GRPO forward only", "main", ("grpo_trainer.py", "_compute_loss")),
-    ("SDL teacher forward", "main", ("trainer.py", "_teacher_logps")),
+    ("loss: SDL _compute_loss (GRPO forward + SDL term)", "main", ("genevolve_graph/training/trainer.py", "_compute_loss")),
+    ("loss: GRPO forward only", "main", ("trl/trainer/grpo_trainer.py", "_compute_loss")),
+    ("SDL teacher forward", "main", ("genevolve_graph/training/trainer.py", "_teacher_logps")),
     ("backward", "main", ("accelerator.py", "backward")),
-    ("optimizer step", "main", ("optimizer.py", "wrapper")),
-    ("training_step (forward + backward)", "main", ("trainer.py", "training_step")),
+    ("optimizer step", "main", ("torch/optim/optimizer.py", "wrapper")),
+    ("training_step (forward + backward)", "main", ("trl/trainer/grpo_trainer.py", "training_step")),
 ]
 
 
