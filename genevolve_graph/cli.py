@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "genevolve_graph.generators.commands",
     "genevolve_graph.training.commands",
     "genevolve_graph.data.commands",
+    "genevolve_graph.serve_policy",
 ]
 """Modules with a ``register(app)`` function adding more subcommands."""
 

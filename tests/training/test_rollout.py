@@ -94,7 +94,9 @@ async def test_budget_exhaustion_truncates_and_generation_failure_is_not_the_pol
 
         missing = ScriptedPolicyScript(tok, {"something else": [fox_poor()]})
         (broken,) = await rollout.arun([FOX], tokenizer=tok, generator=ScriptedTokenGenerator(missing), max_completion_length=512)
-        assert broken.failed and broken.termination == "error" and broken.completion_ids == []
+        assert broken.failed and broken.termination == "error"
+        # nothing was sampled: one masked EOS placeholder, so that TRL's per-row last-token checks hold
+        assert broken.completion_ids == [tok.eos_token_id] and broken.env_mask == [0] and broken.logprobs == [0.0]
     finally:
         rollout.close()
 

@@ -1,0 +1,60 @@
+"""``LocalGenerator``: samples with ``model.generate`` on the model being trained (small runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genevolve_graph.training.generation.base import Generation, SamplingParams
+from genevolve_graph.training.generation.batching import MicroBatchingGenerator, Pending
+
+
+class LocalGenerator(MicroBatchingGenerator):
+    """Samples with ``model.generate`` on the model being trained, micro-batched across
+    concurrent trajectories (see :class:`MicroBatchingGenerator`)."""
+
+    backend = "local"
+
+    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
+        super().__init__(max_batch_size=max_batch_size)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingParams()
+
+    def _generate_batch(self, batch: list[Pending]) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig
+
+        self.calls += 1
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        width = max(len(p.prompt_ids) for p in batch)
+        device = next(self.model.parameters()).device
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):
+            n = len(item.prompt_ids)
+            input_ids[row, width - n :] = torch.tensor(item.prompt_ids)
+            attention[row, width - n :] = 1
+        s = self.sampling
+        config = GenerationConfig(
+            max_new_tokens=max(p.max_new_tokens for p in batch),
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,  # 0 disables top-k explicitly (a model's generation_config.json may set one)
+            min_p=s.min_p,
+            repetition_penalty=s.repetition_penalty,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            bos_token_id=None,
+        )
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config)
+        new = out[:, width:].tolist()
+        results = []
+        for item, ids in zip(batch, new, strict=True):
+            ids = ids[: item.max_new_tokens]
+            if eos in ids:
+                ids = ids[: ids.index(eos) + 1]
+            results.append(Generation(ids, None))
+        return results
