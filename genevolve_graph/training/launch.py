@@ -14,7 +14,7 @@ def build_trainer(config: TrainConfig, **overrides: Any):
 
     from genevolve_graph.generators.registry import make_renderer
     from genevolve_graph.training.data import build_dataset, read_rows
-    from genevolve_graph.training.guides import GuideDistiller
+    from genevolve_graph.training.guides import make_distiller
     from genevolve_graph.training.rewards import GenEvolveRewards
     from genevolve_graph.training.rollout import GenEvolveRollout
     from genevolve_graph.training.trainer import SDLGRPOTrainer
@@ -62,5 +62,6 @@ def build_trainer(config: TrainConfig, **overrides: Any):
         processing_class=tokenizer,
         rollout_func=rollout,
         peft_config=peft_config,
-        distiller=GuideDistiller(distiller.client()) if config.sdl.enabled else None,
+        distiller=make_distiller(distiller.client(), config.judges.distiller_kind) if config.sdl.enabled else None,
+        render_lookup=rewards.render_of,
     )

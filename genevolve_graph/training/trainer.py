@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,18 +94,28 @@ class SDLGRPOTrainer(GRPOTrainer):
     ``experience_buffer``: an :class:`ExperienceBuffer` (default: one over
     ``args.embedding_model``, persisted in ``args.buffer_dir``). ``distiller``: a
     :class:`GuideDistiller` (None: no new guides; a preloaded buffer still teaches).
+    ``render_lookup``: ``(request, program) -> image path | None`` (``GenEvolveRewards.render_of``),
+    so that a visual distiller sees the renders the image reward judged.
     """
 
     _tag_names = ["trl", "grpo", "sdl", "genevolve"]
     _name = "SDL-GRPO"
 
-    def __init__(self, *args: Any, experience_buffer: ExperienceBuffer | None = None, distiller: GuideDistiller | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        experience_buffer: ExperienceBuffer | None = None,
+        distiller: GuideDistiller | None = None,
+        render_lookup: Callable[[str, Any], str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, SDLConfig):
             raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
         super().__init__(*args, **kwargs)
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
+        self.render_lookup = render_lookup
         if experience_buffer is None and self.sdl_enabled:
             buffer_dir = self.args.buffer_dir or str(Path(self.args.output_dir) / "experience_buffer")
             experience_buffer = ExperienceBuffer(
@@ -167,6 +177,9 @@ class SDLGRPOTrainer(GRPOTrainer):
                 "trajectory": row.get("trajectory") or [],
                 "program": row.get("program"),
                 "termination": row.get("termination", ""),
+                # paths on this process's file system; the main process reads them (one node)
+                "image": self._render_path(row),
+                "gt_image": row.get("gt_image") or None,
             }
             for row in inputs
         ]
@@ -185,8 +198,8 @@ class SDLGRPOTrainer(GRPOTrainer):
                     row = rows[start + i]
                     comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
                     attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
-                                            program=row["program"], termination=row["termination"]))
-                jobs.append((rows[start]["request"], attempts[0], attempts[1]))
+                                            program=row["program"], termination=row["termination"], image=row["image"]))
+                jobs.append((rows[start]["request"], attempts[0], attempts[1], rows[start]["gt_image"]))
             guides, failures = self._run_async(self._distill_all(jobs))
             if guides:
                 added = self.experience_buffer.add(guides)
@@ -202,12 +215,18 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["sdl/distill_failures"].append(float(payload[1]))
         self._metrics[mode]["sdl/buffer_size"].append(float(len(self.experience_buffer)))
 
-    async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt]]) -> tuple[list[DecisionGuide], int]:
+    def _render_path(self, row: dict[str, Any]) -> str | None:
+        if self.render_lookup is None or row.get("program") is None:
+            return None
+        return self.render_lookup(request_of(row["prompt"]), row["program"])
+
+    async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt, str | None]]) -> tuple[list[DecisionGuide], int]:
         step = self.state.global_step
 
-        async def one(job: tuple[str, Attempt, Attempt]) -> DecisionGuide | None:
+        async def one(job: tuple[str, Attempt, Attempt, str | None]) -> DecisionGuide | None:
+            request, best, worst, ground_truth = job
             try:
-                return await self.distiller.distill(*job, step=step)
+                return await self.distiller.distill(request, best, worst, step=step, ground_truth=ground_truth)
             except GuideError as exc:
                 logger.warning("no guide for %r: %s", job[0][:80], exc)
                 return None
