@@ -79,7 +79,7 @@ class ScriptedTokenGenerator:
         self.prompts: list[list[int]] = []
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int):
-        from genevolve_graph.training.rollout import Generation, GenerationError
+        from genevolve_graph.training.generation import Generation, GenerationError
 
         self.prompts.append(list(prompt_ids))
         try:
@@ -92,10 +92,14 @@ class ScriptedTokenGenerator:
 class ScriptedCompletionsServer(ServedApp):
     """A vLLM-like ``/v1/completions`` endpoint answering from a script."""
 
-    def __init__(self, script: ScriptedPolicyScript, *, model: str = "scripted-policy") -> None:
+    def __init__(self, script: ScriptedPolicyScript, *, model: str = "scripted-policy", outages: dict[str, int] | None = None) -> None:
         self.script = script
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.outages = dict(outages or {})
+        """``{request substring: n}``: answer the next ``n`` first-turn requests for it with HTTP 503
+        (a transient outage, as a restarting vLLM server gives)."""
+        self.outage_answers = 0
         self.app = Starlette(routes=[
             Route("/v1/completions", self._complete, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -110,6 +114,8 @@ class ScriptedCompletionsServer(ServedApp):
         prompt = body.get("prompt")
         if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
             return JSONResponse({"error": {"message": "this scripted server takes token-id prompts"}}, status_code=400)
+        if self._outage(prompt):
+            return JSONResponse({"error": {"message": "scripted outage: the server is restarting"}}, status_code=503)
         try:
             ids = self.script.reply_ids(prompt, int(body.get("max_tokens", 16)))
         except KeyError as exc:
@@ -128,6 +134,19 @@ class ScriptedCompletionsServer(ServedApp):
             "model": self.model, "choices": [choice],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(ids), "total_tokens": len(prompt) + len(ids)},
         })
+
+    def _outage(self, prompt: list[int]) -> bool:
+        if not self.outages:
+            return False
+        text = self.script.tokenizer.decode(prompt, skip_special_tokens=False)
+        if text.count("<|im_start|>assistant") != 1:  # first turns only
+            return False
+        for key, left in self.outages.items():
+            if left > 0 and key in text:
+                self.outages[key] = left - 1
+                self.outage_answers += 1
+                return True
+        return False
 
     @property
     def base_url(self) -> str:

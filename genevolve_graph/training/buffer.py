@@ -5,9 +5,13 @@
   sentence-transformers model (Qwen3-Embedding-0.6B by default, or any local path).
 * Retrieval: top-1 by cosine similarity against the request; a hit counts only when the
   similarity reaches the gate (default 0.84), otherwise the teacher gets no guide.
-* Persistence: a directory with ``guides.jsonl`` (one guide per line, oldest first),
-  ``embeddings.npy`` and ``meta.json``; written atomically, so a crash never leaves a
-  half-written buffer. A buffer reloaded with another embedding model re-embeds its keys.
+* Persistence: a directory with ``guides.jsonl`` (one guide per line, oldest first, the
+  source of truth), ``embeddings.npz`` and ``meta.json`` (informational). Each file is replaced
+  atomically, but a crash can still land between two files, so the vectors carry, beside them,
+  the id and a digest of the key text of the guide each row embeds, and the embedder's name: on
+  load they are reused only when they match ``guides.jsonl`` row for row, otherwise the keys are
+  embedded again. A buffer therefore never reloads with one guide's vector under another's text
+  (a crash mid-save, another embedding model, an old buffer without ids).
 * Distributed training: the main process adds guides and ``export_entries`` /
   ``import_entries`` ship them (with their embeddings) to the other processes, so every
   process holds the same buffer without embedding anything twice.
@@ -15,7 +19,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -27,9 +33,12 @@ import numpy as np
 
 from genevolve_graph.training.guides import DecisionGuide
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 DEFAULT_CAPACITY = 500
 DEFAULT_GATE = 0.84
+VECTORS_FILE = "embeddings.npz"
 
 
 class Embedder(Protocol):
@@ -182,20 +191,34 @@ class ExperienceBuffer:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the buffer atomically to a directory (default: the one it was opened with)."""
+        """Write the buffer to a directory (default: the one it was opened with).
+
+        Vectors first, then the guides, then ``meta.json``, each file replaced atomically. A crash
+        between two of them leaves files that disagree; ``_load`` sees it (ids and key digests
+        stored with the vectors) and embeds the keys again instead of pairing them wrongly.
+        """
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no path to save the experience buffer to; pass one")
         target.mkdir(parents=True, exist_ok=True)
         dim = 0 if self.embeddings is None else int(self.embeddings.shape[1])
-        meta = {"embedder": self.embedder.name, "dim": dim, "capacity": self.capacity, "gate": self.gate, "count": len(self.guides)}
+        vectors = self.embeddings if self.embeddings is not None else np.zeros((0, 0), dtype=np.float32)
+        with tempfile.NamedTemporaryFile(dir=target, suffix=".npz", delete=False) as handle:
+            np.savez(
+                handle,
+                vectors=vectors,
+                ids=np.asarray([g.id for g in self.guides], dtype=str),
+                keys=np.asarray([_key_digest(g) for g in self.guides], dtype=str),
+                embedder=np.asarray(self.embedder.name),
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target / VECTORS_FILE)
         lines = "".join(json.dumps(g.model_dump(mode="json"), ensure_ascii=False) + "\n" for g in self.guides)
         _atomic_write(target / "guides.jsonl", lines.encode())
-        vectors = self.embeddings if self.embeddings is not None else np.zeros((0, 0), dtype=np.float32)
-        with tempfile.NamedTemporaryFile(dir=target, suffix=".npy", delete=False) as handle:
-            np.save(handle, vectors)
-        os.replace(handle.name, target / "embeddings.npy")
+        meta = {"embedder": self.embedder.name, "dim": dim, "capacity": self.capacity, "gate": self.gate, "count": len(self.guides)}
         _atomic_write(target / "meta.json", json.dumps(meta, indent=2).encode())
+        (target / "embeddings.npy").unlink(missing_ok=True)  # the format before ids were kept beside the vectors
         return target
 
     def _load(self, path: Path) -> None:
@@ -207,15 +230,29 @@ class ExperienceBuffer:
                         guides.append(DecisionGuide.model_validate_json(line))
                     except ValueError as exc:
                         raise ValueError(f"{path / 'guides.jsonl'} line {n} is not a Decision Guide: {exc}") from exc
-        meta_path, vec_path = path / "meta.json", path / "embeddings.npy"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        vectors = np.load(vec_path) if vec_path.exists() else None
-        reusable = vectors is not None and meta.get("embedder") == self.embedder.name and vectors.shape[0] == len(guides)
         if not guides:
             return
-        if not reusable:  # another embedding model (or missing vectors): embed the keys again
+        vectors = self._stored_vectors(path / VECTORS_FILE, guides)
+        if vectors is None:  # another embedding model, missing or mismatched vectors: embed the keys again
             vectors = self.embedder.embed_keys([g.key_text() for g in guides])
         self._append(guides, vectors)
+
+    def _stored_vectors(self, file: Path, guides: list[DecisionGuide]) -> np.ndarray | None:
+        """The saved vectors when they embed exactly these guides with this embedder, else None."""
+        if not file.exists():
+            return None
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                vectors, ids, keys, name = data["vectors"], data["ids"], data["keys"], str(data["embedder"])
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("ignoring unreadable buffer vectors %s (%s); embedding the guides again", file, exc)
+            return None
+        if name != self.embedder.name:
+            return None
+        if ids.tolist() != [g.id for g in guides] or keys.tolist() != [_key_digest(g) for g in guides] or vectors.shape[0] != len(guides):
+            logger.warning("buffer vectors in %s do not match guides.jsonl (interrupted save?); embedding the guides again", file)
+            return None
+        return vectors
 
     @classmethod
     def load(cls, path: str | Path, embedder: Embedder, **kwargs: Any) -> "ExperienceBuffer":
@@ -225,7 +262,15 @@ class ExperienceBuffer:
         return cls(embedder, path=path, **kwargs)
 
 
+
+def _key_digest(guide: DecisionGuide) -> str:
+    """What a vector embeds: the guide's key text (a digest, to check a row belongs to its guide)."""
+    return hashlib.sha256(guide.key_text().encode()).hexdigest()[:16]
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(handle.name, path)

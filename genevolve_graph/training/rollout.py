@@ -10,27 +10,14 @@ would train the policy on token sequences it never sees at inference.
 
 So each rollout runs the real agent graph (``graph.build_graph``: the same planner budget
 rules, the same tools and backends, the same binder and emitter) with one difference: the
-planner's policy is :class:`TracingPolicy`, which turns the graph's messages into the exact
-chat the OpenAI-compatible policy would send (``protocol.chat_dicts``), tokenizes it with the
-policy's chat template, and samples the reply from the model being trained. Its
-:class:`TokenTrace` keeps the one flat token sequence TRL trains on:
+planner's policy is :class:`~genevolve_graph.training.trace.TracingPolicy`, which samples every
+reply from the model being trained and keeps the flat token sequence TRL trains on
+(:mod:`genevolve_graph.training.trace`; ``tests/training/test_rollout.py`` checks it token for
+token against the requests a real inference run sends).
 
-    prompt (system + request + generation prompt)
-    reply 1 (sampled, loss on)  |  tool response / control turn + generation prompt (loss off)
-    reply 2 (sampled, loss on)  |  ...  |  final reply with <answer> (loss on)
-
-Each turn's prompt is the previous flat sequence plus the new turns' tokens. When the chat
-template renders the history exactly as it was sampled (the normal case, checked every turn),
-that prompt *is* ``apply_chat_template(messages the graph sends)``, token for token, which
-``tests/training/test_rollout.py`` checks against the requests a real inference run sends.
-When the template re-renders an earlier reply differently (Qwen3 normalises whitespace around
-``<think>``), the sampled tokens are kept (training must score what was sampled) and the turn
-is counted in the ``rollout/retemplated_turns`` metric.
-
-Generation backends: :class:`LocalGenerator` (the trainer's model, micro-batched across
-concurrent trajectories) and :class:`CompletionsGenerator` (``POST /v1/completions`` with
-token-id prompts: a vLLM server in TRL's ``vllm_mode="server"``, whose weights TRL syncs
-before each rollout).
+Where things live: the generation backends in :mod:`genevolve_graph.training.generation`, the
+token bookkeeping in :mod:`genevolve_graph.training.trace`, this TRL ``rollout_func`` here, the
+SDL loss in :mod:`genevolve_graph.training.sdl`.
 """
 
 from __future__ import annotations
@@ -39,377 +26,24 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 
 from genevolve_graph.context import AgentContext
-from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.protocol import chat_dicts
+from genevolve_graph.training.generation import (
+    CompletionsGenerator,
+    Generation,
+    GenerationError,
+    LocalGenerator,
+    SamplingParams,
+    TokenGenerator,
+)
+from genevolve_graph.training.trace import BudgetExhausted, TemplateError, TokenTrace, TracingPolicy
 
 if TYPE_CHECKING:
     from genevolve_graph.state import Program
-
-
-class GenerationError(RuntimeError):
-    """The generation backend failed (not the policy's fault: the rollout gets no reward)."""
-
-
-class BudgetExhausted(PolicyError):
-    """The trajectory used up ``max_completion_length`` before answering."""
-
-
-@dataclass
-class Generation:
-    """One sampled reply: its token ids (ending with EOS unless cut) and their log-probs."""
-
-    token_ids: list[int]
-    logprobs: list[float] | None = None
-
-
-class TokenGenerator(Protocol):
-    """Samples a continuation of a token-id prompt."""
-
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
-
-
-@dataclass
-class SamplingParams:
-    """Sampling settings (TRL's ``GRPOConfig`` fields of the same names)."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-
-    @classmethod
-    def from_args(cls, args: Any) -> "SamplingParams":
-        return cls(
-            temperature=float(getattr(args, "temperature", 1.0) or 1.0),
-            top_p=float(getattr(args, "top_p", 1.0) or 1.0),
-            top_k=int(getattr(args, "top_k", 0) or 0),
-            min_p=getattr(args, "min_p", None),
-            repetition_penalty=float(getattr(args, "repetition_penalty", 1.0) or 1.0),
-        )
-
-
-# --------------------------------------------------------------------------- backends
-
-
-@dataclass
-class _Pending:
-    prompt_ids: list[int]
-    max_new_tokens: int
-    future: asyncio.Future
-
-
-class LocalGenerator:
-    """Samples with ``model.generate`` on the model being trained.
-
-    Trajectories run concurrently (tools of one overlap the generation of others); requests
-    that arrive while the model is busy are batched into its next ``generate`` call, which
-    runs in a worker thread so the event loop keeps executing tools.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.sampling = sampling or SamplingParams()
-        self.max_batch_size = max_batch_size
-        self._queue: list[_Pending] = []
-        self._worker: asyncio.Task | None = None
-        self.calls = 0
-
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(list(prompt_ids), max_new_tokens, loop.create_future())
-        self._queue.append(pending)
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await pending.future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            for _ in range(3):  # let concurrent trajectories that are ready submit too
-                await asyncio.sleep(0)
-            batch, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size :]
-            try:
-                results = await asyncio.to_thread(self._generate_batch, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting trajectory
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(GenerationError(f"local generation failed: {type(exc).__name__}: {exc}"))
-                continue
-            for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
-
-    def _generate_batch(self, batch: list[_Pending]) -> list[Generation]:
-        import torch
-        from transformers import GenerationConfig
-
-        self.calls += 1
-        pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
-        width = max(len(p.prompt_ids) for p in batch)
-        device = next(self.model.parameters()).device
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, item in enumerate(batch):
-            n = len(item.prompt_ids)
-            input_ids[row, width - n :] = torch.tensor(item.prompt_ids)
-            attention[row, width - n :] = 1
-        s = self.sampling
-        config = GenerationConfig(
-            max_new_tokens=max(p.max_new_tokens for p in batch),
-            do_sample=True,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,  # 0 disables top-k explicitly (a model's generation_config.json may set one)
-            min_p=s.min_p,
-            repetition_penalty=s.repetition_penalty,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            bos_token_id=None,
-        )
-        with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config)
-        new = out[:, width:].tolist()
-        results = []
-        for item, ids in zip(batch, new, strict=True):
-            ids = ids[: item.max_new_tokens]
-            if eos in ids:
-                ids = ids[: ids.index(eos) + 1]
-            results.append(Generation(ids, None))
-        return results
-
-
-class CompletionsGenerator:
-    """``POST {base_url}/v1/completions`` with a token-id prompt (vLLM, SGLang).
-
-    Asks for the sampled token ids (``return_token_ids``) and their log-probs, so the trainer
-    can apply TRL's vLLM importance-sampling correction.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        model: str | None = None,
-        sampling: SamplingParams | None = None,
-        timeout: float = 600.0,
-        max_retries: int = 3,
-        extra_body: dict[str, Any] | None = None,
-    ) -> None:
-        base = base_url.rstrip("/")
-        self.base_url = base[: -len("/v1")] if base.endswith("/v1") else base
-        self.model = model
-        self.sampling = sampling or SamplingParams()
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.extra_body = dict(extra_body or {})
-        self._clients: dict[int, httpx.AsyncClient] = {}
-
-    def _client(self) -> httpx.AsyncClient:
-        key = id(asyncio.get_running_loop())
-        client = self._clients.get(key)
-        if client is None:
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
-            self._clients[key] = client
-        return client
-
-    async def _model_name(self) -> str:
-        if self.model is None:
-            response = await self._client().get("/v1/models")
-            response.raise_for_status()
-            self.model = response.json()["data"][0]["id"]
-        return self.model
-
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        s = self.sampling
-        body: dict[str, Any] = {
-            "prompt": list(prompt_ids),
-            "max_tokens": max_new_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k if s.top_k else -1,
-            "repetition_penalty": s.repetition_penalty,
-            "logprobs": 0,
-            "return_token_ids": True,
-            "skip_special_tokens": False,
-            **({"min_p": s.min_p} if s.min_p else {}),
-            **self.extra_body,
-        }
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                body["model"] = await self._model_name()
-                response = await self._client().post("/v1/completions", json=body)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-                if response.status_code != 200:
-                    raise GenerationError(f"the completions endpoint answered HTTP {response.status_code}: {response.text[:300]}")
-                return self._parse(response.json())
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                last = exc
-                if attempt < self.max_retries:
-                    await asyncio.sleep(min(2.0**attempt, 30.0))
-        raise GenerationError(f"the completions endpoint at {self.base_url} failed: {last}")
-
-    @staticmethod
-    def _parse(payload: dict[str, Any]) -> Generation:
-        try:
-            choice = payload["choices"][0]
-            ids = [int(t) for t in choice["token_ids"]]
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise GenerationError(
-                "the completions endpoint returned no 'token_ids'; serve the policy with vLLM (it honours "
-                "'return_token_ids') so that training sees the exact sampled tokens"
-            ) from exc
-        logprobs = None
-        lp = choice.get("logprobs") or {}
-        values = lp.get("token_logprobs") if isinstance(lp, dict) else None
-        if isinstance(values, list) and len(values) == len(ids):
-            logprobs = [float("nan") if v is None else float(v) for v in values]
-        return Generation(ids, logprobs)
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-
-
-# --------------------------------------------------------------------------- the trace
-
-
-class TemplateError(RuntimeError):
-    """The chat template cannot be continued turn by turn."""
-
-
-@dataclass
-class TokenTrace:
-    """The flat token sequence of one trajectory and what produced each token."""
-
-    tokenizer: Any
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    prompt_ids: list[int] = field(default_factory=list)
-    completion_ids: list[int] = field(default_factory=list)
-    mask: list[int] = field(default_factory=list)
-    """1 on tokens the policy sampled, 0 on tokens the environment wrote."""
-    logprobs: list[float] | None = field(default_factory=list)
-    retemplated_turns: int = 0
-    turns: int = 0
-    _last_reply_closed: bool = True
-
-    def render(self, chat: list[dict[str, Any]]) -> list[int]:
-        """``apply_chat_template(chat, add_generation_prompt=True)`` as token ids."""
-        out = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, tokenize=True, return_dict=True, **self.chat_template_kwargs
-        )
-        ids = out["input_ids"]
-        return list(ids[0] if ids and isinstance(ids[0], list) else ids)
-
-    @property
-    def sequence(self) -> list[int]:
-        return self.prompt_ids + self.completion_ids
-
-    def prompt_for(self, chat: list[dict[str, Any]]) -> tuple[list[int], int]:
-        """The ids to sample the next reply from, appending the new turns' tokens (mask 0).
-
-        Returns (ids, number of environment tokens appended).
-        """
-        rendered = self.render(chat)
-        if not self.prompt_ids:
-            self.prompt_ids = rendered
-            return list(rendered), 0
-        current = self.sequence
-        if rendered[: len(current)] == current:
-            env = rendered[len(current) :]
-        else:
-            self.retemplated_turns += 1
-            env = self._suffix_after_last_reply(rendered, chat)
-        self._append(env, 0, None)
-        return self.sequence, len(env)
-
-    def _suffix_after_last_reply(self, rendered: list[int], chat: list[dict[str, Any]]) -> list[int]:
-        """The tokens after the end-of-turn token that closes the last assistant reply."""
-        last_assistant = max((i for i, m in enumerate(chat) if m["role"] == "assistant"), default=None)
-        if last_assistant is None:
-            raise TemplateError("no assistant turn to continue from")
-        new_turns = len(chat) - last_assistant - 1
-        eos = self.tokenizer.eos_token_id
-        closers = [i for i, t in enumerate(rendered) if t == eos]
-        if len(closers) < new_turns + 1:
-            raise TemplateError(
-                "the chat template does not end every turn with the EOS token, so a re-rendered history "
-                "cannot be continued; use a ChatML-style template (Qwen)"
-            )
-        cut = closers[-(new_turns + 1)]
-        return rendered[cut + 1 :] if self._last_reply_closed else rendered[cut:]
-
-    def add_reply(self, generation: Generation) -> None:
-        self._append(generation.token_ids, 1, generation.logprobs)
-        eos = self.tokenizer.eos_token_id
-        self._last_reply_closed = bool(generation.token_ids) and generation.token_ids[-1] == eos
-        self.turns += 1
-
-    def rollback(self, n_tokens: int) -> None:
-        """Drop the last ``n_tokens`` (an environment turn that got no reply)."""
-        if n_tokens:
-            del self.completion_ids[-n_tokens:]
-            del self.mask[-n_tokens:]
-            if self.logprobs is not None:
-                del self.logprobs[-n_tokens:]
-
-    def _append(self, ids: list[int], flag: int, logprobs: list[float] | None) -> None:
-        self.completion_ids += ids
-        self.mask += [flag] * len(ids)
-        if self.logprobs is not None:
-            if flag == 1 and logprobs is None:
-                self.logprobs = None  # one reply without log-probs: none for the trajectory
-            else:
-                self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
-
-
-class TracingPolicy:
-    """The planner's policy during training: the model being trained, token-exact."""
-
-    name = "trainer"
-    model = "policy-under-training"
-
-    def __init__(self, trace: TokenTrace, generator: TokenGenerator, *, max_completion_length: int, protocol: str = "genevolve") -> None:
-        if protocol != "genevolve":
-            raise ValueError("training rollouts use the 'genevolve' text protocol (the released checkpoint's)")
-        self.trace = trace
-        self.generator = generator
-        self.max_completion_length = max_completion_length
-        self.protocol = protocol
-
-    async def respond(self, messages: list[BaseMessage], ctx: AgentContext) -> AIMessage:
-        chat = chat_dicts(messages, self.protocol)
-        if any(not isinstance(m.get("content"), str) for m in chat):
-            raise TemplateError("a message holds non-text parts (images); training rollouts are text-only")
-        ids, env_tokens = self.trace.prompt_for(chat)
-        budget = min(ctx.max_tokens, self.max_completion_length - len(self.trace.completion_ids))
-        if budget <= 0:
-            self.trace.rollback(env_tokens)
-            raise BudgetExhausted(f"the trajectory reached max_completion_length ({self.max_completion_length} tokens) without an answer")
-        try:
-            generation = await self.generator.generate(ids, budget)
-        except GenerationError as exc:
-            self.trace.rollback(env_tokens)
-            raise PolicyError(str(exc)) from exc
-        self.trace.add_reply(generation)
-        reply_ids = generation.token_ids
-        if reply_ids and reply_ids[-1] == self.trace.tokenizer.eos_token_id:
-            reply_ids = reply_ids[:-1]
-        text = self.trace.tokenizer.decode(reply_ids, skip_special_tokens=True)
-        return AIMessage(content=text)
-
-
-# --------------------------------------------------------------------------- rollouts
 
 
 @dataclass
@@ -611,6 +245,12 @@ class GenEvolveRollout:
         program: Program | None = values.get("program")
         if not trace.prompt_ids:  # the graph stopped before the first turn (bad request)
             trace.prompt_ids = trace.render(request_prompt(request, self.ctx))
+        if not trace.completion_ids:
+            # Nothing was sampled (the first turn failed, e.g. a transient 503): TRL reads the last
+            # token of every completion, so the row carries one masked placeholder and no reward.
+            trace.add_placeholder()
+            failed, truncated = True, False
+            error = error or "the rollout stopped before the policy replied"
         return RolloutResult(
             request=request,
             prompt_ids=trace.prompt_ids,
@@ -676,6 +316,7 @@ __all__ = [
     "RolloutResult",
     "SamplingParams",
     "TokenGenerator",
+    "TemplateError",
     "TokenTrace",
     "TracingPolicy",
     "request_prompt",

@@ -131,7 +131,20 @@ class SDLGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ rewards
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards, with every *incomplete* row made wholly missing.
+
+        TRL drops a rollout only when every reward function returned None; when one part fails
+        (the render or the image judge) and the other scores, its weighted ``nansum`` counts the
+        missing part as 0, an infrastructure failure turned into a penalty. Here a row with any
+        missing part becomes all-NaN, so TRL leaves it out of the group baseline and gives it
+        advantage 0, and SDL's pair selection skips it. The share is logged as
+        ``reward/failed_share``.
+        """
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        incomplete = torch.isnan(rewards_per_func).any(dim=1)
+        rewards_per_func = rewards_per_func.masked_fill(incomplete.unsqueeze(1), float("nan"))
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["reward/failed_share"].append(incomplete.float().mean().item() if incomplete.numel() else 0.0)
         self._last_rewards_per_func = rewards_per_func.detach().cpu()
         return rewards_per_func
 

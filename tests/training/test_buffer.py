@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -80,6 +81,40 @@ def test_save_reload_and_reembed_with_another_model(tmp_path, embedder, tiny_emb
 
     with pytest.raises(FileNotFoundError, match="guides.jsonl"):
         ExperienceBuffer.load(tmp_path / "nothing", embedder)
+
+
+@pytest.mark.parametrize("files_written", [0, 1, 2])
+def test_a_crash_mid_save_never_reloads_a_guide_under_another_guides_vector(tmp_path, embedder, monkeypatch, files_written):
+    """Issue 13 item 3: at capacity the rows shift; a save interrupted after ``files_written``
+    files must not pair the new guides with the old vectors on reload (before the fix a query
+    for one topic returned another topic's guide at score 1.000)."""
+    buffer = ExperienceBuffer(embedder, capacity=2, path=tmp_path / "buf")
+    buffer.add([FOX, TOWER])
+    buffer.save()
+    chemist = guide("portrait in a laboratory", "A chemist in her laboratory, painted in oils")
+    buffer.add(chemist)  # FOX leaves: same row count, every row now holds another guide
+
+    real_replace, landed = os.replace, []
+
+    def crash(src, dst):
+        if len(landed) == files_written:
+            raise OSError("simulated crash during save")
+        landed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        buffer.save()
+    monkeypatch.undo()
+
+    again = ExperienceBuffer.load(tmp_path / "buf", embedder, capacity=2)
+    assert len(again) == 2
+    for stored in again.guides:
+        hit = again.search([stored.key_text()])[0]
+        assert hit.guide.id == stored.id and hit.score == pytest.approx(1.0, abs=1e-5)
+    for topic in (FOX, TOWER, chemist):  # a query never lands on another topic's guide at full score
+        hit = again.search([topic.key_text()])[0]
+        assert hit.guide.id == topic.id or hit.score < 0.99
 
 
 def test_export_import_gives_every_process_the_same_buffer(embedder):

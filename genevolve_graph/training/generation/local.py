@@ -1,0 +1,97 @@
+"""``LocalGenerator``: samples with ``model.generate`` on the model being trained (small runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from genevolve_graph.training.generation.base import Generation, GenerationError, SamplingParams
+
+
+@dataclass
+class _Pending:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    future: asyncio.Future
+
+
+class LocalGenerator:
+    """Samples with ``model.generate`` on the model being trained.
+
+    Trajectories run concurrently (tools of one overlap the generation of others); requests
+    that arrive while the model is busy are batched into its next ``generate`` call, which
+    runs in a worker thread so the event loop keeps executing tools.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingParams()
+        self.max_batch_size = max_batch_size
+        self._queue: list[_Pending] = []
+        self._worker: asyncio.Task | None = None
+        self.calls = 0
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(list(prompt_ids), max_new_tokens, loop.create_future())
+        self._queue.append(pending)
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return await pending.future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            for _ in range(3):  # let concurrent trajectories that are ready submit too
+                await asyncio.sleep(0)
+            batch, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size :]
+            try:
+                results = await asyncio.to_thread(self._generate_batch, batch)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting trajectory
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(GenerationError(f"local generation failed: {type(exc).__name__}: {exc}"))
+                continue
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _generate_batch(self, batch: list[_Pending]) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig
+
+        self.calls += 1
+        pad = self.tokenizer.pad_token_id
+        eos = self.tokenizer.eos_token_id
+        width = max(len(p.prompt_ids) for p in batch)
+        device = next(self.model.parameters()).device
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):
+            n = len(item.prompt_ids)
+            input_ids[row, width - n :] = torch.tensor(item.prompt_ids)
+            attention[row, width - n :] = 1
+        s = self.sampling
+        config = GenerationConfig(
+            max_new_tokens=max(p.max_new_tokens for p in batch),
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,  # 0 disables top-k explicitly (a model's generation_config.json may set one)
+            min_p=s.min_p,
+            repetition_penalty=s.repetition_penalty,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            bos_token_id=None,
+        )
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config)
+        new = out[:, width:].tolist()
+        results = []
+        for item, ids in zip(batch, new, strict=True):
+            ids = ids[: item.max_new_tokens]
+            if eos in ids:
+                ids = ids[: ids.index(eos) + 1]
+            results.append(Generation(ids, None))
+        return results
