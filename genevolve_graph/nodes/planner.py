@@ -34,8 +34,30 @@ from genevolve_graph.services import Services
 from genevolve_graph.state import AgentState
 
 
-def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
-    """System prompt and request, as the first two messages of a trajectory."""
+def request_content(request: str, images: list[str] | None = None) -> str | list[dict[str, Any]]:
+    """The request turn: the text, then the user's reference images as ``image_url`` parts."""
+    if not images:
+        return request
+    return [{"type": "text", "text": request}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
+
+
+def check_request_images(images: Any) -> str | None:
+    """Why ``request_images`` cannot be used (None when they can): a list of image data URIs
+    that decode under the safety limits; file paths and URLs are refused (callers are untrusted)."""
+    from genevolve_graph.imaging import UnsafeImageError, decode_data_uri
+
+    if not isinstance(images, list) or not all(isinstance(u, str) for u in images):
+        return "request_images must be a list of data URIs (data:image/...;base64,...)"
+    for index, url in enumerate(images):
+        try:
+            decode_data_uri(url)
+        except UnsafeImageError as exc:
+            return f"request_images[{index}]: {exc}; pass each image inline as a data URI"
+    return None
+
+
+def initial_messages(request: str, ctx: AgentContext, images: list[str] | None = None) -> list[BaseMessage]:
+    """System prompt and request (with the user's reference images, if any), the first two messages."""
     prompt = system_prompt(
         protocol=ctx.protocol,
         max_tool_calls=ctx.max_tool_calls,
@@ -43,7 +65,7 @@ def initial_messages(request: str, ctx: AgentContext) -> list[BaseMessage]:
         max_refs=ctx.n_max_reference_images,
         template_file=ctx.system_prompt_file,
     )
-    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request, id=new_id("request"))]
+    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request_content(request, images), id=new_id("request"))]
 
 
 def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
@@ -76,8 +98,13 @@ def make_planner(services: Services):
             request = (state.get("request") or "").strip()
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
+            images = state.get("request_images") or None
+            if images is not None:
+                problem = await asyncio.to_thread(check_request_images, images)
+                if problem:
+                    return {"termination": "error", "error": problem}
             try:  # in a thread: a system prompt file is read from disk
-                new += await asyncio.to_thread(initial_messages, request, ctx) if ctx.system_prompt_file else initial_messages(request, ctx)
+                new += await asyncio.to_thread(initial_messages, request, ctx, images) if ctx.system_prompt_file else initial_messages(request, ctx, images)
             except PromptFileError as exc:
                 return {"termination": "error", "error": str(exc)}
         rounds = state.get("rounds", 0)

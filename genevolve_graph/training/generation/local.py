@@ -14,6 +14,7 @@ class _Pending:
     prompt_ids: list[int]
     max_new_tokens: int
     future: asyncio.Future
+    images: list[str] | None = None
 
 
 class LocalGenerator:
@@ -24,18 +25,24 @@ class LocalGenerator:
     runs in a worker thread so the event loop keeps executing tools.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64, processor: Any = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.processor = processor
+        """A VLM's processor: prompts with images get their pixel values from it."""
         self.sampling = sampling or SamplingParams()
         self.max_batch_size = max_batch_size
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task | None = None
         self.calls = 0
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None) -> Generation:
+        if images and self.processor is None:
+            raise GenerationError("the prompt holds images but the local generator has no processor to turn them into pixel values")
         loop = asyncio.get_running_loop()
-        pending = _Pending(list(prompt_ids), max_new_tokens, loop.create_future())
+        pending = _Pending(list(prompt_ids), max_new_tokens, loop.create_future(), list(images) if images else None)
         self._queue.append(pending)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
@@ -85,8 +92,15 @@ class LocalGenerator:
             pad_token_id=pad,
             bos_token_id=None,
         )
+        extra: dict[str, Any] = {}
+        if self.processor is not None and any(item.images for item in batch):
+            from genevolve_graph.training.vision import check_image_tokens, forward_kwargs, multimodal_inputs
+
+            mm = multimodal_inputs(self.processor, [item.images or [] for item in batch], device=device)
+            check_image_tokens(input_ids, self.processor, mm)
+            extra = forward_kwargs(input_ids.to(device), self.processor, mm)
         with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config)
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config, **extra)
         new = out[:, width:].tolist()
         results = []
         for item, ids in zip(batch, new, strict=True):
