@@ -81,7 +81,7 @@ def request_of(prompt: Any) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
             return str(content)
     raise ValueError("a prompt holds no user turn with the image request")
 
@@ -91,7 +91,10 @@ def request_prompt(request: str, ctx: AgentContext, images: list[str] | None = N
     (``images``: the user's reference images as data URIs, shown to a vision policy)."""
     from genevolve_graph.nodes.planner import initial_messages
 
-    return chat_dicts(initial_messages(request, ctx, images), "genevolve")
+    prompt = chat_dicts(initial_messages(request, ctx, images), "genevolve")
+    if images:  # one content type per column, so that a datasets (Arrow) table can hold the rows
+        prompt = [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m for m in prompt]
+    return prompt
 
 
 def request_images_of(prompt: Any) -> list[str]:
@@ -168,7 +171,6 @@ class GenEvolveRollout:
         # A VLM's processor renders the chats (its own image tokens); a text policy's tokenizer otherwise.
         tokenizer = processing_class if is_processor(processing_class) else getattr(processing_class, "tokenizer", processing_class)
         kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
-        generator, local_model = self._generator_for(trainer, tokenizer)
         requests = [request_of(p) for p in prompts]
         images = [request_images_of(p) for p in prompts]
         if (self.ctx.options.get("show_images") or any(images)) and not is_processor(processing_class):
@@ -176,6 +178,7 @@ class GenEvolveRollout:
                 "image observations (show_images) and request images need a vision-language policy, but the trainer's "
                 "processing class is a text tokenizer; train a VLM or turn show_images off and drop request_images"
             )
+        generator, local_model = self._generator_for(trainer, tokenizer)
         if local_model is not None:
             from trl.models import unwrap_model_for_generation
 

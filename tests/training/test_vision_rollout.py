@@ -86,9 +86,9 @@ async def test_vision_rollout_tokens_and_images_equal_what_inference_sends(tmp_p
     per_image = (features["image_grid_thw"].prod(-1) // 4).tolist()
     assert sequence.count(image_token) == sum(per_image) and all(n > 1 for n in per_image)
     assert all(m == 0 for t, m in zip(sequence, mask) if t == image_token)  # image tokens never carry loss
-    # The thumbnail sits right after the <tool_response> text, as at inference.
+    # The thumbnail's image tokens follow the <tool_response> text (its label inside), as at inference.
     text = tok.decode(sequence)
-    assert "--- end of image search result ---\n</tool_response>IMG_001:<|vision_start|><|image_pad|>" in text
+    assert "--- end of image search result ---\nIMG_001:\n</tool_response><|vision_start|><|image_pad|>" in text
 
 
 def test_a_text_policy_refuses_image_observations(tmp_path, tiny_tokenizer):
@@ -104,3 +104,112 @@ async def test_bad_request_images_end_the_trajectory_with_a_clear_error(tmp_path
     ctx = make_context(tmp_path).with_updates(policy="openai", base_url="http://127.0.0.1:9/v1", model="m")
     out = await build_graph(None).ainvoke({"request": FOX, "request_images": ["/etc/passwd"]}, {"recursion_limit": 20}, context=ctx)
     assert out["termination"] == "error" and "request_images[0]: not a data URI" in out["error"]
+
+
+# --------------------------------------------------------------------------- real trainer steps
+
+
+def _train_vlm(tmp: Path, processor, embedder, *, sdl: bool):
+    """Two steps of SDLGRPOTrainer (sdl_coef 0: plain GRPO) on the tiny Qwen3-VL with image
+    observations; records every forward's image inputs and checks the student's log-probs
+    against a manual forward with the pixels."""
+    from datasets import Dataset
+
+    from genevolve_graph.evaluation.judge_client import JudgeClient
+    from genevolve_graph.generators.preview import PreviewRenderer
+    from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
+    from genevolve_graph.training.guides import VisualGuideDistiller
+    from genevolve_graph.training.rewards import GenEvolveRewards
+    from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+    from genevolve_graph.training.vision import forward_kwargs, select_rows
+
+    from .helpers import DATA, fox_poor, fox_skill
+    from .judges import JudgeScript, judge_server
+
+    class Recording(SDLGRPOTrainer):
+        def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            self.calls.append({"rows": input_ids.size(0), "pixels": kwargs.get("pixel_values") is not None or bool(self._rollout_mm)})
+            return out
+
+        def _sdl_term(self, model, inputs, student):
+            # the student's log-probs are those of a forward that sees the images, not of a text-only one
+            ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+            mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+            mm = select_rows(inputs, list(range(ids.size(0))))
+            width = inputs["completion_ids"].size(1)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask, **forward_kwargs(ids, self.processing_class, mm)).logits
+                blind = self.model(input_ids=ids, attention_mask=mask).logits
+            def lp(lg):
+                return torch.log_softmax(lg[:, -width - 1 : -1].float(), -1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+            m = inputs["completion_mask"].bool()
+            self.student_checks.append(((lp(logits) - student.detach())[m].abs().max().item(), (lp(blind) - student.detach())[m].abs().max().item()))
+            term = super()._sdl_term(model, inputs, student)
+            self.terms.append(term.detach().item())
+            return term
+
+    tok = processor.tokenizer
+    ctx = make_context(tmp / "agent", options={"show_images": True, "thumbnail_max_side": 40})
+    script = ScriptedPolicyScript(tok, {"red fox": [fox_good(), fox_poor(), fox_skill()]})
+    model = build_tiny_vlm(processor)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    judge = JudgeScript()
+    with judge_server(judge) as server:
+        client = JudgeClient(server.base_url, "scripted-judge", max_retries=0)
+        rewards = GenEvolveRewards(renderer=PreviewRenderer(), image_judge=client, text_judge=client, image_dir=tmp / "renders")
+        args = SDLConfig(
+            output_dir=str(tmp / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=2048, max_steps=2,
+            learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no", dataloader_num_workers=0,
+            reward_weights=[0.5, 0.5], shuffle_dataset=False, seed=0, sdl_coef=1.0 if sdl else 0.0, gate=0.5, delta_min=0.2,
+            buffer_dir=str(tmp / "buffer"), beta=0.04 if not sdl else 0.0, num_iterations=1,
+        )
+        buffer = ExperienceBuffer(SentenceEmbedder(embedder, name="tiny"), gate=args.gate, path=args.buffer_dir) if sdl else None
+        rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(script))
+        dataset = Dataset.from_list([{"prompt": request_prompt(FOX, ctx, [_user_image()]), "gt_image": str(DATA / "images" / "cat.png")}])
+        if not sdl:  # beta > 0 rebuilds the reference model from a folder: save the policy first
+            model.save_pretrained(tmp / "policy")
+            processor.save_pretrained(tmp / "policy")
+        trainer = Recording(
+            model=str(tmp / "policy") if not sdl else model, reward_funcs=rewards.reward_funcs(), args=args, train_dataset=dataset,
+            processing_class=processor, rollout_func=rollout, experience_buffer=buffer,
+            distiller=VisualGuideDistiller(client) if sdl else None, render_lookup=rewards.render_of,
+        )
+        trainer.calls, trainer.student_checks, trainer.terms = [], [], []
+        if not sdl:
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        try:
+            trainer.train()
+        finally:
+            rollout.close()
+    changed = {n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(before[n], p.detach())}
+    return trainer, changed, judge, rollout
+
+
+@pytest.fixture(scope="module")
+def vlm_embedder():
+    from genevolve_graph.testing.tiny_models import build_tiny_sentence_transformer
+
+    return build_tiny_sentence_transformer("static")
+
+
+def test_grpo_step_on_a_vlm_sees_the_images_in_every_forward(tmp_path, processor):
+    trainer, changed, judge, rollout = _train_vlm(tmp_path, processor, None, sdl=False)
+    assert trainer.state.global_step == 2 and judge.calls["kscore"] == 6
+    assert all(r.images for r in rollout.last_results)  # the request image at least
+    assert any(len(r.images) == 2 for r in rollout.last_results)  # + a thumbnail for the image_search rollout
+    # every forward (reference log-probs with beta > 0, and the student's) got the pixel values
+    assert trainer.calls and all(c["pixels"] for c in trainer.calls)
+    assert any(n.startswith("model.visual.") for n in changed) and any(n.startswith("model.language_model.") for n in changed)
+
+
+def test_sdl_step_on_a_vlm_teacher_and_student_see_the_images(tmp_path, processor, vlm_embedder):
+    trainer, changed, judge, _ = _train_vlm(tmp_path, processor, vlm_embedder, sdl=True)
+    assert trainer.state.global_step == 2 and judge.calls["distiller"] >= 1
+    assert all(urls for urls in judge.distiller_images)  # the visual distiller saw the renders
+    assert len(trainer.student_checks) == 2
+    for with_images, blind in trainer.student_checks:
+        assert with_images < 1e-4  # the student's log-probs are those of the forward with the pixels
+        assert blind > 1e-3  # and a forward without them would differ: the images matter
+    assert any(t != 0.0 for t in trainer.terms)  # the teacher forward (with the same images) produced an SDL term
+    assert changed
