@@ -1,4 +1,4 @@
-"""``genevolve-graph train grpo --config FILE``: GRPO + SDL from one YAML file.
+"""``genevolve-graph train grpo --config FILE [--field value ...]``: GRPO + SDL, TRL-style configuration.
 
 ``cli.py`` calls :func:`register` with its Typer app. Bad configuration, data or model
 paths end with one line on stderr and exit code 2.
@@ -23,28 +23,48 @@ def register(app: typer.Typer) -> None:
     """Add ``train grpo`` to ``app`` (creating the ``train`` group if needed)."""
     train = get_train_app(app)
 
-    @train.command("grpo")
+    @train.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def grpo(
-        config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config (see docs/training.md).")],
-        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Override grpo.max_steps.")] = None,
+        ctx: typer.Context,
+        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML config in TRL's style (see docs/training.md).")] = None,
+        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Same as --max_steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output folder.")] = False,
+        dump_config: Annotated[bool, typer.Option("--dump-config", help="Print the flat configuration (file + overrides) and exit.")] = False,
     ) -> None:
-        """Train the policy with GRPO plus SDL on rendered, judged tool rollouts."""
+        """Train the policy with GRPO plus SDL on rendered, judged tool rollouts.
+
+        Any GRPOConfig/SDLConfig, ModelConfig (model_name_or_path, use_peft, lora_r, ...) or
+        GenEvolveArguments field can be given as --field_name VALUE and overrides the file
+        (e.g. --learning_rate 1e-6 --num_generations 6 --use_peft --lora_r 64).
+        """
         try:
-            from genevolve_graph.training.config import ConfigError, load_config
+            from genevolve_graph.training.config import ConfigError
             from genevolve_graph.training.data import DataError
+            from genevolve_graph.training.grpo_args import parse_grpo_args
         except ImportError as exc:  # pragma: no cover - the train extra is missing
             raise _fail(f"training needs the 'train' extra ({exc.name} is missing): pip install 'genevolve-graph[train]'") from None
+        argv = list(ctx.args) + (["--max_steps", str(max_steps)] if max_steps else [])
         try:
-            settings = load_config(config)
+            run = parse_grpo_args(argv, config)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
+        if run.deprecated_layout:
+            typer.echo(
+                f"note: {config} uses the nested layout (model:, data:, grpo: ... sections), which is deprecated; "
+                "train grpo reads one flat TRL-style file now: run with --dump-config to print the equivalent",
+                err=True,
+            )
+        if dump_config:
+            import yaml
+
+            typer.echo(yaml.safe_dump(run.flat(), sort_keys=False), nl=False)
+            return
         from genevolve_graph.generators.base import RenderError
 
         try:
-            from genevolve_graph.training.launch import build_trainer
+            from genevolve_graph.training.launch import build_grpo_trainer
 
-            trainer = build_trainer(settings, **({"max_steps": max_steps} if max_steps else {}))
+            trainer = build_grpo_trainer(run)
         except ImportError as exc:
             raise _fail(f"training needs the 'train' extra ({exc.name} is missing): pip install 'genevolve-graph[train]'") from None
         except (ConfigError, DataError, OSError, ValueError, RenderError) as exc:

@@ -163,12 +163,8 @@ def import_sft(
 def train_sft_command(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Exported or imported records: a JSONL file, a data folder, or a saved trl dataset."),
-    model: Path = typer.Option(..., "--model", help="Local Hugging Face model folder (causal LM or VLM)."),
+    model: str = typer.Option(..., "--model", help="Local Hugging Face model folder or hub id (causal LM or VLM)."),
     out: Path = typer.Option(..., "--out", help="Output folder for checkpoints and the final model."),
-    lora_r: int = typer.Option(0, help="LoRA rank (0: full fine-tuning)."),
-    lora_alpha: int = typer.Option(32, help="LoRA alpha."),
-    lora_dropout: float = typer.Option(0.05, help="LoRA dropout."),
-    lora_target_modules: str = typer.Option("all-linear", help="LoRA target modules (comma-separated, or all-linear)."),
     freeze_vision: bool = typer.Option(True, "--freeze-vision/--train-vision", help="Freeze the vision tower of a VLM."),
     eval_split: Optional[str] = typer.Option(
         None, "--eval-split", metavar="FRACTION_OR_FILE",
@@ -180,14 +176,15 @@ def train_sft_command(
     """SFT with TRL's SFTTrainer, loss on the assistant turns only.
 
     Any further option is an SFTConfig field, e.g. --learning_rate 1e-5 --num_train_epochs 2
-    --per_device_train_batch_size 1 --gradient_accumulation_steps 8 --max_length 16384.
+    --per_device_train_batch_size 1 --gradient_accumulation_steps 8 --max_length 16384, or one of
+    TRL's ModelConfig LoRA flags: --use_peft --lora_r 16 --lora_alpha 32 --lora_dropout 0.05
+    --lora_target_modules q_proj v_proj (default: all linear layers).
     """
     from genevolve_graph.training.sft import SFTOptions, SFTSetupError, train_sft
     from genevolve_graph.training.sft_data import SFTDataError
 
     options = SFTOptions(
-        data=data.expanduser(), model=model.expanduser(), out=out.expanduser(), lora_r=lora_r, lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout, lora_target_modules=lora_target_modules, freeze_vision=freeze_vision, config_args=list(ctx.args),
+        data=data.expanduser(), model=model, out=out.expanduser(), freeze_vision=freeze_vision, config_args=list(ctx.args),
         eval_split=eval_split,
     )
     try:

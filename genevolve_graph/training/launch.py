@@ -1,16 +1,59 @@
-"""From a training config to a ready ``SDLGRPOTrainer`` (used by ``train grpo`` and notebooks)."""
+"""From parsed arguments to a ready ``SDLGRPOTrainer`` (used by ``train grpo`` and notebooks)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.training.config import TrainConfig
+from genevolve_graph.training.config import ConfigError, JudgesSettings, TrainConfig
+from genevolve_graph.training.grpo_args import GRPORun, run_from_train_config
 
 
 def build_trainer(config: TrainConfig, **overrides: Any):
-    """Everything a run needs, built from ``config`` (``overrides``: GRPOConfig fields)."""
-    from transformers import AutoTokenizer
+    """Everything a run needs, from a nested :class:`TrainConfig` (``overrides``: GRPOConfig fields)."""
+    return build_grpo_trainer(run_from_train_config(config, **overrides))
+
+
+def agent_context(run: GRPORun):
+    """The agent settings of the rollouts (protocol ``genevolve``, the run's renderer)."""
+    from genevolve_graph.context import AgentContext
+
+    g = run.genevolve
+    try:
+        TrainConfig._agent_fields(g.agent)
+    except ValueError as exc:
+        raise ConfigError(f"agent: {exc}") from None
+    values = dict(g.agent)
+    values.update(protocol="genevolve", renderer=g.renderer, options={**values.get("options", {}), **g.renderer_options}, seed=g.renderer_seed)
+    return AgentContext(**values)
+
+
+def judges(run: GRPORun) -> JudgesSettings:
+    from pydantic import ValidationError
+
+    try:
+        return JudgesSettings.model_validate(run.genevolve.judges)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"judges.{where}: {first['msg']}") from None
+
+
+def _processing_class(model_ref: str):
+    """A vision-language policy's processor (it renders image observations with its own image
+    tokens), else the tokenizer; left padding for generation either way."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    if getattr(AutoConfig.from_pretrained(model_ref), "vision_config", None) is not None:
+        processor = AutoProcessor.from_pretrained(model_ref)
+        processor.tokenizer.padding_side = "left"
+        return processor
+    return AutoTokenizer.from_pretrained(model_ref, padding_side="left")
+
+
+def build_grpo_trainer(run: GRPORun):
+    """An ``SDLGRPOTrainer`` for ``run``: policy, tokenizer, data, rewards, rollouts, distiller, eval."""
+    from trl import get_peft_config
 
     from genevolve_graph.generators.registry import make_renderer
     from genevolve_graph.training.data import build_dataset, read_rows
@@ -19,49 +62,59 @@ def build_trainer(config: TrainConfig, **overrides: Any):
     from genevolve_graph.training.rollout import GenEvolveRollout
     from genevolve_graph.training.trainer import SDLGRPOTrainer
 
-    init_kwargs: dict[str, Any] = {"dtype": config.model.dtype}
-    if config.model.attn_implementation:
-        init_kwargs["attn_implementation"] = config.model.attn_implementation
-    overrides.setdefault("model_init_kwargs", {**init_kwargs, **(config.grpo.get("model_init_kwargs") or {})})
-    args = config.sdl_config(**overrides)
-    ctx = config.agent_context()
-    rows = read_rows(config.path(config.data.path), config.path(config.data.root), limit=config.data.limit)
+    args, model_args, g = run.args, run.model_args, run.genevolve
+    init_kwargs: dict[str, Any] = {"dtype": model_args.dtype}
+    if model_args.attn_implementation:
+        init_kwargs["attn_implementation"] = model_args.attn_implementation
+    if getattr(model_args, "model_revision", "main") != "main":
+        init_kwargs["revision"] = model_args.model_revision
+    args.model_init_kwargs = {**init_kwargs, **(args.model_init_kwargs or {})}
+    ctx = agent_context(run)
+    data_path = Path(g.data_path)
+    rows = read_rows(data_path, Path(g.data_root) if g.data_root else None, limit=g.data_limit)
     dataset = build_dataset(rows, ctx)
 
-    model_ref = config.model_ref(config.model.name_or_path)
+    model_ref = model_args.model_name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_ref, padding_side="left")
+        tokenizer = _processing_class(model_ref)
     except OSError as exc:
         raise OSError(f"cannot load the tokenizer of model {model_ref!r}: {exc}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    if text_tokenizer.pad_token is None:
+        text_tokenizer.pad_token = text_tokenizer.eos_token
 
-    peft_config = None
-    if config.model.lora is not None:
-        from peft import LoraConfig
-
-        lora = config.model.lora
-        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
-
-    image, text, distiller = config.judges.resolved()
+    image, text, distiller = judges(run).resolved()
     rewards = GenEvolveRewards(
         renderer=make_renderer(ctx),
         image_judge=image.client(),
         text_judge=text.client(),
         image_dir=Path(args.output_dir) / "renders",
-        max_concurrency=config.renderer.max_concurrency,
-        text_uses_ground_truth=config.judges.text_uses_ground_truth,
-        seed=config.renderer.seed,
+        max_concurrency=g.renderer_max_concurrency,
+        text_uses_ground_truth=judges(run).text_uses_ground_truth,
+        seed=g.renderer_seed,
     )
-    rollout = GenEvolveRollout(ctx, max_concurrency=config.rollout.max_concurrency)
-    return SDLGRPOTrainer(
+    rollout = GenEvolveRollout(ctx, max_concurrency=g.rollout_max_concurrency)
+    callbacks = []
+    if g.kscore_eval_path and g.kscore_eval_steps:
+        from genevolve_graph.training.evaluation import KScoreEvalCallback
+
+        eval_rows = read_rows(Path(g.kscore_eval_path), Path(g.data_root) if g.data_root else None, limit=g.kscore_eval_limit)
+        callbacks.append(KScoreEvalCallback(build_dataset(eval_rows, ctx), rollout=rollout, rewards=rewards, every=g.kscore_eval_steps))
+    trainer = SDLGRPOTrainer(
         model=model_ref,
         reward_funcs=rewards.reward_funcs(),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        peft_config=peft_config,
-        distiller=make_distiller(distiller.client(), config.judges.distiller_kind) if config.sdl.enabled else None,
+        peft_config=get_peft_config(model_args),
+        distiller=make_distiller(distiller.client(), judges(run).distiller_kind) if args.sdl_coef > 0 else None,
         render_lookup=rewards.render_of,
+        callbacks=callbacks or None,
     )
+    for callback in callbacks:
+        callback.bind(trainer)
+    return trainer
+
+
+__all__ = ["agent_context", "build_grpo_trainer", "build_trainer", "judges"]

@@ -179,6 +179,7 @@ class GenEvolveRollout:
                 "processing class is a text tokenizer; train a VLM or turn show_images off and drop request_images"
             )
         generator, local_model = self._generator_for(trainer, tokenizer)
+        self._wait_for_weight_sync(trainer)
         if local_model is not None:
             from trl.models import unwrap_model_for_generation
 
@@ -199,6 +200,19 @@ class GenEvolveRollout:
                 "serve the policy with vLLM (logprobs on) or set grpo.vllm_importance_sampling_correction: false"
             )
         return output
+
+    @staticmethod
+    def _wait_for_weight_sync(trainer: Any) -> None:
+        """Every process waits here until all have arrived, before any samples.
+
+        With a vLLM server, TRL pushes the new weights from the main process alone, just before
+        it calls ``rollout_func``; the other processes return from ``sync_weights`` at once. Without
+        this barrier they would sample from the server while the push is still under way, from a
+        mix of old and new weights.
+        """
+        accelerator = getattr(trainer, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1:
+            accelerator.wait_for_everyone()
 
     def _generator_for(self, trainer: Any, tokenizer: Any) -> tuple[TokenGenerator, Any]:
         if self.generator is not None:

@@ -9,7 +9,10 @@
 - A VLM (a model whose config has a ``vision_config``) trains with its vision tower frozen;
   each listed image is placed in the ``<tool_response>`` turn of the ``image_search`` that
   returned it. A text-only model trains on the text, which names the images by ``IMG_###``.
-- Optional LoRA through PEFT; bf16 when the accelerator supports it; every other
+- ``--model``: a local model folder or a hub id (``Qwen/Qwen3-VL-8B-Instruct``), loaded with
+  ``from_pretrained`` as TRL's scripts do.
+- Optional LoRA with TRL's ``ModelConfig`` flags (``--use_peft --lora_r 16 --lora_alpha 32
+  --lora_target_modules q_proj v_proj``); bf16 when the accelerator supports it; every other
   ``SFTConfig`` field can be set (``--learning_rate 1e-5 --num_train_epochs 2 ...``).
 - Optional held-out split (``eval_split``, see ``sft_eval``): held-out trajectory loss on the
   checkpoint schedule and the best checkpoint by ``eval_loss`` kept as the final model.
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,8 @@ class SFTSetupError(ValueError):
 @dataclass
 class SFTOptions:
     data: Path
-    model: Path
+    model: Path | str
+    """A local model folder or a hub id."""
     out: Path
     lora_r: int = 0
     """LoRA rank (0: full fine-tuning)."""
@@ -167,13 +172,19 @@ def _bf16_available() -> bool:
 
 
 def make_sft_config(out: Path, config_args: list[str] | None = None, *, evaluate: bool = False) -> Any:
-    """``SFTConfig`` with this project's defaults, overridden by ``config_args``.
+    """``SFTConfig`` with this project's defaults, overridden by ``config_args``."""
+    return parse_sft_args(out, config_args, evaluate=evaluate)[0]
+
+
+def parse_sft_args(out: Path, config_args: list[str] | None = None, *, evaluate: bool = False) -> tuple[Any, Any]:
+    """``(SFTConfig, trl.ModelConfig)`` from this project's defaults and ``config_args``
+    (any ``SFTConfig`` field, and TRL's LoRA flags ``--use_peft --lora_r ...``).
 
     ``evaluate``: a held-out set exists, so evaluate on the checkpoint schedule and load the
     checkpoint with the lowest ``eval_loss`` at the end (unless the user set otherwise).
     """
     from transformers import HfArgumentParser
-    from trl import SFTConfig
+    from trl import ModelConfig, SFTConfig
 
     class _Parser(HfArgumentParser):
         def error(self, message: str) -> None:  # type: ignore[override]
@@ -201,7 +212,9 @@ def make_sft_config(out: Path, config_args: list[str] | None = None, *, evaluate
             raise SFTSetupError(str(exc)) from None
     argv += list(config_args or [])
     try:
-        config, remaining = _Parser(SFTConfig, allow_abbrev=False).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        config, model_args, remaining = _Parser((SFTConfig, ModelConfig), allow_abbrev=False).parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True
+        )
     except (ValueError, TypeError) as exc:
         if isinstance(exc, SFTSetupError):
             raise
@@ -213,7 +226,36 @@ def make_sft_config(out: Path, config_args: list[str] | None = None, *, evaluate
     strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
     if not evaluate and strategy != "no":
         raise SFTSetupError(f"--eval_strategy {strategy} needs held-out data: add --eval-split 0.1 (or a file of held-out records)")
-    return config
+    lora_flags = [a for a in config_args or [] if a.startswith(("--lora_", "--lora-"))]
+    if lora_flags and not model_args.use_peft:
+        raise SFTSetupError(f"{lora_flags[0]} is set without --use_peft; add --use_peft to train a LoRA adapter (TRL's flags)")
+    return config, model_args
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def model_reference(model: Path | str) -> str:
+    """``--model`` as ``from_pretrained`` takes it: a local model folder, or a hub id.
+
+    A path that exists must be a model folder (``config.json``); one that does not is read as a
+    hub id when it looks like one (``org/name``), otherwise it is an error naming the input.
+    """
+    text = str(model)
+    local = Path(text).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise SFTSetupError(f"{local} is not a model folder (no config.json) (--model); pass a Hugging Face model directory or a hub id")
+        return str(local)
+    if text.startswith((".", "/", "~")) or "\\" in text or not HUB_ID.match(text):
+        raise SFTSetupError(f"{text} is not a model folder (it does not exist) nor a hub id like Qwen/Qwen3-VL-8B-Instruct (--model)")
+    return text
+
+
+def _load_error(model_ref: str, exc: Exception) -> SFTSetupError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    hint = " HF_HUB_OFFLINE is set, so only models already in the local cache load" if offline else ""
+    return SFTSetupError(f"cannot load model {model_ref!r} (--model): {str(exc).splitlines()[0][:300]}.{hint}")
 
 
 def build_trainer(
@@ -235,11 +277,12 @@ def build_trainer(
     """
     from transformers import AutoConfig
 
-    model_path = Path(model_path).expanduser()
-    if not (model_path / "config.json").is_file():
-        raise SFTSetupError(f"{model_path} is not a model folder (no config.json) (--model); pass a local Hugging Face model directory")
-    config = make_sft_config(Path(out), config_args, evaluate=bool(eval_records))
-    model_config = AutoConfig.from_pretrained(model_path)
+    model_path = model_reference(model_path)
+    config, model_args = parse_sft_args(Path(out), config_args, evaluate=bool(eval_records))
+    try:
+        model_config = AutoConfig.from_pretrained(model_path)
+    except OSError as exc:
+        raise _load_error(model_path, exc) from None
     vision = is_vision_model(model_config)
     dtype = "bfloat16" if config.bf16 else "float32"
     if vision:
@@ -257,11 +300,18 @@ def build_trainer(
     if config.assistant_only_loss and not config.chat_template_path:
         check_chat_template(processing_class)
     peft_config = None
-    if lora_r > 0:
+    if model_args.use_peft:
+        from trl import get_peft_config
+
+        if model_args.lora_target_modules is None:
+            model_args.lora_target_modules = "all-linear"  # this project's default: every linear layer
+        peft_config = get_peft_config(model_args)
+    elif lora_r > 0:  # the Python API's own arguments (the command line uses TRL's flags)
         from peft import LoraConfig
 
         targets: str | list[str] = lora_target_modules if lora_target_modules == "all-linear" else [t.strip() for t in lora_target_modules.split(",") if t.strip()]
         peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    if peft_config is not None:
         if vision and freeze_vision:
             peft_config.exclude_modules = r".*(" + "|".join(VISION_MODULE_NAMES) + r").*"
     dataset = build_dataset(records, vision=vision)

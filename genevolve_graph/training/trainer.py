@@ -52,6 +52,7 @@ from genevolve_graph.training.sdl import (
     reverse_kl_terms,
     select_top_fraction,
 )
+from genevolve_graph.training.trl_compat import check_grpo_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,11 @@ class SDLGRPOTrainer(GRPOTrainer):
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, SDLConfig):
             raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
+        rollout_func = kwargs.get("rollout_func")
+        if rollout_func is not None:
+            kwargs["rollout_func"] = _FieldCapture(rollout_func)
         super().__init__(*args, **kwargs)
+        check_grpo_trainer(self)  # fail now, loudly, if this TRL changed an internal we rely on
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
         self.render_lookup = render_lookup
@@ -201,6 +206,23 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._attach_teacher(inputs, output)
         return output
 
+    def _rollout_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each input row with the extra fields the rollout returned for it (``trajectory``,
+        ``program``, ``policy_prompt``...), read from the ``rollout_func`` output itself rather than
+        from TRL copying them into ``inputs``."""
+        capture = self.rollout_func if isinstance(self.rollout_func, _FieldCapture) else None
+        fields = capture.fields if capture is not None else {}
+        rows = []
+        for i, row in enumerate(inputs):
+            merged = dict(row)
+            for key, values in fields.items():
+                if isinstance(values, list):
+                    if len(values) != len(inputs):
+                        raise RuntimeError(f"rollout_func returned {len(values)} values of {key!r} for {len(inputs)} prompts")
+                    merged[key] = values[i]
+            rows.append(merged)
+        return rows
+
     def _sync_buffer_once(self) -> None:
         """Every process starts from the main process's buffer (e.g. one reloaded from disk)."""
         if self._buffer_synced:
@@ -228,35 +250,30 @@ class SDLGRPOTrainer(GRPOTrainer):
                 "image": self._render_path(row),
                 "gt_image": row.get("gt_image") or None,
             }
-            for row in inputs
+            for row in self._rollout_rows(inputs)
         ]
         rows = gather_object(local)
         added: list[DecisionGuide] = []
         failures = 0
-        if self.accelerator.is_main_process and self.distiller is not None:
-            g = self.num_generations
-            jobs = []
-            for start in range(0, len(rows) - g + 1, g):
-                pair = pick_pair(totals[start : start + g], self.args.delta_min)
-                if pair is None:
-                    continue
-                attempts = []
-                for i in pair:
-                    row = rows[start + i]
-                    comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
-                    attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
-                                            program=row["program"], termination=row["termination"], image=row["image"]))
-                jobs.append((rows[start]["request"], attempts[0], attempts[1], rows[start]["gt_image"]))
-            guides, failures = self._run_async(self._distill_all(jobs))
-            if guides:
-                added = self.experience_buffer.add(guides)
-                if self.experience_buffer.path is not None:
-                    self.experience_buffer.save()
-        payload = [self.experience_buffer.export_entries(added) if self.accelerator.is_main_process else None, failures]
+        error: BaseException | None = None
+        try:
+            if self.accelerator.is_main_process and self.distiller is not None:
+                added, failures = self._distill_main(rows, rpf, totals, names)
+        except Exception as exc:  # noqa: BLE001 - shipped to every process below, then raised everywhere
+            error = exc
+        cause = f"{type(error).__name__}: {error}" if error is not None else None
+        payload = [self.experience_buffer.export_entries(added) if self.accelerator.is_main_process and error is None else None, failures, cause]
         if self.accelerator.num_processes > 1:
+            # The other processes wait here for the main one: when it failed they get the cause
+            # instead of a payload, and every process stops with it (none is left hanging).
             broadcast_object_list(payload, from_process=0)
-            if not self.accelerator.is_main_process:
-                self.experience_buffer.import_entries(payload[0])
+        if payload[2] is not None:
+            message = f"guide distillation failed on the main process: {payload[2]}"
+            if error is not None:
+                raise RuntimeError(message) from error
+            raise RuntimeError(message)
+        if not self.accelerator.is_main_process:
+            self.experience_buffer.import_entries(payload[0])
         mode = "train"
         self._metrics[mode]["sdl/guides_added"].append(float(len(payload[0] or [])))
         self._metrics[mode]["sdl/distill_failures"].append(float(payload[1]))
@@ -266,6 +283,30 @@ class SDLGRPOTrainer(GRPOTrainer):
         if self.render_lookup is None or row.get("program") is None:
             return None
         return self.render_lookup(request_of(row["prompt"]), row["program"])
+
+    def _distill_main(self, rows: list[dict[str, Any]], rpf: torch.Tensor, totals: list[float], names: list[str]) -> tuple[list[DecisionGuide], int]:
+        """Main process: distil a guide per group with a reward gap, add and persist them."""
+        added: list[DecisionGuide] = []
+        failures = 0
+        g = self.num_generations
+        jobs = []
+        for start in range(0, len(rows) - g + 1, g):
+            pair = pick_pair(totals[start : start + g], self.args.delta_min)
+            if pair is None:
+                continue
+            attempts = []
+            for i in pair:
+                row = rows[start + i]
+                comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
+                attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
+                                        program=row["program"], termination=row["termination"], image=row["image"]))
+            jobs.append((rows[start]["request"], attempts[0], attempts[1], rows[start]["gt_image"]))
+        guides, failures = self._run_async(self._distill_all(jobs))
+        if guides:
+            added = self.experience_buffer.add(guides)
+            if self.experience_buffer.path is not None:
+                self.experience_buffer.save()
+        return added, failures
 
     async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt, str | None]]) -> tuple[list[DecisionGuide], int]:
         step = self.state.global_step
@@ -296,7 +337,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         hits: list[Retrieval | None] = [found[r] for r in requests]
 
         teacher_ids = []
-        for row, hit, student_ids, student_mask in zip(inputs, hits, output["prompt_ids"], output["prompt_mask"], strict=True):
+        for row, hit, student_ids, student_mask in zip(self._rollout_rows(inputs), hits, output["prompt_ids"], output["prompt_mask"], strict=True):
             if hit is None:
                 teacher_ids.append(student_ids[student_mask.bool()].cpu())
             else:
@@ -430,6 +471,27 @@ class SDLGRPOTrainer(GRPOTrainer):
         with self.accelerator.autocast():
             outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **extra)
         return outputs.log_probs[:, -width:].float()
+
+
+class _FieldCapture:
+    """Wraps the ``rollout_func``: returns its output unchanged and keeps the extra fields of the
+    latest call (the SDL branch reads the trajectories and policy prompts from them)."""
+
+    _TRL_KEYS = ("prompt_ids", "completion_ids", "logprobs", "env_mask")
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+        self.fields: dict[str, Any] = {}
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        output = self.func(prompts, trainer)
+        self.fields = {k: v for k, v in output.items() if k not in self._TRL_KEYS}
+        return output
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped rollout's own attributes (close, last_results...)
+        if name == "func":
+            raise AttributeError(name)
+        return getattr(self.func, name)
 
 
 def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:

@@ -3,6 +3,13 @@
 Global batch: the fox group on rank 0, the tower group on rank 1. The scripted distiller writes
 fox guides only, so rank 1 retrieves nothing above the gate and must run the dummy teacher
 forward while rank 0 runs its own. Each rank writes OUT/rank-N.json.
+
+Rank 0 also takes ``PUSH_SECONDS`` longer to reach the rollouts, as when it alone pushes new
+weights to a vLLM server before each rollout; both ranks record when that push ended and when
+they first sampled, so the test can check that nobody samples before the push ends.
+
+MODE ``distill-fails``: rank 0's buffer folder lies under a regular file, so saving the first
+guides fails on rank 0 only; every rank writes the error it stopped with to OUT/rank-N-error.txt.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -33,7 +42,37 @@ from tests.training.helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_ski
 from tests.training.judges import JudgeScript, judge_server  # noqa: E402
 
 
-def main(out: Path) -> None:
+PUSH_SECONDS = 1.5
+
+
+class TimedGenerator(ScriptedTokenGenerator):
+    """Scripted replies, recording when each one was asked for."""
+
+    def __init__(self, script) -> None:
+        super().__init__(script)
+        self.times: list[float] = []
+
+    async def generate(self, prompt_ids, max_new_tokens):
+        self.times.append(time.time())
+        return await super().generate(prompt_ids, max_new_tokens)
+
+
+class SlowPushTrainer(SDLGRPOTrainer):
+    """Rank 0 spends PUSH_SECONDS in ``_generate`` before rolling out (TRL pushes the weights to a
+    vLLM server there, from the main process alone); every rank records when that ended."""
+
+    push_done: list[float]
+    generation_started: list[float]
+
+    def _generate(self, prompts):
+        self.generation_started.append(time.time())
+        if self.accelerator.is_main_process:
+            time.sleep(PUSH_SECONDS)
+        self.push_done.append(time.time())
+        return super()._generate(prompts)
+
+
+def main(out: Path, mode: str) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
     tokenizer = build_tiny_tokenizer()
@@ -52,14 +91,25 @@ def main(out: Path) -> None:
             learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
             dataloader_num_workers=0, reward_weights=[0.5, 0.5], shuffle_dataset=False, seed=0, sdl_coef=1.0, gate=0.84,
         )
+        buffer_dir = out / "buffer"
+        if mode == "distill-fails":
+            (out / "not-a-folder").write_text("a file where the buffer folder should be\n")
+            buffer_dir = out / "not-a-folder" / "buffer"
         buffer = ExperienceBuffer(SentenceEmbedder(build_tiny_sentence_transformer("static"), name="tiny"), gate=args.gate,
-                                  path=out / "buffer" if rank == 0 else None)
-        rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(script))
-        trainer = SDLGRPOTrainer(model=model, reward_funcs=rewards.reward_funcs(), args=args, train_dataset=dataset,
+                                  path=buffer_dir if rank == 0 else None)
+        generator = TimedGenerator(script)
+        rollout = GenEvolveRollout(ctx, generator=generator)
+        trainer = SlowPushTrainer(model=model, reward_funcs=rewards.reward_funcs(), args=args, train_dataset=dataset,
                                  processing_class=tokenizer, rollout_func=rollout, experience_buffer=buffer,
                                  distiller=GuideDistiller(client))
-        trainer.train()
-        rollout.close()
+        trainer.push_done, trainer.generation_started = [], []
+        try:
+            trainer.train()
+        except Exception as exc:
+            (out / f"rank-{rank}-error.txt").write_text(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            raise
+        finally:
+            rollout.close()
     logs = [r for r in trainer.state.log_history if "sdl/guide_hit_rate" in r]
     (out / f"rank-{rank}.json").write_text(json.dumps({
         "rank": rank,
@@ -69,9 +119,12 @@ def main(out: Path) -> None:
         "distiller_calls": judge.calls["distiller"],
         "hit_rate": [r["sdl/guide_hit_rate"] for r in logs],
         "active_rows": [r["sdl/active_rows"] for r in logs],
+        "push_done": trainer.push_done,
+        "generation_started": trainer.generation_started,
+        "first_sample": [min(t for t in generator.times if t >= start) for start in trainer.generation_started],
         "changed": sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters()),
     }))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ok")

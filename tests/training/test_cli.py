@@ -62,16 +62,47 @@ def _write_setup(tmp_path, judge_url: str) -> dict:
     }
 
 
-def test_train_grpo_runs_from_a_yaml_file(tmp_path):
+def _flat(nested: dict) -> dict:
+    """The same run in the flat TRL-style layout."""
+    return {
+        "model_name_or_path": nested["model"]["name_or_path"], "dtype": nested["model"]["dtype"],
+        "data_path": nested["data"]["path"], "agent": nested["agent"], "renderer": nested["renderer"]["name"],
+        "judges": nested["judges"], "sdl_coef": nested["sdl"]["coef"], "embedding_model": nested["sdl"]["embedding_model"],
+        **nested["grpo"],
+    }
+
+
+def test_train_grpo_runs_from_a_flat_trl_style_file_with_command_line_overrides(tmp_path):
     with judge_server(JudgeScript()) as server:
-        config = _write_setup(tmp_path, server.base_url)
+        config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(kscore_eval_path="rl/train.jsonl", kscore_eval_limit=1, kscore_eval_steps=1)  # held-out KScore each step
         path = tmp_path / "grpo.yaml"
         path.write_text(yaml.safe_dump(config))
-        result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max-steps", "1"])
+        args = ["train", "grpo", "--config", str(path), "--max_steps", "1", "--learning_rate", "1e-6", "--sdl_coef", "0.2"]
+        dumped = CliRunner().invoke(_app(), [*args, "--dump-config"])
+        result = CliRunner().invoke(_app(), args)
+    assert dumped.exit_code == 0, dumped.output
+    settings = yaml.safe_load(dumped.output)
+    assert settings["learning_rate"] == 1e-6 and settings["sdl_coef"] == 0.2 and settings["max_steps"] == 1  # overrides win
+    assert settings["num_generations"] == 2 and settings["data_path"] == "rl/train.jsonl"  # the file, as written
     assert result.exit_code == 0, result.output
-    assert "trained 1 steps" in result.output
+    assert "trained 1 steps" in result.output and "deprecated" not in result.output
+    assert "'eval/kscore': " in result.output and "'eval/kscore_rollouts': '1'" in result.output
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_the_nested_layout_is_still_read_with_a_deprecation_note(tmp_path):
+    nested = _write_setup(tmp_path, "http://127.0.0.1:9/v1")
+    nested["model"]["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+    (tmp_path / "nested.yaml").write_text(yaml.safe_dump(nested))
+    result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(tmp_path / "nested.yaml"), "--dump-config", "--max-steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "nested layout" in result.output and "deprecated" in result.output and "--dump-config" in result.output
+    flat = yaml.safe_load(result.output[result.output.index("model_name_or_path"):])
+    assert flat["model_name_or_path"] == "./policy" and flat["data_path"] == "rl/train.jsonl"
+    assert flat["use_peft"] is True and flat["lora_r"] == 8 and flat["lora_target_modules"] == ["all-linear"]
+    assert flat["sdl_coef"] == 0.1 and flat["num_generations"] == 2 and flat["max_steps"] == 3
 
 
 def test_bad_configs_fail_with_one_line(tmp_path):

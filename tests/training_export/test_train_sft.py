@@ -133,15 +133,25 @@ def test_train_sft_command_with_lora_and_errors(data_dir, model_dir, workspace):
         return CliRunner().invoke(app, ["train", "sft", *[str(a) for a in args]])
 
     out = workspace / "lora-out"
-    result = invoke("--data", data_dir, "--model", model_dir, "--out", out, "--lora-r", "4", *FAST)
+    result = invoke("--data", data_dir, "--model", model_dir, "--out", out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8", *FAST)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["records"] == 2 and summary["steps"] == 1 and summary["first_loss"] is not None
     assert (out / "adapter_config.json").is_file() and (out / "tokenizer_config.json").is_file()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    kinds = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}  # all-linear, expanded by PEFT
+    assert kinds == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    no_peft = invoke("--data", data_dir, "--model", model_dir, "--out", out, "--lora_r", "4")
+    assert no_peft.exit_code == 2 and "--lora_r is set without --use_peft" in no_peft.output
     unknown = invoke("--data", data_dir, "--model", model_dir, "--out", out, "--learning_rat", "1")
     assert unknown.exit_code == 2 and "unknown SFTConfig option(s) --learning_rat 1;" in unknown.output
     no_model = invoke("--data", data_dir, "--model", workspace / "nothing", "--out", out)
     assert no_model.exit_code == 2 and "is not a model folder" in no_model.output
+    # a hub id goes to from_pretrained as it is (offline here, so it is not found in the cache)
+    hub = invoke("--data", data_dir, "--model", "genevolve-test/no-such-model", "--out", out)
+    assert hub.exit_code == 2 and "cannot load model 'genevolve-test/no-such-model' (--model)" in hub.output
+    assert "HF_HUB_OFFLINE is set" in hub.output
     no_data = invoke("--data", workspace / "nope", "--model", model_dir, "--out", out)
     assert no_data.exit_code == 2 and "does not exist" in no_data.output
 
