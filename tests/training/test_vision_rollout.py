@@ -213,3 +213,30 @@ def test_sdl_step_on_a_vlm_teacher_and_student_see_the_images(tmp_path, processo
         assert blind > 1e-3  # and a forward without them would differ: the images matter
     assert any(t != 0.0 for t in trainer.terms)  # the teacher forward (with the same images) produced an SDL term
     assert changed
+
+
+def test_rl_rows_carry_request_images(tmp_path):
+    """An RL row's request_images (paths under the data root) reach the prompt as data URIs after
+    the request text, in a dataset Arrow can hold next to text-only rows; a missing one is a one-line error."""
+    import json
+    import shutil
+
+    from genevolve_graph.training.data import DataError, build_dataset, read_rows
+
+    from .helpers import DATA
+
+    (tmp_path / "images").mkdir()
+    shutil.copy(DATA / "images" / "cat.png", tmp_path / "images" / "cat.png")
+    rows = [{"prompt": FOX, "gt_image": "images/cat.png", "request_images": ["images/cat.png"]}, {"prompt": "A tower", "gt_image": "images/cat.png"}]
+    (tmp_path / "rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = make_context(tmp_path / "agent", options={"show_images": True})
+    dataset = build_dataset(read_rows(tmp_path / "rl.jsonl"), ctx)
+    first, second = dataset[0]["prompt"], dataset[1]["prompt"]
+    assert len(request_images_of(first)) == 1 and request_images_of(first)[0].startswith("data:image/")
+    assert request_images_of(second) == []
+    from genevolve_graph.training.rollout import request_of
+
+    assert request_of(first) == FOX and request_of(second) == "A tower"
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**rows[0], "request_images": ["images/none.png"]}) + "\n")
+    with pytest.raises(DataError, match="line 1: request image .*none.png does not exist"):
+        read_rows(tmp_path / "bad.jsonl")
