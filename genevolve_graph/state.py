@@ -78,6 +78,9 @@ class InputState(TypedDict, total=False):
             examples=[REQUEST_EXAMPLE],
         ),
     ]
+    request_images: list[str]
+    """Optional reference images of the user, as ``data:image/...;base64,`` URIs (a vision
+    policy sees them after the request text; checked under the image safety limits)."""
 
 
 class OutputState(TypedDict, total=False):
@@ -100,6 +103,7 @@ class AgentState(TypedDict, total=False):
     """The whole state of one trajectory."""
 
     request: str
+    request_images: list[str]
     messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=50)]
     rounds: int
     """Policy turns taken so far (a malformed reply counts)."""

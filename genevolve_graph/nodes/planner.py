@@ -37,8 +37,9 @@ from genevolve_graph.state import AgentState
 from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
 
-def initial_messages(request: str, ctx: AgentContext, guide_text: str = "") -> list[BaseMessage]:
-    """System prompt and request, as the first two messages of a trajectory.
+    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request_content(request, images), id=new_id("request"))]
+def initial_messages(request: str, ctx: AgentContext, guide_text: str = "", images: list[str] | None = None) -> list[BaseMessage]:
+    """System prompt and request (with the user's reference images, if any), the first two messages.
 
     ``guide_text`` (a retrieved Decision Guide, ``guidance="retrieve"``) is appended to the
     system prompt exactly as the SDL teacher reads it.
@@ -52,7 +53,7 @@ def initial_messages(request: str, ctx: AgentContext, guide_text: str = "") -> l
     )
     if guide_text:
         prompt = guided_system_prompt(prompt, guide_text)
-    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request, id=new_id("request"))]
+    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request_content(request, images), id=new_id("request"))]
 
 
 async def look_up_guide(request: str, ctx: AgentContext) -> GuideUse | None:
@@ -125,8 +126,14 @@ def make_planner(services: Services):
                     return {"termination": "error", "error": f"guidance: {exc}"}
                 emit("guide_retrieved", guide_id=guide.id if guide else None, score=guide.score if guide else None)
             text = guide.text if guide else ""
+            images = state.get("request_images") or None
+            if images is not None:
+                problem = await asyncio.to_thread(check_request_images, images)
+                if problem:
+                    return {"termination": "error", "error": problem}
             try:  # in a thread: a system prompt file is read from disk
-                new += await asyncio.to_thread(initial_messages, request, ctx, text) if ctx.system_prompt_file else initial_messages(request, ctx, text)
+                new += (await asyncio.to_thread(initial_messages, request, ctx, text, images) if ctx.system_prompt_file
+                        else initial_messages(request, ctx, text, images))
             except PromptFileError as exc:
                 return {"termination": "error", "error": str(exc)}
             if guide is not None:

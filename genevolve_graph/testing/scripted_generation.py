@@ -77,11 +77,14 @@ class ScriptedTokenGenerator:
     def __init__(self, script: ScriptedPolicyScript) -> None:
         self.script = script
         self.prompts: list[list[int]] = []
+        self.images: list[list[str]] = []
+        """Per call, the images that came with the prompt (a vision policy's)."""
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int):
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None):
         from genevolve_graph.training.generation import Generation, GenerationError
 
         self.prompts.append(list(prompt_ids))
+        self.images.append(list(images or []))
         try:
             ids = self.script.reply_ids(prompt_ids, max_new_tokens)
         except KeyError as exc:  # as the HTTP server answers 404

@@ -75,6 +75,10 @@ class JudgesSettings(_Strict):
     image: JudgeSettings = Field(description="KScore judge (R_img).")
     text: JudgeSettings | None = Field(default=None, description="Program-sufficiency judge (R_text); default: the image judge.")
     distiller: JudgeSettings | None = Field(default=None, description="Guide distiller; default: the text judge.")
+    distiller_kind: Literal["vision", "text"] = Field(
+        default="vision",
+        description="vision: the distiller (a VLM) also sees the best and worst renders and the ground truth; text: trajectories only.",
+    )
     text_uses_ground_truth: bool = True
 
     def resolved(self) -> tuple[JudgeSettings, JudgeSettings, JudgeSettings]:

@@ -203,6 +203,11 @@ def train_sft_command(
     model: str = typer.Option(..., "--model", help="Local Hugging Face model folder or hub id (causal LM or VLM)."),
     out: Path = typer.Option(..., "--out", help="Output folder for checkpoints and the final model."),
     freeze_vision: bool = typer.Option(True, "--freeze-vision/--train-vision", help="Freeze the vision tower of a VLM."),
+    eval_split: Optional[str] = typer.Option(
+        None, "--eval-split", metavar="FRACTION_OR_FILE",
+        help="Held-out data: a fraction of the prompts of --data (e.g. 0.1) or a file/folder of records. Logs eval_loss on the "
+        "checkpoint schedule and saves the checkpoint with the lowest eval_loss as the final model.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list skipped records."),
 ) -> None:
     """SFT with TRL's SFTTrainer, loss on the assistant turns only.
@@ -223,6 +228,7 @@ def train_sft_command(
         _fail(str(exc))
     options = SFTOptions(
         data=data.expanduser(), model=model, out=out.expanduser(), freeze_vision=freeze_vision, config_args=list(ctx.args),
+        eval_split=eval_split,
     )
     try:
         trainer, loaded = train_sft(options)
@@ -236,6 +242,11 @@ def train_sft_command(
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {"records": len(loaded.records), "skipped": len({w for w, _ in loaded.problems}), "steps": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, "model": str(options.out)}
+    if eval_split is not None:
+        eval_losses = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
+        summary.update({"train_records": len(trainer.train_dataset), "eval_records": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+                        "last_eval_loss": eval_losses[-1] if eval_losses else None, "best_eval_loss": trainer.state.best_metric,
+                        "best_checkpoint": trainer.state.best_model_checkpoint})
     typer.echo(json.dumps(summary))
 
 

@@ -9,7 +9,17 @@ skill routing, reference selection, program writing, failure defenses).
 The distiller is an LLM behind an OpenAI-compatible endpoint (any client with
 ``async complete(messages) -> str``, e.g. ``evaluation.judge_client.JudgeClient``). It sees
 the request, both trajectories (turns shortened) and their rewards, and answers in JSON.
-The wording of its instructions is this project's own.
+Two kinds:
+
+- :class:`GuideDistiller` (text): the trajectories and rewards only, for a text-only LLM.
+- :class:`VisualGuideDistiller`: a VLM that also *sees* what the rewards judged: the better
+  and the worse attempt's rendered images and the ground-truth image when the row has one,
+  as ``image_url`` data-URI parts beside the trajectories. The image score says *that* a
+  render missed; the pixels say *what* it missed (wrong colour, a missing landmark, garbled
+  text), which is what turns into a precise guide. An image that cannot be read is named as
+  unavailable in the text rather than failing the guide.
+
+The wording of the instructions is this project's own.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -172,6 +183,8 @@ class Attempt:
     """Reward components by name (e.g. image_reward, program_reward)."""
     program: dict[str, Any] | None = None
     termination: str = ""
+    image: str | None = None
+    """The rendered image of the attempt's program (what the image reward judged), if any."""
 
 
 DISTILLER_SYSTEM = """You coach an image-generation agent. The agent answers an image request by calling tools \
@@ -192,6 +205,30 @@ Answer with one JSON object and nothing else:
 Each list holds at most three short imperative bullets ("Search the exact height before drawing \
 the tower"); leave a list empty when the attempts say nothing about it. Never mention IMG ids, URLs \
 or file paths, and never copy the better attempt's prompt."""
+
+
+VISUAL_DISTILLER_SYSTEM = """You coach an image-generation agent. The agent answers an image request by calling tools \
+(search for facts, image_search for visual references, query_knowledge for generation skills) and then \
+writing a program: a generation prompt plus up to two reference images. A generator turns the program \
+into an image.
+
+You get one request and two attempts at it, a better one and a worse one, with their rewards (the \
+image score against a ground-truth image and a score of how complete the program is). You also *see* \
+the image each attempt's program produced and, when there is one, the ground-truth image the request \
+was scored against. Look at what the worse image gets wrong that the better one, or the ground truth, \
+gets right (objects, counts, colours, layout, written text, style), trace each difference back to a \
+decision in the trajectories, and write advice that would help on *similar* requests, not only this one.
+
+Answer with one JSON object and nothing else:
+{"retrieval_key": {"trigger": "<short phrase naming this kind of request>", \
+"summary": "<one sentence describing the request>"},
+ "decision_guidance": {"tool_plan": [...], "search_queries": [...], "skill_routing": [...], \
+"reference_selection": [...], "program_writing": [...], "failure_defenses": [...]}}
+
+Each list holds at most three short imperative bullets ("Search the exact height before drawing \
+the tower"); leave a list empty when the attempts say nothing about it. Never mention IMG ids, URLs \
+or file paths, never describe the ground-truth image as something to copy, and never copy the better \
+attempt's prompt."""
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -250,15 +287,61 @@ def parse_guide(raw: str) -> DecisionGuide:
         raise GuideError(f"the distiller's guide does not fit the schema: {exc.errors()[0]['msg']}") from exc
 
 
+DISTILLER_KINDS: tuple[str, ...] = ("vision", "text")
+DISTILLER_IMAGE_MAX_SIDE = 1024
+"""Long-side cap of the images sent to the distiller: enough to see what went wrong, small
+enough that a pair plus the ground truth stays well inside a gateway's request limit."""
+
+
+def _image_parts(label: str, path: str | None, *, max_side: int) -> list[dict[str, Any]]:
+    """``[text label, image]``, or one text part saying why there is no image."""
+    from genevolve_graph.evaluation.images import ImageLoadError, image_part
+
+    if not path:
+        return [{"type": "text", "text": f"{label}: not available."}]
+    try:
+        part = image_part(Path(path), max_side=max_side, quality=90)
+    except ImageLoadError:
+        return [{"type": "text", "text": f"{label}: not available (the file could not be read)."}]
+    return [{"type": "text", "text": f"{label}:"}, part]
+
+
+def visual_distiller_messages(
+    request: str, best: Attempt, worst: Attempt, *, ground_truth: str | None = None, turn_chars: int = 1200,
+    max_side: int = DISTILLER_IMAGE_MAX_SIDE,
+) -> list[dict[str, Any]]:
+    """The VLM distiller's chat: request, ground truth, then each attempt's text and render."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": f"## Request\n{request}"}]
+    if ground_truth:
+        parts += _image_parts("Ground-truth image (what the image score compares against)", ground_truth, max_side=max_side)
+    for label, attempt in (("Better", best), ("Worse", worst)):
+        parts.append({"type": "text", "text": describe_attempt(label, attempt, turn_chars=turn_chars)})
+        if attempt.program is None:
+            parts.append({"type": "text", "text": f"{label} attempt's image: none (the attempt wrote no program)."})
+        else:
+            parts += _image_parts(f"{label} attempt's image", attempt.image, max_side=max_side)
+    return [{"role": "system", "content": VISUAL_DISTILLER_SYSTEM}, {"role": "user", "content": parts}]
+
+
 class GuideDistiller:
-    """Writes a Decision Guide from a best/worst pair through a chat endpoint."""
+    """Writes a Decision Guide from a best/worst pair through a chat endpoint (text only)."""
+
+    kind = "text"
 
     def __init__(self, client: ChatClient, *, turn_chars: int = 1200) -> None:
         self.client = client
         self.turn_chars = turn_chars
 
-    async def distill(self, request: str, best: Attempt, worst: Attempt, *, step: int | None = None) -> DecisionGuide:
-        messages = distiller_messages(request, best, worst, turn_chars=self.turn_chars)
+    def messages(self, request: str, best: Attempt, worst: Attempt, *, ground_truth: str | None = None) -> list[dict[str, Any]]:
+        """The chat sent to the endpoint (the text distiller leaves images out)."""
+        return distiller_messages(request, best, worst, turn_chars=self.turn_chars)
+
+    async def distill(
+        self, request: str, best: Attempt, worst: Attempt, *, step: int | None = None, ground_truth: str | None = None
+    ) -> DecisionGuide:
+        """A guide from the pair. ``ground_truth``: the row's ground-truth image (seen by the
+        visual distiller only)."""
+        messages = self.messages(request, best, worst, ground_truth=ground_truth)
         try:
             raw = await self.client.complete(messages)
         except Exception as exc:  # the client's own error type (JudgeError, ...) after its retries
@@ -267,3 +350,25 @@ class GuideDistiller:
         return guide.model_copy(
             update={"source_request": request, "reward_best": best.reward, "reward_worst": worst.reward, "step": step}
         )
+
+
+class VisualGuideDistiller(GuideDistiller):
+    """The distiller for a VLM endpoint: it also sees both renders and the ground truth."""
+
+    kind = "vision"
+
+    def __init__(self, client: ChatClient, *, turn_chars: int = 1200, max_side: int = DISTILLER_IMAGE_MAX_SIDE) -> None:
+        super().__init__(client, turn_chars=turn_chars)
+        self.max_side = max_side
+
+    def messages(self, request: str, best: Attempt, worst: Attempt, *, ground_truth: str | None = None) -> list[dict[str, Any]]:
+        return visual_distiller_messages(request, best, worst, ground_truth=ground_truth, turn_chars=self.turn_chars, max_side=self.max_side)
+
+
+def make_distiller(client: ChatClient, kind: str = "vision") -> GuideDistiller:
+    """The distiller of ``kind`` (``vision``: sees the renders; ``text``: trajectories only)."""
+    if kind == "vision":
+        return VisualGuideDistiller(client)
+    if kind == "text":
+        return GuideDistiller(client)
+    raise ValueError(f"unknown distiller kind {kind!r}; choose one of {', '.join(DISTILLER_KINDS)}")

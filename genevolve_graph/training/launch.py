@@ -39,14 +39,25 @@ def judges(run: GRPORun) -> JudgesSettings:
         raise ConfigError(f"judges.{where}: {first['msg']}") from None
 
 
+def _processing_class(model_ref: str):
+    """A vision-language policy's processor (it renders image observations with its own image
+    tokens), else the tokenizer; left padding for generation either way."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    if getattr(AutoConfig.from_pretrained(model_ref), "vision_config", None) is not None:
+        processor = AutoProcessor.from_pretrained(model_ref)
+        processor.tokenizer.padding_side = "left"
+        return processor
+    return AutoTokenizer.from_pretrained(model_ref, padding_side="left")
+
+
 def build_grpo_trainer(run: GRPORun):
     """An ``SDLGRPOTrainer`` for ``run``: policy, tokenizer, data, rewards, rollouts, distiller, eval."""
-    from transformers import AutoTokenizer
     from trl import get_peft_config
 
     from genevolve_graph.generators.registry import make_renderer
     from genevolve_graph.training.data import build_dataset, read_rows
-    from genevolve_graph.training.guides import GuideDistiller
+    from genevolve_graph.training.guides import make_distiller
     from genevolve_graph.training.rewards import GenEvolveRewards
     from genevolve_graph.training.rollout import GenEvolveRollout
     from genevolve_graph.training.trainer import SDLGRPOTrainer
@@ -65,11 +76,12 @@ def build_grpo_trainer(run: GRPORun):
 
     model_ref = model_args.model_name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_ref, padding_side="left")
+        tokenizer = _processing_class(model_ref)
     except OSError as exc:
         raise OSError(f"cannot load the tokenizer of model {model_ref!r}: {exc}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    if text_tokenizer.pad_token is None:
+        text_tokenizer.pad_token = text_tokenizer.eos_token
 
     image, text, distiller = judges(run).resolved()
     rewards = GenEvolveRewards(
@@ -96,7 +108,8 @@ def build_grpo_trainer(run: GRPORun):
         processing_class=tokenizer,
         rollout_func=rollout,
         peft_config=get_peft_config(model_args),
-        distiller=GuideDistiller(distiller.client()) if args.sdl_coef > 0 else None,
+        distiller=make_distiller(distiller.client(), judges(run).distiller_kind) if args.sdl_coef > 0 else None,
+        render_lookup=rewards.render_of,
         callbacks=callbacks or None,
     )
     for callback in callbacks:

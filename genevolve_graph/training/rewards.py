@@ -16,13 +16,19 @@ TRL's ``reward_weights``. What each returns for a rollout:
   A judge that rejects the key or the model (HTTP 401/403/404) stops training instead.
 
 Failures are counted in the logs (``rewards/render_failures``, ``rewards/judge_failures``).
+
+The rendered images are remembered (:class:`RenderLedger`, by request and program) so that
+the visual guide distiller can show the best and worst renders of a group without
+rendering them twice (``GenEvolveRewards.render_of``, passed to the trainer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +39,45 @@ if TYPE_CHECKING:
     from genevolve_graph.generators.base import Renderer
 
 logger = logging.getLogger(__name__)
+
+
+class RenderLedger:
+    """Where the render of (request, program) was written, for the most recent ``capacity`` renders.
+
+    Keyed by content, not by batch position: the trainer finds the render of a rollout from
+    the request and program it holds, however TRL orders or shuffles its batches. Two
+    rollouts with the same program render the same image (same seed), so sharing a key is right.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._paths: OrderedDict[str, str] = OrderedDict()
+
+    @staticmethod
+    def key(request: str, program: Any) -> str | None:
+        if program is None:
+            return None
+        data = program.model_dump(mode="json") if isinstance(program, Program) else Program.model_validate(program).model_dump(mode="json")
+        return json.dumps([request, data], sort_keys=True, ensure_ascii=False)
+
+    def record(self, request: str, program: Any, path: str | Path) -> None:
+        key = self.key(request, program)
+        if key is None:
+            return
+        self._paths[key] = str(path)
+        self._paths.move_to_end(key)
+        while len(self._paths) > self.capacity:
+            self._paths.popitem(last=False)
+
+    def get(self, request: str, program: Any) -> str | None:
+        try:
+            key = self.key(request, program)
+        except ValueError:  # not a program (a malformed row): nothing was rendered for it
+            return None
+        return self._paths.get(key) if key is not None else None
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 class GenEvolveRewards:
@@ -61,6 +106,11 @@ class GenEvolveRewards:
         self.max_concurrency = max_concurrency
         self.text_uses_ground_truth = text_uses_ground_truth
         self.seed = seed
+        self.renders = RenderLedger()
+
+    def render_of(self, request: str, program: Any) -> str | None:
+        """The image the last renders produced for this request and program (None: not rendered)."""
+        return self.renders.get(request, program)
 
     def reward_funcs(self) -> list[Any]:
         """``[image_reward, program_reward]``: pass with ``reward_weights=[0.5, 0.5]``."""
@@ -126,6 +176,7 @@ class GenEvolveRewards:
                 counts["render"] += 1
                 logger.warning("render failed for rollout %d: %s", i, result.error)
                 return None
+            self.renders.record(request_of(prompts[i]), program, result.output_path)
             try:
                 score = await judge_kscore(self.image_judge, prompt=request_of(prompts[i]), generated=Path(result.output_path), ground_truth=truth)
             except (JudgeError, ImageLoadError) as exc:

@@ -70,6 +70,8 @@ class RolloutResult:
     prompt_messages: list[dict[str, Any]] = field(default_factory=list)
     """The system prompt and the request as the policy read them (the teacher extends these)."""
     messages: list[BaseMessage] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    """A vision policy's images in token order (request images, then thumbnails), as data URIs."""
 
 
 def request_of(prompt: Any) -> str:
@@ -80,16 +82,30 @@ def request_of(prompt: Any) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
             return str(content)
     raise ValueError("a prompt holds no user turn with the image request")
 
 
-def request_prompt(request: str, ctx: AgentContext) -> list[dict[str, Any]]:
-    """The dataset ``prompt`` for a request: exactly the graph's first two messages."""
+def request_prompt(request: str, ctx: AgentContext, images: list[str] | None = None) -> list[dict[str, Any]]:
+    """The dataset ``prompt`` for a request: exactly the graph's first two messages
+    (``images``: the user's reference images as data URIs, shown to a vision policy)."""
     from genevolve_graph.nodes.planner import initial_messages
 
-    return chat_dicts(initial_messages(request, ctx), "genevolve")
+    prompt = chat_dicts(initial_messages(request, ctx, images=images), "genevolve")
+    if images:  # one content type per column, so that a datasets (Arrow) table can hold the rows
+        prompt = [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m for m in prompt]
+    return prompt
+
+
+def request_images_of(prompt: Any) -> list[str]:
+    """The user's reference images in a TRL prompt (the image parts of its last user turn)."""
+    from genevolve_graph.training.vision import image_urls
+
+    if isinstance(prompt, str):
+        return []
+    users = [m for m in prompt if m.get("role") == "user"]
+    return image_urls(users[-1:])
 
 
 _ROLLOUT_POLICY: ContextVar[TracingPolicy] = ContextVar("genevolve_rollout_policy")
@@ -133,8 +149,6 @@ class GenEvolveRollout:
     ) -> None:
         if ctx.protocol != "genevolve":
             raise ValueError("training rollouts use protocol 'genevolve'; set protocol: genevolve in the agent settings")
-        if ctx.options.get("show_images"):
-            raise ValueError("training rollouts are text-only: remove the 'show_images' option (thumbnails in observations are for vision policies)")
         self.ctx = replace(ctx, renderer="none")
         self.generator = generator
         self.max_concurrency = max_concurrency
@@ -172,11 +186,20 @@ class GenEvolveRollout:
     # ------------------------------------------------------------------ TRL entry point
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        tokenizer = trainer.processing_class
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        from genevolve_graph.training.vision import is_processor
+
+        processing_class = trainer.processing_class
+        # A VLM's processor renders the chats (its own image tokens); a text policy's tokenizer otherwise.
+        tokenizer = processing_class if is_processor(processing_class) else getattr(processing_class, "tokenizer", processing_class)
         kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
-        generator, local_model = self._generator_for(trainer, tokenizer)
         requests = [request_of(p) for p in prompts]
+        images = [request_images_of(p) for p in prompts]
+        if (self.ctx.options.get("show_images") or any(images)) and not is_processor(processing_class):
+            raise ValueError(
+                "image observations (show_images) and request images need a vision-language policy, but the trainer's "
+                "processing class is a text tokenizer; train a VLM or turn show_images off and drop request_images"
+            )
+        generator, local_model = self._generator_for(trainer, tokenizer)
         self._wait_for_weight_sync(trainer)
         if local_model is not None:
             from trl.models import unwrap_model_for_generation
@@ -186,14 +209,14 @@ class GenEvolveRollout:
             ) as unwrapped:
                 generator.model = unwrapped
                 results = self.run(requests, tokenizer=tokenizer, generator=generator,
-                                   max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
+                                   max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs, images=images)
         else:
             begin, end = getattr(generator, "begin", None), getattr(generator, "end", None)
             if begin is not None:
                 begin()
             try:
                 results = self.run(requests, tokenizer=tokenizer, generator=generator,
-                                   max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs)
+                                   max_completion_length=trainer.max_completion_length, chat_template_kwargs=kwargs, images=images)
             finally:
                 if end is not None:
                     end()
@@ -244,7 +267,10 @@ class GenEvolveRollout:
             base = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
             self.generator = CompletionsGenerator(base, sampling=sampling, extra_body=extra)
             return self.generator, None
-        generator = LocalGenerator(trainer.model, tokenizer, sampling)
+        from genevolve_graph.training.vision import is_processor, text_tokenizer
+
+        processor = tokenizer if is_processor(tokenizer) else None
+        generator = LocalGenerator(trainer.model, text_tokenizer(tokenizer), sampling, processor=processor)
         return generator, trainer.model
 
     def run(
@@ -255,10 +281,12 @@ class GenEvolveRollout:
         generator: TokenGenerator,
         max_completion_length: int,
         chat_template_kwargs: dict[str, Any] | None = None,
+        images: list[list[str]] | None = None,
     ) -> list[RolloutResult]:
-        """Roll out every request (blocking); results in the order of ``requests``."""
+        """Roll out every request (blocking); results in the order of ``requests``.
+        ``images``: per request, the user's reference images (data URIs)."""
         return self._run(self.arun(requests, tokenizer=tokenizer, generator=generator,
-                                   max_completion_length=max_completion_length, chat_template_kwargs=chat_template_kwargs))
+                                   max_completion_length=max_completion_length, chat_template_kwargs=chat_template_kwargs, images=images))
 
     async def arun(
         self,
@@ -268,15 +296,16 @@ class GenEvolveRollout:
         generator: TokenGenerator,
         max_completion_length: int,
         chat_template_kwargs: dict[str, Any] | None = None,
+        images: list[list[str]] | None = None,
     ) -> list[RolloutResult]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
-        async def one(request: str) -> RolloutResult:
+        async def one(request: str, request_images: list[str]) -> RolloutResult:
             async with semaphore:
-                return await self.rollout(request, tokenizer=tokenizer, generator=generator,
-                                          max_completion_length=max_completion_length, chat_template_kwargs=chat_template_kwargs)
+                return await self.rollout(request, tokenizer=tokenizer, generator=generator, max_completion_length=max_completion_length,
+                                          chat_template_kwargs=chat_template_kwargs, images=request_images)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return list(await asyncio.gather(*(one(r, list(i or [])) for r, i in zip(requests, images or [[]] * len(requests), strict=True))))
 
     async def rollout(
         self,
@@ -286,17 +315,19 @@ class GenEvolveRollout:
         generator: TokenGenerator,
         max_completion_length: int,
         chat_template_kwargs: dict[str, Any] | None = None,
+        images: list[str] | None = None,
     ) -> RolloutResult:
-        """One trajectory through the agent graph."""
+        """One trajectory through the agent graph (``images``: the user's reference images)."""
         from genevolve_graph.graph import build_graph, recursion_limit
 
         trace = TokenTrace(tokenizer, dict(chat_template_kwargs or {}))
         policy = TracingPolicy(trace, generator, max_completion_length=max_completion_length)
         if self._graph is None:  # one compiled graph for every rollout (compiling one costs more than a turn)
             self._graph = build_graph(None, policy=_RoutedPolicy(), **{k: v for k, v in self.services.items() if v is not None})
+        graph_input: dict[str, Any] = {"request": request, **({"request_images": list(images)} if images else {})}
         token = _ROLLOUT_POLICY.set(policy)  # this rollout's task (and the tasks the graph starts) see its policy
         try:
-            values = await self._graph.ainvoke({"request": request}, {"recursion_limit": recursion_limit(self.ctx)}, context=self.ctx)
+            values = await self._graph.ainvoke(graph_input, {"recursion_limit": recursion_limit(self.ctx)}, context=self.ctx)
         finally:
             _ROLLOUT_POLICY.reset(token)
         messages = list(values.get("messages") or [])
@@ -305,7 +336,7 @@ class GenEvolveRollout:
         failed = values.get("termination") == "error" and not truncated
         program: Program | None = values.get("program")
         if not trace.prompt_ids:  # the graph stopped before the first turn (bad request)
-            trace.prompt_ids = trace.render(request_prompt(request, self.ctx))
+            trace.prompt_ids = trace.render(request_prompt(request, self.ctx))  # text only: its images may be the bad part
         if not trace.completion_ids:
             # Nothing was sampled (the first turn failed, e.g. a transient 503): TRL reads the last
             # token of every completion, so the row carries one masked placeholder and no reward.
@@ -329,6 +360,7 @@ class GenEvolveRollout:
             trajectory=chat_dicts(messages[2:], "genevolve") if len(messages) > 2 else [],
             prompt_messages=chat_dicts(messages[:2], "genevolve") if len(messages) >= 2 else request_prompt(request, self.ctx),
             messages=messages,
+            images=list(trace.images),
         )
 
     # ------------------------------------------------------------------ TRL output
@@ -350,6 +382,7 @@ class GenEvolveRollout:
             "tool_calls": [r.tool_calls for r in results],
             "trajectory": [r.trajectory for r in results],
             "policy_prompt": [r.prompt_messages for r in results],
+            "rollout_images": [r.images for r in results],
         }
 
     def _log(self, trainer: Any, results: list[RolloutResult]) -> None:

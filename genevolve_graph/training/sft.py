@@ -14,6 +14,8 @@
 - Optional LoRA with TRL's ``ModelConfig`` flags (``--use_peft --lora_r 16 --lora_alpha 32
   --lora_target_modules q_proj v_proj``); bf16 when the accelerator supports it; every other
   ``SFTConfig`` field can be set (``--learning_rate 1e-5 --num_train_epochs 2 ...``).
+- Optional held-out split (``eval_split``, see ``sft_eval``): held-out trajectory loss on the
+  checkpoint schedule and the best checkpoint by ``eval_loss`` kept as the final model.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class SFTOptions:
     freeze_vision: bool = True
     config_args: list[str] = field(default_factory=list)
     """Further ``SFTConfig`` options as command-line arguments (``--learning_rate 1e-5``)."""
+    eval_split: str | None = None
+    """Held-out split: a fraction of the prompts of ``data`` (``"0.1"``) or a file/folder of records."""
 
 
 # --------------------------------------------------------------------------- data
@@ -167,14 +171,18 @@ def _bf16_available() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def make_sft_config(out: Path, config_args: list[str] | None = None) -> Any:
+def make_sft_config(out: Path, config_args: list[str] | None = None, *, evaluate: bool = False) -> Any:
     """``SFTConfig`` with this project's defaults, overridden by ``config_args``."""
-    return parse_sft_args(out, config_args)[0]
+    return parse_sft_args(out, config_args, evaluate=evaluate)[0]
 
 
-def parse_sft_args(out: Path, config_args: list[str] | None = None) -> tuple[Any, Any]:
+def parse_sft_args(out: Path, config_args: list[str] | None = None, *, evaluate: bool = False) -> tuple[Any, Any]:
     """``(SFTConfig, trl.ModelConfig)`` from this project's defaults and ``config_args``
-    (any ``SFTConfig`` field, and TRL's LoRA flags ``--use_peft --lora_r ...``)."""
+    (any ``SFTConfig`` field, and TRL's LoRA flags ``--use_peft --lora_r ...``).
+
+    ``evaluate``: a held-out set exists, so evaluate on the checkpoint schedule and load the
+    checkpoint with the lowest ``eval_loss`` at the end (unless the user set otherwise).
+    """
     from transformers import HfArgumentParser
     from trl import ModelConfig, SFTConfig
 
@@ -195,6 +203,13 @@ def parse_sft_args(out: Path, config_args: list[str] | None = None) -> tuple[Any
     argv: list[str] = []
     for key, value in defaults.items():
         argv += [f"--{key}", str(value)]
+    if evaluate:
+        from genevolve_graph.training.sft_eval import EvalSplitError, eval_defaults
+
+        try:
+            argv += eval_defaults(list(config_args or []), defaults["save_strategy"])
+        except EvalSplitError as exc:
+            raise SFTSetupError(str(exc)) from None
     argv += list(config_args or [])
     try:
         config, model_args, remaining = _Parser((SFTConfig, ModelConfig), allow_abbrev=False).parse_args_into_dataclasses(
@@ -208,6 +223,9 @@ def parse_sft_args(out: Path, config_args: list[str] | None = None) -> tuple[Any
         raise SFTSetupError(
             f"unknown SFTConfig option(s) {' '.join(remaining)}; any SFTConfig field is accepted as --field_name VALUE (e.g. --learning_rate 1e-5)"
         )
+    strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
+    if not evaluate and strategy != "no":
+        raise SFTSetupError(f"--eval_strategy {strategy} needs held-out data: add --eval-split 0.1 (or a file of held-out records)")
     lora_flags = [a for a in config_args or [] if a.startswith(("--lora_", "--lora-"))]
     if lora_flags and not model_args.use_peft:
         raise SFTSetupError(f"{lora_flags[0]} is set without --use_peft; add --use_peft to train a LoRA adapter (TRL's flags)")
@@ -251,12 +269,16 @@ def build_trainer(
     lora_dropout: float = 0.05,
     lora_target_modules: str = "all-linear",
     freeze_vision: bool = True,
+    eval_records: list[SFTRecord] | None = None,
 ) -> Any:
-    """An ``SFTTrainer`` ready to ``train()``: model, tokenizer/processor, data, config."""
+    """An ``SFTTrainer`` ready to ``train()``: model, tokenizer/processor, data, config.
+
+    With ``eval_records`` the trainer logs ``eval_loss`` on them and keeps the best checkpoint.
+    """
     from transformers import AutoConfig
 
     model_path = model_reference(model_path)
-    config, model_args = parse_sft_args(Path(out), config_args)
+    config, model_args = parse_sft_args(Path(out), config_args, evaluate=bool(eval_records))
     try:
         model_config = AutoConfig.from_pretrained(model_path)
     except OSError as exc:
@@ -293,14 +315,25 @@ def build_trainer(
         if vision and freeze_vision:
             peft_config.exclude_modules = r".*(" + "|".join(VISION_MODULE_NAMES) + r").*"
     dataset = build_dataset(records, vision=vision)
+    eval_dataset = build_dataset(eval_records, vision=vision) if eval_records else None
     from trl import SFTTrainer
 
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class, peft_config=peft_config)
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config)
 
 
 def train_sft(options: SFTOptions) -> tuple[Any, LoadResult]:
     """Load, validate, train and save. Returns (trainer, load report)."""
     records, loaded = load_training_records(options.data)
+    eval_records = None
+    if options.eval_split is not None:
+        from genevolve_graph.training.sft_eval import EvalSplitError, resolve_eval_split
+
+        try:
+            split = resolve_eval_split(options.eval_split, records, options.data)
+        except EvalSplitError as exc:
+            raise SFTSetupError(str(exc)) from None
+        records, eval_records = split.train, split.eval
+        loaded.problems.extend((f"--eval-split {where}", problem) for where, problem in split.problems)
     trainer = build_trainer(
         records,
         options.model,
@@ -311,6 +344,7 @@ def train_sft(options: SFTOptions) -> tuple[Any, LoadResult]:
         lora_dropout=options.lora_dropout,
         lora_target_modules=options.lora_target_modules,
         freeze_vision=options.freeze_vision,
+        eval_records=eval_records,
     )
     trainer.train()
     trainer.save_model(str(options.out))

@@ -28,6 +28,7 @@ from genevolve_graph.context import AgentContext
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.protocol import chat_dicts
 from genevolve_graph.training.generation.base import Generation, GenerationError, TokenGenerator
+from genevolve_graph.training.vision import has_images, image_urls, is_processor
 
 
 class BudgetExhausted(PolicyError):
@@ -52,14 +53,28 @@ class TokenTrace:
     logprobs: list[float] | None = field(default_factory=list)
     retemplated_turns: int = 0
     turns: int = 0
+    images: list[str] = field(default_factory=list)
+    """The images of the sequence in token order (data URIs), when the policy sees images."""
     _last_reply_closed: bool = True
+    _segment_images: list[int] = field(default_factory=list)
+
+    @property
+    def text_tokenizer(self) -> Any:
+        """The tokenizer (``tokenizer`` may be a VLM processor, which wraps one)."""
+        return getattr(self.tokenizer, "tokenizer", self.tokenizer)
 
     def render(self, chat: list[dict[str, Any]]) -> list[int]:
-        """``apply_chat_template(chat, add_generation_prompt=True)`` as token ids."""
+        """``apply_chat_template(chat, add_generation_prompt=True)`` as token ids.
+
+        With a VLM processor the processor renders the chat, so each image becomes its own
+        number of image tokens, exactly as the serving processor writes them.
+        """
         out = self.tokenizer.apply_chat_template(
             chat, add_generation_prompt=True, tokenize=True, return_dict=True, **self.chat_template_kwargs
         )
         ids = out["input_ids"]
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
         return list(ids[0] if ids and isinstance(ids[0], list) else ids)
 
     @property
@@ -72,8 +87,11 @@ class TokenTrace:
         Returns (ids, number of environment tokens appended).
         """
         rendered = self.render(chat)
+        urls = image_urls(chat)
+        new_images = urls[len(self.images) :]
         if not self.prompt_ids:
             self.prompt_ids = rendered
+            self.images += new_images
             return list(rendered), 0
         current = self.sequence
         if rendered[: len(current)] == current:
@@ -82,6 +100,9 @@ class TokenTrace:
             self.retemplated_turns += 1
             env = self._suffix_after_last_reply(rendered, chat)
         self._append(env, 0, None)
+        self.images += new_images
+        if env:
+            self._segment_images.append(len(new_images))
         return self.sequence, len(env)
 
     def _suffix_after_last_reply(self, rendered: list[int], chat: list[dict[str, Any]]) -> list[int]:
@@ -90,7 +111,7 @@ class TokenTrace:
         if last_assistant is None:
             raise TemplateError("no assistant turn to continue from")
         new_turns = len(chat) - last_assistant - 1
-        eos = self.tokenizer.eos_token_id
+        eos = self.text_tokenizer.eos_token_id
         closers = [i for i, t in enumerate(rendered) if t == eos]
         if len(closers) < new_turns + 1:
             raise TemplateError(
@@ -102,14 +123,14 @@ class TokenTrace:
 
     def add_reply(self, generation: Generation) -> None:
         self._append(generation.token_ids, 1, generation.logprobs)
-        eos = self.tokenizer.eos_token_id
+        eos = self.text_tokenizer.eos_token_id
         self._last_reply_closed = bool(generation.token_ids) and generation.token_ids[-1] == eos
         self.turns += 1
 
     def add_placeholder(self) -> None:
         """One EOS token outside the loss (mask 0, log-prob 0.0) for a trajectory with no reply:
         TRL needs at least one completion token per row, and an outage must not end the step."""
-        self._append([self.tokenizer.eos_token_id], 0, None)
+        self._append([self.text_tokenizer.eos_token_id], 0, None)
 
     def rollback(self, n_tokens: int) -> None:
         """Drop the last ``n_tokens`` (an environment turn that got no reply)."""
@@ -118,6 +139,9 @@ class TokenTrace:
             del self.mask[-n_tokens:]
             if self.logprobs is not None:
                 del self.logprobs[-n_tokens:]
+            dropped = self._segment_images.pop() if self._segment_images else 0
+            if dropped:
+                del self.images[-dropped:]
 
     def _append(self, ids: list[int], flag: int, logprobs: list[float] | None) -> None:
         self.completion_ids += ids
@@ -145,21 +169,27 @@ class TracingPolicy:
 
     async def respond(self, messages: list[BaseMessage], ctx: AgentContext) -> AIMessage:
         chat = chat_dicts(messages, self.protocol)
-        if any(not isinstance(m.get("content"), str) for m in chat):
-            raise TemplateError("a message holds non-text parts (images); training rollouts are text-only")
+        if has_images(chat) and not is_processor(self.trace.tokenizer):
+            raise TemplateError(
+                "a message holds images but the policy's processing class is a text tokenizer; train a vision-language "
+                "policy (its processor is loaded with it) or turn off show_images and drop the rows' request_images"
+            )
         ids, env_tokens = self.trace.prompt_for(chat)
         budget = min(ctx.max_tokens, self.max_completion_length - len(self.trace.completion_ids))
         if budget <= 0:
             self.trace.rollback(env_tokens)
             raise BudgetExhausted(f"the trajectory reached max_completion_length ({self.max_completion_length} tokens) without an answer")
         try:
-            generation = await self.generator.generate(ids, budget)
+            if self.trace.images:
+                generation = await self.generator.generate(ids, budget, images=list(self.trace.images))
+            else:
+                generation = await self.generator.generate(ids, budget)
         except GenerationError as exc:
             self.trace.rollback(env_tokens)
             raise PolicyError(str(exc)) from exc
         self.trace.add_reply(generation)
         reply_ids = generation.token_ids
-        if reply_ids and reply_ids[-1] == self.trace.tokenizer.eos_token_id:
+        if reply_ids and reply_ids[-1] == self.trace.text_tokenizer.eos_token_id:
             reply_ids = reply_ids[:-1]
-        text = self.trace.tokenizer.decode(reply_ids, skip_special_tokens=True)
+        text = self.trace.text_tokenizer.decode(reply_ids, skip_special_tokens=True)
         return AIMessage(content=text)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,12 +95,21 @@ class SDLGRPOTrainer(GRPOTrainer):
     ``experience_buffer``: an :class:`ExperienceBuffer` (default: one over
     ``args.embedding_model``, persisted in ``args.buffer_dir``). ``distiller``: a
     :class:`GuideDistiller` (None: no new guides; a preloaded buffer still teaches).
+    ``render_lookup``: ``(request, program) -> image path | None`` (``GenEvolveRewards.render_of``),
+    so that a visual distiller sees the renders the image reward judged.
     """
 
     _tag_names = ["trl", "grpo", "sdl", "genevolve"]
     _name = "SDL-GRPO"
 
-    def __init__(self, *args: Any, experience_buffer: ExperienceBuffer | None = None, distiller: GuideDistiller | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        experience_buffer: ExperienceBuffer | None = None,
+        distiller: GuideDistiller | None = None,
+        render_lookup: Callable[[str, Any], str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, SDLConfig):
             raise TypeError("SDLGRPOTrainer needs args=SDLConfig(...) (TRL's GRPOConfig plus the SDL options)")
@@ -111,6 +120,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         check_grpo_trainer(self)  # fail now, loudly, if this TRL changed an internal we rely on
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
+        self.render_lookup = render_lookup
         if experience_buffer is None and self.sdl_enabled:
             buffer_dir = self.args.buffer_dir or str(Path(self.args.output_dir) / "experience_buffer")
             experience_buffer = ExperienceBuffer(
@@ -119,6 +129,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         self.experience_buffer = experience_buffer
         self._capture_student = False
         self._captured_student_logps: torch.Tensor | None = None
+        self._rollout_mm: dict[str, Any] = {}
         self._buffer_synced = False
         if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
             logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
@@ -153,8 +164,41 @@ class SDLGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ generation batch
 
+    # ------------------------------------------------------------------ images (vision-language policy)
+
+    def _generate(self, prompts):
+        """TRL's ``_generate`` (which calls the rollout), keeping the rollouts' images: TRL's
+        ``rollout_func`` path carries no images, so their pixel values are built here, once,
+        for every forward of this generation batch (``training/vision.py``)."""
+        out = super()._generate(prompts)
+        rows = out[5].get("rollout_images") if isinstance(out[5], dict) else None
+        self._rollout_mm = {}
+        if rows and any(rows):
+            from genevolve_graph.training.vision import is_processor, multimodal_inputs
+
+            if not is_processor(self.processing_class):
+                raise ValueError("the rollouts hold images but the trainer's processing class has no image processor; pass the VLM's processor")
+            self._rollout_mm = multimodal_inputs(self.processing_class, rows, device=self.accelerator.device)
+        return out
+
+    def _attach_images(self, output: dict[str, Any]) -> None:
+        """Put the rollouts' pixel values (and image-token types) into the batch TRL trains on,
+        so that its shuffling, splitting and student forward carry them per row."""
+        from genevolve_graph.training.vision import check_image_tokens, mm_token_type_ids
+
+        mm, self._rollout_mm = self._rollout_mm, {}
+        if not mm:
+            return
+        sequence = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        check_image_tokens(sequence, self.processing_class, mm)
+        output.update({k: v for k, v in mm.items()})
+        if "image_grid_thw" in mm:
+            output["mm_token_type_ids"] = mm_token_type_ids(sequence, self.processing_class)
+
     def _generate_and_score_completions(self, inputs):
+        self._rollout_mm = {}
         output = super()._generate_and_score_completions(inputs)
+        self._attach_images(output)
         if not self.sdl_enabled or not self.model.training:
             return output
         self._sync_buffer_once()
@@ -202,6 +246,9 @@ class SDLGRPOTrainer(GRPOTrainer):
                 "trajectory": row.get("trajectory") or [],
                 "program": row.get("program"),
                 "termination": row.get("termination", ""),
+                # paths on this process's file system; the main process reads them (one node)
+                "image": self._render_path(row),
+                "gt_image": row.get("gt_image") or None,
             }
             for row in self._rollout_rows(inputs)
         ]
@@ -232,6 +279,11 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["sdl/distill_failures"].append(float(payload[1]))
         self._metrics[mode]["sdl/buffer_size"].append(float(len(self.experience_buffer)))
 
+    def _render_path(self, row: dict[str, Any]) -> str | None:
+        if self.render_lookup is None or row.get("program") is None:
+            return None
+        return self.render_lookup(request_of(row["prompt"]), row["program"])
+
     def _distill_main(self, rows: list[dict[str, Any]], rpf: torch.Tensor, totals: list[float], names: list[str]) -> tuple[list[DecisionGuide], int]:
         """Main process: distil a guide per group with a reward gap, add and persist them."""
         added: list[DecisionGuide] = []
@@ -247,8 +299,8 @@ class SDLGRPOTrainer(GRPOTrainer):
                 row = rows[start + i]
                 comps = {n: float(rpf[start + i, j]) for j, n in enumerate(names)}
                 attempts.append(Attempt(reward=totals[start + i], messages=row["trajectory"], components=comps,
-                                        program=row["program"], termination=row["termination"]))
-            jobs.append((rows[start]["request"], attempts[0], attempts[1]))
+                                        program=row["program"], termination=row["termination"], image=row["image"]))
+            jobs.append((rows[start]["request"], attempts[0], attempts[1], rows[start]["gt_image"]))
         guides, failures = self._run_async(self._distill_all(jobs))
         if guides:
             added = self.experience_buffer.add(guides)
@@ -256,12 +308,13 @@ class SDLGRPOTrainer(GRPOTrainer):
                 self.experience_buffer.save()
         return added, failures
 
-    async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt]]) -> tuple[list[DecisionGuide], int]:
+    async def _distill_all(self, jobs: list[tuple[str, Attempt, Attempt, str | None]]) -> tuple[list[DecisionGuide], int]:
         step = self.state.global_step
 
-        async def one(job: tuple[str, Attempt, Attempt]) -> DecisionGuide | None:
+        async def one(job: tuple[str, Attempt, Attempt, str | None]) -> DecisionGuide | None:
+            request, best, worst, ground_truth = job
             try:
-                return await self.distiller.distill(*job, step=step)
+                return await self.distiller.distill(request, best, worst, step=step, ground_truth=ground_truth)
             except GuideError as exc:
                 logger.warning("no guide for %r: %s", job[0][:80], exc)
                 return None
@@ -312,8 +365,14 @@ class SDLGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ loss
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+        mm = getattr(self, "_rollout_mm", None)
+        if mm and kwargs.get("pixel_values") is None and input_ids.size(0) == len(mm["num_images"]):
+            # old / reference log-probs inside TRL's generation step: the whole local batch, in rollout order
+            from genevolve_graph.training.vision import forward_kwargs
+
+            kwargs.update(forward_kwargs(input_ids, self.processing_class, mm), num_images=mm["num_images"])
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         if self._capture_student:
             self._captured_student_logps = out[0]
             self._capture_student = False  # only the student forward of _compute_loss
@@ -353,6 +412,12 @@ class SDLGRPOTrainer(GRPOTrainer):
         # the teacher only needs the completion up to the last decision token of these rows
         positions = cand_rows.nonzero(as_tuple=True)[1]
         width = int(positions.max().item()) + 1 if positions.numel() else 1
+        images = None
+        if inputs.get("pixel_values") is not None and "num_images" in inputs:
+            from genevolve_graph.training.vision import select_rows
+
+            images = select_rows(inputs, rows.tolist())
+            width = completion_ids.size(1)  # never cut a completion inside an image
         cand_rows = cand_rows[:, :width]
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             teacher = self._teacher_logps(
@@ -362,6 +427,7 @@ class SDLGRPOTrainer(GRPOTrainer):
                 completion_ids[rows, :width],
                 completion_mask[rows, :width],
                 cand_rows,
+                **({"images": images} if images else {}),
             )
         s_rows = student[rows, :width]
         keep = select_top_fraction((teacher - s_rows.detach()).abs(), cand_rows, self.args.top_k_fraction)
@@ -384,7 +450,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         metrics["sdl/active_rows"].append(totals[0].item())
         return self.args.sdl_coef * sdl_loss / self.current_gradient_accumulation_steps
 
-    def _teacher_logps(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask) -> torch.Tensor:
+    def _teacher_logps(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, score_mask, images: dict[str, Any] | None = None) -> torch.Tensor:
         """Teacher log-probs of the completion tokens where ``score_mask`` is 1 (0 elsewhere).
 
         One forward of the same model on teacher prompt + completion, through TRL's fused LM
@@ -396,8 +462,14 @@ class SDLGRPOTrainer(GRPOTrainer):
         labels = torch.full_like(input_ids, -100)
         width = completion_ids.size(1)
         labels[:, -width:] = completion_ids.masked_fill(~score_mask.bool(), -100)
+        extra: dict[str, Any] = {}
+        if images:  # the teacher sees the student's images (the guide only adds system text)
+            from genevolve_graph.training.vision import check_image_tokens, forward_kwargs
+
+            check_image_tokens(input_ids, self.processing_class, images)
+            extra = forward_kwargs(input_ids, self.processing_class, images)
         with self.accelerator.autocast():
-            outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+            outputs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **extra)
         return outputs.log_probs[:, -width:].float()
 
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
-from genevolve_graph.training.guides import DISTILLER_SYSTEM
+from genevolve_graph.training.guides import DISTILLER_SYSTEM, VISUAL_DISTILLER_SYSTEM
 
 
 def _text(content: Any) -> str:
@@ -34,14 +34,19 @@ class JudgeScript:
         self.kscore = kscore
         self.calls = {"kscore": 0, "sufficiency": 0, "distiller": 0}
         self.distiller_prompts: list[str] = []
+        self.distiller_images: list[list[str]] = []
+        """Per distiller request, the image_url URLs of its user message, in order."""
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body["messages"]
         system = _text(messages[0]["content"])
         user = _text(messages[-1]["content"])
-        if system == DISTILLER_SYSTEM:
+        if system in (DISTILLER_SYSTEM, VISUAL_DISTILLER_SYSTEM):
             self.calls["distiller"] += 1
             self.distiller_prompts.append(user)
+            content = messages[-1]["content"]
+            self.distiller_images.append([p["image_url"]["url"] for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
+                                         if isinstance(content, list) else [])
             request = user.split("## Request\n", 1)[1].split("\n", 1)[0]
             return json.dumps({
                 "retrieval_key": {"trigger": self.guide_trigger, "summary": self.guide_summary or request},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
@@ -125,3 +126,25 @@ def test_bad_configs_fail_with_one_line(tmp_path):
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["train", "grpo", "--config", str(tmp_path / "ok.yaml")])
     assert result.exit_code == 2 and "gt_image" in result.output and "line 1" in result.output
+
+
+def test_distiller_kind_is_chosen_in_the_config(tmp_path):
+    """judges.distiller_kind: vision (default) sees the renders through the rewards' ledger; text is kept as an option."""
+    from genevolve_graph.training.config import ConfigError, load_config
+    from genevolve_graph.training.guides import GuideDistiller, VisualGuideDistiller
+    from genevolve_graph.training.launch import build_trainer
+
+    config = _write_setup(tmp_path, "http://127.0.0.1:9/v1")
+    (tmp_path / "vision.yaml").write_text(yaml.safe_dump(config))
+    assert load_config(tmp_path / "vision.yaml").judges.distiller_kind == "vision"
+    text = dict(config, judges={**config["judges"], "distiller_kind": "text"})
+    (tmp_path / "text.yaml").write_text(yaml.safe_dump(text))
+    trainer = build_trainer(load_config(tmp_path / "text.yaml"))
+    assert type(trainer.distiller) is GuideDistiller and trainer.render_lookup is not None
+    assert trainer.render_lookup.__self__ is trainer.reward_funcs[0].__self__  # the image reward's own ledger
+    vision = build_trainer(load_config(tmp_path / "vision.yaml"))
+    assert isinstance(vision.distiller, VisualGuideDistiller)
+    bad = dict(config, judges={**config["judges"], "distiller_kind": "audio"})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"judges\.distiller_kind: .*'vision' or 'text'"):
+        load_config(tmp_path / "bad.yaml")

@@ -147,8 +147,3 @@ def test_trace_needs_end_of_turn_tokens(tiny_tokenizer):
     trace = TokenTrace(tiny_tokenizer)
     with pytest.raises(Exception, match="no assistant turn"):
         trace._suffix_after_last_reply([1, 2, 3], [{"role": "user", "content": "x"}])
-
-
-def test_image_observations_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="text-only"):
-        GenEvolveRollout(make_context(tmp_path, options={"show_images": True}))

@@ -16,7 +16,7 @@ from genevolve_graph.generators.preview import PreviewRenderer
 from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm
 from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-from genevolve_graph.training.guides import GuideDistiller
+from genevolve_graph.training.guides import VisualGuideDistiller
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
 from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
@@ -72,6 +72,7 @@ class Run:
     total: int
     judge: JudgeScript
     buffer_dir: Path
+    renders: Path
     logs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -102,7 +103,7 @@ def _train(tmp: Path, tokenizer, embedder, *, steps: int, distill: bool, gate: f
         trainer = RecordingTrainer(
             model=model, reward_funcs=rewards.reward_funcs(), args=args, train_dataset=_dataset(ctx, DATA / "images" / "cat.png"),
             processing_class=tokenizer, rollout_func=rollout, experience_buffer=buffer,
-            distiller=GuideDistiller(client) if distill else None,
+            distiller=VisualGuideDistiller(client) if distill else None, render_lookup=rewards.render_of,
         )
         trainer.records, trainer.teacher_diffs = [], []
         try:
@@ -110,7 +111,7 @@ def _train(tmp: Path, tokenizer, embedder, *, steps: int, distill: bool, gate: f
         finally:
             rollout.close()
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
-    return Run(trainer, changed, len(before), judge, Path(args.buffer_dir), list(trainer.state.log_history))
+    return Run(trainer, changed, len(before), judge, Path(args.buffer_dir), tmp / "renders", list(trainer.state.log_history))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,23 @@ def test_guides_are_distilled_retrieved_and_teach_decision_tokens(sdl_run: Run):
     # the distiller saw both trajectories of the pair and their rewards
     prompt = sdl_run.judge.distiller_prompts[0]
     assert "Better attempt: reward" in prompt and "Worse attempt: reward" in prompt and "[tool result]" in prompt
+
+
+def test_the_visual_distiller_sees_the_judged_renders_and_the_ground_truth(sdl_run: Run):
+    """Every distiller request of the run carries the ground truth and the two renders the image
+    reward judged for that group's best and worst rollouts (found through the render ledger)."""
+    import base64
+
+    from genevolve_graph.evaluation.images import image_data_url
+
+    truth_b64 = image_data_url(DATA / "images" / "cat.png", max_side=1024, quality=90)
+    rendered = {image_data_url(p, max_side=1024, quality=90) for p in sdl_run.renders.rglob("*.png")}
+    assert len(sdl_run.judge.distiller_images) == 3
+    for urls, prompt in zip(sdl_run.judge.distiller_images, sdl_run.judge.distiller_prompts):
+        assert len(urls) == 3 and urls[0] == truth_b64
+        assert urls[1] in rendered and urls[2] in rendered
+        assert all(base64.b64decode(u.split(",", 1)[1]) for u in urls)
+        assert "Better attempt's image:" in prompt and "Worse attempt's image:" in prompt
 
 
 def test_captured_student_logps_keep_their_gradient(sdl_run: Run):

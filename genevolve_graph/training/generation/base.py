@@ -27,9 +27,14 @@ class Generation:
 
 
 class TokenGenerator(Protocol):
-    """Samples a continuation of a token-id prompt."""
+    """Samples a continuation of a token-id prompt.
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
+    A vision-language policy's prompt holds image tokens; ``images`` (keyword, only passed when
+    there are some) are then the prompt's images in token order, as data URIs. A backend that
+    cannot take images raises :class:`GenerationError` saying which backend to use.
+    """
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None) -> Generation: ...
 
 
 @dataclass

@@ -20,6 +20,8 @@ class Pending:
     prompt_ids: list[int]
     max_new_tokens: int
     future: asyncio.Future
+    images: list[str] | None = None
+    """The prompt's images in token order (data URIs), for a backend that takes them."""
 
 
 class MicroBatchingGenerator:
@@ -33,9 +35,15 @@ class MicroBatchingGenerator:
         self._worker: asyncio.Task | None = None
         self.calls = 0
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def accepts_images(self) -> bool:
+        """Whether ``_generate_batch`` turns a prompt's images into pixel values (a VLM backend)."""
+        return False
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None) -> Generation:
+        if images and not self.accepts_images():
+            raise GenerationError(f"the prompt holds images but the {self.backend} generator cannot turn them into pixel values")
         loop = asyncio.get_running_loop()
-        pending = Pending(list(prompt_ids), max_new_tokens, loop.create_future())
+        pending = Pending(list(prompt_ids), max_new_tokens, loop.create_future(), list(images) if images else None)
         self._queue.append(pending)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())

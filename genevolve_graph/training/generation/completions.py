@@ -55,7 +55,12 @@ class CompletionsGenerator:
             self.model = response.json()["data"][0]["id"]
         return self.model
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None) -> Generation:
+        if images:
+            raise GenerationError(
+                "the /v1/completions endpoint takes token ids without images; roll out a vision-language policy with the "
+                "trainer's own model (no vLLM) or colocated vLLM (vllm_mode: colocate), which receive the images"
+            )
         s = self.sampling
         body: dict[str, Any] = {
             "prompt": list(prompt_ids),

@@ -14,11 +14,18 @@ class LocalGenerator(MicroBatchingGenerator):
 
     backend = "local"
 
-    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, sampling: SamplingParams | None = None, *, max_batch_size: int = 64, processor: Any = None
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size)
         self.model = model
         self.tokenizer = tokenizer
+        self.processor = processor
+        """A VLM's processor: prompts with images get their pixel values from it."""
         self.sampling = sampling or SamplingParams()
+
+    def accepts_images(self) -> bool:
+        return self.processor is not None
 
     def _generate_batch(self, batch: list[Pending]) -> list[Generation]:
         import torch
@@ -48,8 +55,15 @@ class LocalGenerator(MicroBatchingGenerator):
             pad_token_id=pad,
             bos_token_id=None,
         )
+        extra: dict[str, Any] = {}
+        if self.processor is not None and any(item.images for item in batch):
+            from genevolve_graph.training.vision import check_image_tokens, forward_kwargs, multimodal_inputs
+
+            mm = multimodal_inputs(self.processor, [item.images or [] for item in batch], device=device)
+            check_image_tokens(input_ids, self.processor, mm)
+            extra = forward_kwargs(input_ids.to(device), self.processor, mm)
         with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config)
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config, **extra)
         new = out[:, width:].tolist()
         results = []
         for item, ids in zip(batch, new, strict=True):
