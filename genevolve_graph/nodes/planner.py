@@ -37,7 +37,28 @@ from genevolve_graph.state import AgentState
 from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
 
-    return [SystemMessage(content=prompt, id=new_id("system")), HumanMessage(content=request_content(request, images), id=new_id("request"))]
+def request_content(request: str, images: list[str] | None = None) -> str | list[dict[str, Any]]:
+    """The request turn: the text, then the user's reference images as ``image_url`` parts."""
+    if not images:
+        return request
+    return [{"type": "text", "text": request}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
+
+
+def check_request_images(images: Any) -> str | None:
+    """Why ``request_images`` cannot be used (None when they can): a list of image data URIs
+    that decode under the safety limits; file paths and URLs are refused (callers are untrusted)."""
+    from genevolve_graph.imaging import UnsafeImageError, decode_data_uri
+
+    if not isinstance(images, list) or not all(isinstance(u, str) for u in images):
+        return "request_images must be a list of data URIs (data:image/...;base64,...)"
+    for index, url in enumerate(images):
+        try:
+            decode_data_uri(url)
+        except UnsafeImageError as exc:
+            return f"request_images[{index}]: {exc}; pass each image inline as a data URI"
+    return None
+
+
 def initial_messages(request: str, ctx: AgentContext, guide_text: str = "", images: list[str] | None = None) -> list[BaseMessage]:
     """System prompt and request (with the user's reference images, if any), the first two messages.
 
