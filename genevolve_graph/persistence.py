@@ -61,13 +61,14 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         yield InMemorySaver(serde=serializer())
     elif kind == "sqlite":
         import aiosqlite
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        from genevolve_graph.sqlite_saver import LeanAsyncSqliteSaver
 
         async with aiosqlite.connect(_sqlite_path(target)) as conn:
             # WAL (set by setup) with synchronous=NORMAL: durable across process crashes,
             # one fsync per checkpoint instead of several.
             await conn.execute("PRAGMA synchronous=NORMAL")
-            saver = AsyncSqliteSaver(conn, serde=serializer())
+            saver = LeanAsyncSqliteSaver(conn, serde=serializer())  # the stock saver, one hand-off per write
             await saver.setup()
             yield saver
     else:

@@ -90,7 +90,11 @@ async def run_with_saver(
         # although the steps after it never ran; ``tasks`` still lists that step.
         return result_from_values(thread_id, snapshot.values)
     graph_input = None if snapshot.values else {"request": request}
-    await graph.ainvoke(graph_input, config, context=ctx, **({"durability": durability} if durability else {}))
+    values = await graph.ainvoke(graph_input, config, context=ctx, **({"durability": durability} if durability else {}))
+    if isinstance(values, dict) and "messages" in values:
+        # The run's output is the final state's output channels: what ``aget_state`` would
+        # read back, without rebuilding the message history from the checkpoints again.
+        return result_from_values(thread_id, values)
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 
