@@ -7,7 +7,9 @@ bare sum of the server's reply latencies. Also reports the checkpoint bytes of o
 11-round trajectory (storage must grow linearly with length).
 
 Targets: at most 3 ms of overhead per round, and a ratio of at most 1.10.
-Run: python benchmarks/graph_overhead.py [--trajectories 20] [--latency-ms 20]
+Run: python benchmarks/graph_overhead.py [--trajectories 20] [--latency-ms 20] [--profile]
+(``--profile``: also where the client's CPU goes, grouped by component, from cProfile;
+its timings are inflated, so take the figures from a run without it.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ in the key order the SDK uses, then serialised as the SDK serialises it, so the 
 wire are identical (``tests/test_graph_openai.py::test_request_bytes_identical_for_both_chat_models``);
 the headers are the SDK client's own. The reply dict goes through
 ``ChatOpenAI._create_chat_result`` (in-line: it is cheap for one reply) and the stream
-chunks through ``_convert_chunk_to_generation_chunk``, so the messages are identical too.
+chunks through ``_convert_chunk_to_generation_chunk``, so content, tool calls and usage are
+identical too; ``response_metadata`` holds what the server sent, without the ``None``
+fields the SDK's response model adds for what it left out.
 HTTP failures are raised as the SDK's exceptions, so retries and error messages do not
 change. Anything outside the plain chat-completions path (structured output, the
 Responses API, response headers, gateways) goes to ``ChatOpenAI`` unchanged.
