@@ -167,3 +167,11 @@ async def test_lean_policy_streams_tokens_in_messages_mode(scripted_server, tmp_
 def test_unknown_chat_client_is_refused_with_the_fix():
     with pytest.raises(PolicyError, match="chat_client.*lean, sdk"):
         OpenAIChatPolicy(base_url="http://127.0.0.1:9/v1", model="m", chat_client="fast")
+
+
+async def test_callbacks_passed_to_the_call_are_listeners(scripted_server):
+    server = scripted_server({"a fox": [PARIS_SCRIPT[0]]})
+    _sdk, lean = _models(server)
+    recorder = Recorder()
+    reply = await ainvoke_chat(lean, CONVERSATION, config={"callbacks": [recorder], "run_name": "policy"})
+    assert recorder.chat_starts == 1 and reply.content == PARIS_SCRIPT[0]

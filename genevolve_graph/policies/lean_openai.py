@@ -216,14 +216,12 @@ class LeanChatOpenAI(ChatOpenAI):
             await response.aclose()
 
 
-def _quiet(model: ChatOpenAI) -> bool:
+def _quiet(model: ChatOpenAI, config: Any = None) -> bool:
     """Whether nothing would observe a call of ``model`` made now: no callback handler in
     the running config or on the model, no LangSmith/LangChain tracing (environment,
     context or hooks), no debug/verbose, no LLM cache, no rate limiter, no streaming."""
-    config = ensure_config()
-    callbacks = config.get("callbacks")
-    if callbacks:
-        if isinstance(callbacks, list) or callbacks.handlers or callbacks.inheritable_handlers:
+    for callbacks in (ensure_config().get("callbacks"), (config or {}).get("callbacks")):
+        if callbacks and (isinstance(callbacks, list) or callbacks.handlers or callbacks.inheritable_handlers):
             return False
     if model.callbacks or model.verbose or get_debug() or model.rate_limiter or model.streaming:
         return False
@@ -238,7 +236,7 @@ def _quiet(model: ChatOpenAI) -> bool:
     return not any(var.get() is not None or (env and env_var_is_set(env)) for var, _inh, _cls, env in _configure_hooks)
 
 
-async def ainvoke_chat(runnable: Any, messages: list[BaseMessage]) -> BaseMessage:
+async def ainvoke_chat(runnable: Any, messages: list[BaseMessage], config: Any = None) -> BaseMessage:
     """``runnable.ainvoke(messages)``, minus LangChain's run bookkeeping when no one listens.
 
     With a tracer, a callback handler, a cache or streaming configured this *is*
@@ -246,11 +244,12 @@ async def ainvoke_chat(runnable: Any, messages: list[BaseMessage]) -> BaseMessag
     ``LeanChatOpenAI`` (bare or bound with ``bind_tools``) is called through ``_agenerate``
     and its reply finished exactly as ``BaseChatModel`` finishes it (generation info and
     the response's ``llm_output`` merged into ``response_metadata``); setting up callback
-    managers for nobody costs more than the HTTP exchange at batch sizes.
+    managers for nobody costs more than the HTTP exchange at batch sizes. ``config`` is
+    passed to ``ainvoke`` (run name, tags); its callbacks count as listeners.
     """
     model, kwargs = (runnable.bound, dict(runnable.kwargs)) if isinstance(runnable, RunnableBinding) else (runnable, {})
-    if not isinstance(model, LeanChatOpenAI) or not _quiet(model):
-        return await runnable.ainvoke(messages)
+    if not isinstance(model, LeanChatOpenAI) or not _quiet(model, config):
+        return await runnable.ainvoke(messages, config=config)
     result = await model._agenerate(messages, **kwargs)
     generation = result.generations[0]
     message = generation.message
