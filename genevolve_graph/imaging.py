@@ -50,12 +50,13 @@ class UnsafeImageError(ValueError):
 class DecodedImage:
     """A decoded image plus what the bytes turned out to be.
 
-    ``image`` is fully loaded, EXIF-orientation applied, in mode RGB or RGBA;
+    ``image`` is fully loaded, EXIF-orientation applied, in mode RGB or RGBA (None after a
+    verify-only decode, ``upright=False``, of a still image);
     ``format`` is the detected Pillow format; ``frames`` the frame count of the source
     (only the first frame is decoded).
     """
 
-    image: Image.Image
+    image: Image.Image | None
     format: str
     frames: int
 
@@ -65,8 +66,16 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max
     return decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).image
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> DecodedImage:
-    """Like ``decode_image_bytes`` but also reports the detected format and frame count."""
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES, upright: bool = True
+) -> DecodedImage:
+    """Like ``decode_image_bytes`` but also reports the detected format and frame count.
+
+    ``upright=False`` is for callers that only verify the bytes and keep them as they are
+    (the downloader): every check runs the same (header, caps, the full decode of the
+    first frame, the EXIF block parsed), but the rotated RGB copy is made only for animated
+    images and GIFs, which such a caller re-encodes; otherwise the decoded
+    frame is not kept (``image`` is None). One decode, no copies nobody reads."""
     if max_pixels <= 0 or max_bytes <= 0:
         raise ValueError("max_pixels and max_bytes must be positive")
     if not data:
@@ -75,10 +84,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
         raise UnsafeImageError(f"{len(data)} bytes exceeds the {max_bytes}-byte cap")
     with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return _decode(data, max_pixels)
+        return _decode(data, max_pixels, upright)
 
 
-def _decode(data: bytes, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, max_pixels: int, upright: bool = True) -> DecodedImage:
     try:
         im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -100,13 +109,17 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
         try:
             im.seek(0)
             im.load()
-            out = ImageOps.exif_transpose(im)
-            out = out.convert("RGBA" if _has_alpha(out) else "RGB")
+            if upright or fmt == "GIF" or frames > 1:
+                out = ImageOps.exif_transpose(im)
+                out = out.convert("RGBA" if _has_alpha(out) else "RGB")
+            else:
+                im.getexif()  # parsed as exif_transpose would: a broken EXIF block is refused here too
+                out = None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - OSError for truncation, anything for malice
             raise UnsafeImageError(f"truncated or corrupt {fmt} data ({exc})") from None
-    if out.width * out.height > max_pixels:
+    if out is not None and out.width * out.height > max_pixels:
         raise UnsafeImageError(f"{out.width}x{out.height} pixels exceeds the {max_pixels}-pixel cap")
     return DecodedImage(image=out, format=fmt, frames=frames)
 

@@ -136,7 +136,8 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         yield InMemorySaver(serde=serializer())
     elif kind == "sqlite":
         import aiosqlite
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        from genevolve_graph.sqlite_saver import LeanAsyncSqliteSaver
 
         check_sqlite_file(target)
         async with aiosqlite.connect(_sqlite_path(target)) as conn:
@@ -144,7 +145,7 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
             # one fsync per checkpoint instead of several.
             try:
                 await conn.execute("PRAGMA synchronous=NORMAL")
-                saver = AsyncSqliteSaver(conn, serde=serializer())
+                saver = LeanAsyncSqliteSaver(conn, serde=serializer())  # the stock saver, one hand-off per write
                 await saver.setup()
             except sqlite3.DatabaseError as exc:
                 raise _unusable(target, exc) from None

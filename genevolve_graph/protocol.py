@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -279,6 +280,47 @@ def policy_messages(messages: list[BaseMessage], protocol: str = "genevolve") ->
         else:  # pragma: no cover - the graph writes only the kinds above
             raise TypeError(f"unexpected message type {type(message).__name__}")
     return out
+
+
+class RenderedMessages:
+    """``policy_messages`` one message at a time, each state message rendered once.
+
+    A trajectory resends its whole conversation every round; rendering it again each time
+    costs a pydantic message per message per round, and hands the chat model new objects
+    it must convert again. This keeps the rendered message of each state message (by its
+    ``id``, checked against the message's content, so a message replaced under the same id
+    is rendered anew), most recently used first, bounded. One instance per policy.
+    """
+
+    def __init__(self, protocol: str = "genevolve", size: int = 16384) -> None:
+        self.protocol = protocol
+        self.size = size
+        self._cache: OrderedDict[str, tuple[BaseMessage, BaseMessage]] = OrderedDict()
+
+    def render(self, messages: list[BaseMessage]) -> list[BaseMessage]:
+        out: list[BaseMessage] = []
+        cache = self._cache
+        for message in messages:
+            key = message.id
+            hit = cache.get(key) if key else None
+            if hit is not None and (hit[0] is message or _same_message(hit[0], message)):
+                cache.move_to_end(key)
+                out.append(hit[1])
+                continue
+            rendered = policy_messages([message], self.protocol)[0]
+            if key:
+                cache[key] = (message, rendered)
+                if len(cache) > self.size:
+                    cache.popitem(last=False)
+            out.append(rendered)
+        return out
+
+
+def _same_message(a: BaseMessage, b: BaseMessage) -> bool:
+    """Whether two state messages render the same (what ``policy_messages`` reads)."""
+    return (type(a) is type(b) and a.content == b.content
+            and getattr(a, "tool_calls", None) == getattr(b, "tool_calls", None)
+            and getattr(a, "tool_call_id", None) == getattr(b, "tool_call_id", None))
 
 
 def _tool_content(message: ToolMessage) -> Any:

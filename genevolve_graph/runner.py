@@ -100,11 +100,19 @@ async def run_with_saver(
     if graph_input is not None and ctx.guidance == "retrieve":
         config["metadata"].update(await _guide_metadata(request, ctx, graph.store))
     options: dict[str, Any] = {"durability": durability} if durability else {}
+    values: Any = None
     if on_event is None:
-        await graph.ainvoke(graph_input, config, context=ctx, **options)
+        values = await graph.ainvoke(graph_input, config, context=ctx, **options)
     else:
-        async for event in graph.astream(graph_input, config, context=ctx, stream_mode="custom", **options):
-            on_event(event)
+        async for mode, chunk in graph.astream(graph_input, config, context=ctx, stream_mode=["custom", "values"], **options):
+            if mode == "custom":
+                on_event(chunk)
+            else:
+                values = chunk
+    if isinstance(values, dict) and "messages" in values:
+        # The run's output is the final state's output channels: what ``aget_state`` would
+        # read back, without rebuilding the message history from the checkpoints again.
+        return result_from_values(thread_id, values)
     snapshot = await graph.aget_state(config)
     return result_from_values(thread_id, snapshot.values)
 

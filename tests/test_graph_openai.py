@@ -49,9 +49,13 @@ async def test_whole_trajectory_with_search_images_and_skills(scripted_server, t
     assert kinds == ["SystemMessage", "HumanMessage"] + ["AIMessage", "ToolMessage"] * 4 + ["AIMessage"]
 
 
-async def test_exact_messages_sent_to_the_server(scripted_server, tmp_path):
+CHAT_CLIENTS = [{"chat_client": "lean"}, {"chat_client": "sdk"}]
+
+
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_exact_messages_sent_to_the_server(scripted_server, tmp_path, options):
     server = scripted_server({PARIS: PARIS_SCRIPT})
-    result = await run(server, tmp_path)
+    result = await run(server, tmp_path, options=options)
     bodies = server.successful_bodies()
     assert len(bodies) == 5
     first = bodies[0]
@@ -163,17 +167,19 @@ async def test_no_answer_at_all_ends_with_no_answer(scripted_server, tmp_path):
     assert "no usable answer within 3 rounds" in result.error
 
 
-async def test_retries_429_then_succeeds(scripted_server, tmp_path):
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_retries_429_then_succeeds(scripted_server, tmp_path, options):
     server = scripted_server({"fox": [answer("a red fox")]}, flaky=[429, 503])
-    result = await run(server, tmp_path, request="a fox")
+    result = await run(server, tmp_path, request="a fox", options=options)
     assert result.termination == "answer"
     assert [r.status for r in server.requests] == [429, 503, 200]
 
 
-async def test_persistent_5xx_ends_with_error_and_keeps_the_partial_trajectory(scripted_server, tmp_path):
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_persistent_5xx_ends_with_error_and_keeps_the_partial_trajectory(scripted_server, tmp_path, options):
     server = scripted_server({"fox": [tool("search", queries=["red fox"])]}, flaky=[])
     url = f"sqlite:///{tmp_path / 'trace.sqlite'}"
-    result = await run(server, tmp_path, request="a fox", url=url, max_retries=2)
+    result = await run(server, tmp_path, request="a fox", url=url, max_retries=2, options=options)
     assert result.termination == "error"
     assert "HTTP 500" in result.error and "script exhausted" in result.error
     assert len(server.requests) == 1 + 3  # turn 0 once, turn 1 three times (1 + 2 retries)
@@ -185,7 +191,8 @@ async def test_persistent_5xx_ends_with_error_and_keeps_the_partial_trajectory(s
     assert snapshot.values["termination"] == "error"
 
 
-async def test_unreachable_endpoint_ends_with_error(tmp_path):
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_unreachable_endpoint_ends_with_error(tmp_path, options):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -193,26 +200,28 @@ async def test_unreachable_endpoint_ends_with_error(tmp_path):
     class Dead:
         base_url = f"http://127.0.0.1:{port}/v1"
 
-    result = await run(Dead(), tmp_path, request="a fox", max_retries=1)
+    result = await run(Dead(), tmp_path, request="a fox", max_retries=1, options=options)
     assert result.termination == "error"
     assert "cannot reach the policy endpoint" in result.error
 
 
-async def test_timeout_ends_with_error(scripted_server, tmp_path):
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_timeout_ends_with_error(scripted_server, tmp_path, options):
     server = scripted_server({"fox": [answer("a fox")]}, latency=1.0)
-    result = await run(server, tmp_path, request="a fox", request_timeout=0.2, max_retries=1)
+    result = await run(server, tmp_path, request="a fox", request_timeout=0.2, max_retries=1, options=options)
     assert result.termination == "error" and "timed out" in result.error
     assert len(server.requests) == 2
 
 
-async def test_native_protocol_uses_tool_calling(scripted_server, tmp_path):
+@pytest.mark.parametrize("options", CHAT_CLIENTS, ids=["lean", "sdk"])
+async def test_native_protocol_uses_tool_calling(scripted_server, tmp_path, options):
     script = [
         {"content": "", "tool_calls": [{"id": "call_a", "name": "query_knowledge", "arguments": {"skill_name": "quantity_counting"}}]},
         {"content": "", "tool_calls": [{"id": "call_b", "name": "search", "arguments": {"queries": ["emperor penguin"]}}]},
         answer("Exactly three emperor penguins on sea ice."),
     ]
     server = scripted_server({"penguins": script})
-    result = await run(server, tmp_path, request="three penguins", protocol="native")
+    result = await run(server, tmp_path, request="three penguins", protocol="native", options=options)
     assert result.termination == "answer", result.error
     bodies = server.successful_bodies()
     assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["search", "image_search", "query_knowledge"]

@@ -127,3 +127,61 @@ print("ok", len(values["images"]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok ") and "Blocked" not in proc.stderr
+
+
+async def test_lean_sqlite_saver_writes_what_the_stock_saver_writes(scripted_server, tmp_path):
+    """Same checkpoints and writes, row for row, as LangGraph's AsyncSqliteSaver; only the
+    channel versions are shorter (the zero-padded counter without the random suffix)."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from genevolve_graph.persistence import serializer
+
+    server = scripted_server({PARIS: PARIS_SCRIPT})
+    ctx = ctx_for(server, tmp_path)
+    stock_path, lean_path = tmp_path / "stock.sqlite", tmp_path / "lean.sqlite"
+    async with aiosqlite.connect(stock_path) as conn:
+        saver = AsyncSqliteSaver(conn, serde=serializer())
+        stock = await run_with_saver(PARIS, ctx, saver, thread_id="t")
+    async with open_checkpointer(f"sqlite:///{lean_path}") as saver:
+        lean = await run_with_saver(PARIS, ctx, saver, thread_id="t")
+    assert stock.program == lean.program and [m.content for m in stock.messages] == [m.content for m in lean.messages]
+    rows = {}
+    for name, path in (("stock", stock_path), ("lean", lean_path)):
+        with sqlite3.connect(path) as conn:
+            rows[name] = (
+                conn.execute("select count(*) from checkpoints").fetchone()[0],
+                conn.execute("select task_path, idx, channel, type from writes order by rowid").fetchall(),
+            )
+    assert rows["stock"] == rows["lean"]
+    with open_checkpointer_sync(f"sqlite:///{lean_path}") as saver:
+        versions = saver.get_tuple({"configurable": {"thread_id": "t"}}).checkpoint["channel_versions"].values()
+    assert all(len(v) == 32 and v.isdigit() for v in versions)
+
+
+async def test_a_thread_written_by_the_stock_saver_continues_on_the_lean_one(scripted_server, tmp_path):
+    """Versions compare across the two forms: a stopped thread from before resumes."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from genevolve_graph.persistence import serializer
+
+    path = tmp_path / "old.sqlite"
+    script = [tool("search", queries=["fox"]), tool("search", queries=["snow"]), answer("a red fox in snow")]
+    server = scripted_server({"fox": script})
+    ctx = ctx_for(server, tmp_path)
+    config = {"configurable": {"thread_id": "old"}}
+    async with aiosqlite.connect(path) as conn:
+        saver = AsyncSqliteSaver(conn, serde=serializer())
+        await saver.setup()
+        await build_graph(saver).ainvoke({"request": "a fox"}, config, context=ctx, interrupt_after=["tools"])
+    async with open_checkpointer(f"sqlite:///{path}") as saver:
+        result = await run_with_saver("a fox", ctx, saver, thread_id="old")
+        history = [s async for s in build_graph(saver).aget_state_history(config)]
+    assert result.termination == "answer" and result.rounds == 3 and result.tool_calls == 2
+    assert len(server.successful_bodies()) == 3
+    assert history[0].values["termination"] == "answer"
+    with open_checkpointer_sync(f"sqlite:///{path}") as saver:
+        versions = [saver.get_tuple(s.config).checkpoint["channel_versions"] for s in (history[-1], history[0])]
+    assert all("." in v for v in versions[0].values())  # written by the stock saver
+    assert any("." not in v for v in versions[1].values())  # continued by the lean one

@@ -113,3 +113,26 @@ def test_skill_block_has_a_blank_line_after_the_heading():
     from genevolve_graph.tools.observations import skill_block
 
     assert skill_block("spatial_layout", "Guide text.") == "## Skill Guidance\n\n=== Skill: spatial_layout ===\nGuide text."
+
+
+@pytest.mark.parametrize("protocol", ["genevolve", "native"])
+def test_rendered_messages_match_policy_messages_and_render_each_message_once(protocol):
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+    from genevolve_graph.protocol import RenderedMessages, policy_messages
+
+    history = [
+        SystemMessage(content="sys", id="s"),
+        HumanMessage(content="a fox", id="r"),
+        AIMessage(content="<tool_call>…</tool_call>", id="a1",
+                  tool_calls=[{"name": "search", "args": {"queries": ["fox"]}, "id": "c1", "type": "tool_call"}]),
+        ToolMessage(content="--- search result ---", tool_call_id="c1", id="t1"),
+    ]
+    rendered = RenderedMessages(protocol)
+    first = rendered.render(history)
+    assert [m.model_dump() for m in first] == [m.model_dump() for m in policy_messages(history, protocol)]
+    second = rendered.render(history + [AIMessage(content="<answer>{}</answer>", id="a2")])
+    assert all(a is b for a, b in zip(first, second))  # earlier messages: the same rendered objects
+    # A message replaced under the same id (LangGraph's add_messages semantics) renders anew.
+    replaced = rendered.render([*history[:3], ToolMessage(content="other", tool_call_id="c1", id="t1")])
+    assert replaced[3] is not first[3] and "other" in str(replaced[3].content)

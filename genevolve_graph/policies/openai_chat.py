@@ -20,8 +20,9 @@ from langchain_openai import ChatOpenAI
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from genevolve_graph.policies.base import PolicyError
+from genevolve_graph.policies.lean_openai import LeanChatOpenAI, ainvoke_chat
 from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
-from genevolve_graph.protocol import policy_messages, tool_schemas
+from genevolve_graph.protocol import RenderedMessages, tool_schemas
 from genevolve_graph.redaction import redact_text
 from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+CHAT_CLIENTS = ("lean", "sdk")
+"""``lean``: ``LeanChatOpenAI`` (the default: the same requests for a fraction of the CPU);
+``sdk``: ``ChatOpenAI`` through the openai SDK. Chosen with ``--option chat_client=sdk``."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -102,6 +106,7 @@ class OpenAIChatPolicy:
         max_retries: int = 3,
         retry_initial_delay: float = 1.0,
         http_async_client: Any = None,
+        chat_client: str = "lean",
     ) -> None:
         if not base_url:
             raise PolicyError("policy 'openai' needs an endpoint: pass --base-url or set GENEVOLVE_BASE_URL / OPENAI_BASE_URL")
@@ -109,6 +114,8 @@ class OpenAIChatPolicy:
             raise PolicyError("policy 'openai' needs a model name: pass --model or set GENEVOLVE_MODEL")
         if protocol not in ("genevolve", "native"):
             raise PolicyError(f"unknown protocol {protocol!r}; choose 'genevolve' or 'native'")
+        if chat_client not in CHAT_CLIENTS:
+            raise PolicyError(f"unknown chat_client option {chat_client!r}; choose one of {', '.join(CHAT_CLIENTS)} (--option chat_client=...)")
         self.model = model
         self.protocol = protocol
         self.endpoint = redact_endpoint(base_url)
@@ -122,7 +129,8 @@ class OpenAIChatPolicy:
                 event_hooks={"response": [completion_hook("policy")]},
             )
         kwargs: dict[str, Any] = {"http_async_client": http_async_client}
-        self.chat = ProtocolChatOpenAI(
+        chat_class = LeanChatOpenAI if chat_client == "lean" else ProtocolChatOpenAI
+        self.chat = chat_class(
             model=model,
             base_url=base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
@@ -134,6 +142,7 @@ class OpenAIChatPolicy:
             **kwargs,
         )
         self._runnable = self.chat.bind_tools(tool_schemas()) if protocol == "native" else self.chat
+        self._rendered = RenderedMessages(protocol)
 
     @classmethod
     def from_context(cls, ctx: "AgentContext") -> "OpenAIChatPolicy":
@@ -147,10 +156,11 @@ class OpenAIChatPolicy:
             timeout=ctx.request_timeout,
             max_retries=ctx.max_retries,
             retry_initial_delay=ctx.retry_initial_delay,
+            chat_client=str(ctx.options.get("chat_client", "lean")),
         )
 
     async def respond(self, messages: list[BaseMessage], ctx: "AgentContext") -> AIMessage:
-        request = policy_messages(messages, self.protocol)
+        request = self._rendered.render(messages)
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_transient),
@@ -159,7 +169,7 @@ class OpenAIChatPolicy:
                 reraise=True,
             ):
                 with attempt:
-                    reply = await self._runnable.ainvoke(request, config=run_config(ctx, run_name=POLICY_RUN_NAME, policy=self))
+                    reply = await ainvoke_chat(self._runnable, request, config=run_config(ctx, run_name=POLICY_RUN_NAME, policy=self))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
             raise PolicyError(describe_failure(exc, self.endpoint)) from exc
         content = reply.content if isinstance(reply.content, str) else _text_of(reply.content)

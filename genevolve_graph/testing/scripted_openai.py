@@ -30,7 +30,7 @@ import httpx
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from genevolve_graph.testing.server_thread import ServedApp, ServerThread
@@ -46,6 +46,9 @@ class RecordedRequest:
     answered: float = 0.0
     status: int = 200
     authorization: bool = False
+    raw: bytes = b""
+    """The request body exactly as it arrived (for byte-level comparisons of clients)."""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,8 +103,10 @@ class ScriptedChatServer(ServedApp):
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _chat(self, request: Request) -> Response:
-        body = await request.json()
-        record = RecordedRequest(body=body, arrived=time.monotonic(), authorization="authorization" in request.headers)
+        raw = await request.body()
+        body = json.loads(raw)
+        record = RecordedRequest(body=body, arrived=time.monotonic(), authorization="authorization" in request.headers,
+                                 raw=raw, headers=dict(request.headers))
         with self._lock:
             self.requests.append(record)
             self.in_flight += 1
@@ -119,7 +124,10 @@ class ScriptedChatServer(ServedApp):
                 reply = {"status": self.flaky[attempt], "message": "scripted transient failure"}
             else:
                 reply = self.reply_for(body)
-            return self._respond(reply, record)
+            response = self._respond(reply, record)
+            if body.get("stream") and record.status == 200:
+                return _as_event_stream(json.loads(response.body), bool((body.get("stream_options") or {}).get("include_usage")))
+            return response
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -159,6 +167,28 @@ class ScriptedChatServer(ServedApp):
 
     def successful_bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in self.requests if r.status == 200]
+
+
+def _as_event_stream(completion: dict[str, Any], include_usage: bool) -> StreamingResponse:
+    """A completion as OpenAI's server-sent chunks: the role, the content in a few pieces,
+    each tool call, the finish reason, then (when asked) a usage chunk and ``[DONE]``."""
+    message, choice = completion["choices"][0]["message"], completion["choices"][0]
+    head = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return "data: " + json.dumps({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    content = message.get("content") or ""
+    step = max(1, len(content) // 3)
+    events += [chunk({"content": content[i : i + step]}) for i in range(0, len(content), step)]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        events.append(chunk({"tool_calls": [{"index": index, **call}]}))
+    events.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        events.append("data: " + json.dumps({**head, "choices": [], "usage": completion["usage"]}) + "\n\n")
+    events.append("data: [DONE]\n\n")
+    return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
 def _serve_in_child(script: Script, latency: float, ports: Any) -> None:

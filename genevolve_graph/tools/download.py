@@ -268,7 +268,9 @@ class ImageDownloader:
             raise DownloadRejected(str(exc)) from None
 
     def _accept(self, url: str, data: bytes) -> StoredImage:
-        decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes)
+        # Verified once, kept as received: the upright RGB copy is made only for what
+        # _store re-encodes (GIFs, animations).
+        decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes, upright=False)
         return self._store(url, data, decoded.format, decoded.frames, decoded.image)
 
     async def _download(self, client: httpx.AsyncClient, url: str) -> bytes:

@@ -76,3 +76,34 @@ def test_byte_cap() -> None:
 def test_extension_is_irrelevant_content_decides() -> None:
     # A PNG whatever it is called: the decoder never sees a name, only bytes.
     assert decode_image(image_bytes("x", "png"), max_pixels=10**6, max_bytes=10**6).format == "PNG"
+
+
+def _two_thirds(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (png_declaring(10_000, 10_000), "decompression bomb"),
+        (png_declaring(3_000, 3_000), "exceeds the 1000000-pixel cap"),
+        (b"BM" + b"\x00" * 60, "not an allowed image format"),
+        (_two_thirds(image_bytes("trunc", "jpeg", (256, 256))), "truncated or corrupt JPEG"),
+    ],
+    ids=["bomb-warning", "pixel-cap", "bmp", "truncated"],
+)
+def test_verify_only_decode_refuses_what_the_full_decode_refuses(data: bytes, reason: str) -> None:
+    """The downloader's one decode (upright=False) runs every check of the full decode."""
+    with pytest.raises(UnsafeImageError, match=reason):
+        decode_image(data, max_pixels=1_000_000, max_bytes=1_000_000, upright=False)
+
+
+def test_verify_only_decode_makes_no_copy_of_a_still_image_but_converts_animations() -> None:
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), "white").save(out, format="JPEG", exif=exif)
+    still = decode_image(out.getvalue(), max_pixels=10_000, max_bytes=100_000, upright=False)
+    assert still.format == "JPEG" and still.frames == 1 and still.image is None
+    anim = decode_image(image_bytes("anim", "gifanim", (20, 20)), max_pixels=10_000, max_bytes=100_000, upright=False)
+    assert anim.frames == 3 and anim.image is not None and anim.image.mode == "RGB"

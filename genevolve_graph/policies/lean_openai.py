@@ -1,0 +1,259 @@
+"""A lean ``ChatOpenAI``: the same LangChain chat model, sending the same bytes, without
+the openai SDK's per-request machinery.
+
+Why: at the sizes the batch runs, one ``ChatOpenAI`` call costs about 5 ms of client CPU
+(SDK request transform and option models, its retry wrapper, response models, and the
+result built in a worker thread), against under 2 ms for the HTTP exchange itself. Every
+rollout pays it on every round.
+
+What stays: it *is* a ``ChatOpenAI`` (same fields, ``bind_tools``, LangSmith parameters,
+callbacks), so it is traced and streams like one (``_agenerate`` and ``_astream`` are
+implemented). The request body is built by ``ChatOpenAI._get_request_payload`` and laid out
+in the key order the SDK uses, then serialised as the SDK serialises it, so the bytes on the
+wire are identical (``tests/test_graph_openai.py::test_request_bytes_identical_for_both_chat_models``);
+the headers are the SDK client's own. The reply dict goes through
+``ChatOpenAI._create_chat_result`` (in-line: it is cheap for one reply) and the stream
+chunks through ``_convert_chunk_to_generation_chunk``, so content, tool calls and usage are
+identical too; ``response_metadata`` holds what the server sent, without the ``None``
+fields the SDK's response model adds for what it left out.
+HTTP failures are raised as the SDK's exceptions, so retries and error messages do not
+change. Anything outside the plain chat-completions path (structured output, the
+Responses API, response headers, gateways) goes to ``ChatOpenAI`` unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import weakref
+from typing import Any, AsyncIterator
+
+import httpx
+import openai
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.globals import get_debug, get_llm_cache
+from langchain_core.language_models.chat_models import _gen_info_and_msg_metadata
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableBinding
+from langchain_core.runnables.config import ensure_config
+from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled, tracing_v2_callback_var
+from langchain_core.utils.env import env_var_is_set
+from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import _convert_from_v1_to_chat_completions, _convert_message_to_dict
+from openai.resources.chat.completions import AsyncCompletions
+from langsmith.run_helpers import get_tracing_context
+from pydantic import PrivateAttr
+
+
+def _sdk_body_order() -> dict[str, int]:
+    """The order in which ``chat.completions.create`` lays out its body: ``model``,
+    ``stream``, ``service_tier``, ``messages``, then its keyword parameters in signature
+    order. Read from the SDK itself so that a new parameter lands where the SDK puts it."""
+    head = ["model", "stream", "service_tier", "messages"]
+    rest = [p for p in inspect.signature(AsyncCompletions.create).parameters
+            if p not in head and p != "self" and not p.startswith("extra_") and p != "timeout"]
+    return {name: i for i, name in enumerate(head + rest)}
+
+
+_BODY_ORDER = _sdk_body_order()
+
+
+def request_body(payload: dict[str, Any]) -> bytes:
+    """The bytes the SDK sends for ``create(**payload)``: its key order, ``extra_body``
+    merged on top, and its JSON settings (``openai._utils._json.openapi_dumps``)."""
+    extra = payload.get("extra_body") or {}
+    known = sorted((k for k in payload if k != "extra_body"), key=lambda k: _BODY_ORDER.get(k, len(_BODY_ORDER)))
+    body = {k: payload[k] for k in known}
+    body.update(extra)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+class _MessageDicts:
+    """Each message object converted to its request dict once: a conversation is resent
+    every round, and a caller that passes the same message objects again (the policy does)
+    gets its earlier messages for free. Keyed by object identity, held weakly."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+
+    def get(self, message: BaseMessage) -> dict[str, Any]:
+        key = id(message)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0]() is message:
+            return hit[1]
+        converted = (_convert_message_to_dict(_convert_from_v1_to_chat_completions(message))
+                     if isinstance(message, AIMessage) else _convert_message_to_dict(message))
+        memo = self._memo
+        memo[key] = (weakref.ref(message, lambda _ref, key=key: memo.pop(key, None)), converted)
+        return converted
+
+
+class LeanChatOpenAI(ChatOpenAI):
+    """``ChatOpenAI`` whose chat-completions calls go straight to httpx (see the module
+    docstring). Construct it like ``ChatOpenAI``; it needs ``http_async_client``."""
+
+    _lean_dicts: _MessageDicts = PrivateAttr(default_factory=_MessageDicts)
+    _lean_headers: dict[str, str] | None = PrivateAttr(default=None)
+
+    def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+        """ChatOpenAI's payload, with each message's dict converted once per message object."""
+        payload = super()._get_request_payload([], stop=stop, **kwargs)
+        if payload.get("messages") != []:  # not the chat-completions layout: ChatOpenAI's own
+            return super()._get_request_payload(input_, stop=stop, **kwargs)
+        payload["messages"] = [self._lean_dicts.get(m) for m in self._convert_input(input_).to_messages()]
+        return payload
+
+    def _lean(self, payload: dict[str, Any]) -> bool:
+        """Whether the plain path applies (everything else is ChatOpenAI's own path)."""
+        return (
+            self.http_async_client is not None
+            and "response_format" not in payload
+            and not self._use_responses_api(payload)
+            and not self.include_response_headers
+            and not self._uses_gateway
+        )
+
+    def _headers(self) -> dict[str, str]:
+        """The headers the SDK client sends with a chat-completions call (no SDK retry:
+        retries belong to the caller, as with ``max_retries=0``)."""
+        cached = self._lean_headers
+        if cached is None:
+            client = self.root_async_client
+            key = self.openai_api_key.get_secret_value() if self.openai_api_key is not None else ""
+            cached = {"Authorization": f"Bearer {key}", **{k: v for k, v in client.default_headers.items() if isinstance(v, str)}}
+            cached["X-Stainless-Raw-Response"] = "true"
+            cached["x-stainless-retry-count"] = "0"
+            timeout = client.timeout
+            read = timeout.read if hasattr(timeout, "read") else timeout
+            if read is not None:
+                cached["x-stainless-read-timeout"] = str(read)
+            self._lean_headers = cached
+        return cached
+
+    def _url(self) -> str:
+        return str(self.root_async_client.base_url).rstrip("/") + "/chat/completions"
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raise self.root_async_client._make_status_error_from_response(response)  # the SDK's exception classes
+
+    async def _post(self, body: bytes) -> httpx.Response:
+        try:
+            return await self.http_async_client.post(self._url(), content=body, headers=self._headers())
+        except httpx.TimeoutException as exc:
+            raise openai.APITimeoutError(request=exc.request) from exc
+        except httpx.TransportError as exc:
+            raise openai.APIConnectionError(request=exc.request) from exc
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        payload = self._get_request_payload(messages, stop=stop, **kwargs)
+        if not self._lean(payload):
+            return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        response = await self._post(request_body(payload))
+        self._raise_for(response)
+        try:
+            data = json.loads(response.content)
+        except ValueError as exc:
+            raise ValueError(f"the endpoint's reply is not JSON: {response.text[:200]!r}") from exc
+        return self._create_chat_result(data, {})
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        stream_usage: bool | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = dict(kwargs, stream=True)
+        usage = self._should_stream_usage(stream_usage, **call)
+        if usage:
+            call["stream_options"] = {"include_usage": usage}
+        payload = self._get_request_payload(messages, stop=stop, **call)
+        if not self._lean(payload) or self.stream_chunk_timeout:
+            async for chunk in super()._astream(messages, stop=stop, run_manager=run_manager, stream_usage=stream_usage, **kwargs):
+                yield chunk
+            return
+        client = self.http_async_client
+        request = client.build_request("POST", self._url(), content=request_body(payload), headers=self._headers())
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise openai.APITimeoutError(request=exc.request) from exc
+        except httpx.TransportError as exc:
+            raise openai.APIConnectionError(request=exc.request) from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                self._raise_for(response)
+            chunk_class: type = AIMessageChunk
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if event.get("error"):
+                    raise openai.APIError(str(event["error"]), request, body=event)
+                generation = self._convert_chunk_to_generation_chunk(event, chunk_class, {})
+                if generation is None:
+                    continue
+                chunk_class = generation.message.__class__
+                logprobs = (generation.generation_info or {}).get("logprobs")
+                if run_manager:
+                    await run_manager.on_llm_new_token(generation.text, chunk=generation, logprobs=logprobs)
+                yield generation
+        finally:
+            await response.aclose()
+
+
+def _quiet(model: ChatOpenAI, config: Any = None) -> bool:
+    """Whether nothing would observe a call of ``model`` made now: no callback handler in
+    the running config or on the model, no LangSmith/LangChain tracing (environment,
+    context or hooks), no debug/verbose, no LLM cache, no rate limiter, no streaming."""
+    for callbacks in (ensure_config().get("callbacks"), (config or {}).get("callbacks")):
+        if callbacks and (isinstance(callbacks, list) or callbacks.handlers or callbacks.inheritable_handlers):
+            return False
+    if model.callbacks or model.verbose or get_debug() or model.rate_limiter or model.streaming:
+        return False
+    if model.output_version not in (None, "v0") or model.disable_streaming not in (False,):
+        return False
+    if model.cache not in (None, False) or (model.cache is None and get_llm_cache() is not None):
+        return False
+    if _tracing_v2_is_enabled() or tracing_v2_callback_var.get() is not None or get_tracing_context()["parent"] is not None:
+        return False
+    if env_var_is_set("LANGCHAIN_TRACING"):
+        return False
+    return not any(var.get() is not None or (env and env_var_is_set(env)) for var, _inh, _cls, env in _configure_hooks)
+
+
+async def ainvoke_chat(runnable: Any, messages: list[BaseMessage], config: Any = None) -> BaseMessage:
+    """``runnable.ainvoke(messages)``, minus LangChain's run bookkeeping when no one listens.
+
+    With a tracer, a callback handler, a cache or streaming configured this *is*
+    ``runnable.ainvoke``: the call is traced and streamed as usual. Otherwise a
+    ``LeanChatOpenAI`` (bare or bound with ``bind_tools``) is called through ``_agenerate``
+    and its reply finished exactly as ``BaseChatModel`` finishes it (generation info and
+    the response's ``llm_output`` merged into ``response_metadata``); setting up callback
+    managers for nobody costs more than the HTTP exchange at batch sizes. ``config`` is
+    passed to ``ainvoke`` (run name, tags); its callbacks count as listeners.
+    """
+    model, kwargs = (runnable.bound, dict(runnable.kwargs)) if isinstance(runnable, RunnableBinding) else (runnable, {})
+    if not isinstance(model, LeanChatOpenAI) or not _quiet(model, config):
+        return await runnable.ainvoke(messages, config=config)
+    result = await model._agenerate(messages, **kwargs)
+    generation = result.generations[0]
+    message = generation.message
+    message.response_metadata = _gen_info_and_msg_metadata(generation)
+    if len(result.generations) == 1 and result.llm_output is not None:
+        message.response_metadata = {**result.llm_output, **message.response_metadata}
+    return message
