@@ -88,15 +88,7 @@ def decode_image(
 
 
 def _decode(data: bytes, max_pixels: int, upright: bool = True) -> DecodedImage:
-    try:
-        im = Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
-    except UnidentifiedImageError:
-        raise UnsafeImageError(f"not an allowed image format ({_sniff(data)}); allowed: JPEG, PNG, WebP, GIF") from None
-    except Exception as exc:  # noqa: BLE001 - hostile bytes can break a parser in any way
-        raise UnsafeImageError(f"corrupt image header ({type(exc).__name__}: {exc})") from None
-    with im:
+    with _open_header(data) as im:
         fmt = im.format or "?"
         if fmt not in ALLOWED_FORMATS:  # defensive: formats= already restricts this
             raise UnsafeImageError(f"format {fmt} is not allowed")
@@ -204,9 +196,15 @@ def data_uri_bytes(uri: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 def probe_size(data: bytes) -> tuple[int, int]:
     """Width and height from the image header alone (no pixel data is decoded)."""
+    with _open_header(data) as image:
+        return image.size
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """The image opened lazily (header only) as one of the allowed formats; any refusal of the
+    parser becomes an :class:`UnsafeImageError` naming why."""
     try:
-        with Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
-            return image.size
+        return Image.open(BytesIO(data), formats=list(ALLOWED_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnsafeImageError(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:

@@ -44,13 +44,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> None:
+    """``payload`` as JSON, written atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, dumps_safe(payload, indent=indent, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, fsync, rename: readers see the old
     file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(dumps_safe(payload, indent=indent, default=str) + "\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)

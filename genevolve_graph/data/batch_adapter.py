@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from genevolve_graph.batch.engine import RESULTS_JSONL, StopController, open_run_folder, run_session
 from genevolve_graph.batch.local import LocalExecutor
-from genevolve_graph.batch.journal import JournalError, read_json, write_json_atomic
+from genevolve_graph.batch.journal import JournalError, read_json, write_json_atomic, write_text_atomic
 from genevolve_graph.batch.renders import RenderOptions, arun_renders, program_of
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
 from genevolve_graph.batch.rows import BatchRow, InputError, file_stem, read_rows, row_key

@@ -103,19 +103,5 @@ def write_requests(recipe: Recipe, root: Path, cell_records: list[dict[str, Any]
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     """A whole JSONL file written through a temporary file and a rename."""
     import json
-    import os
 
-    from genevolve_graph.file_modes import mkstemp
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    engine.write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

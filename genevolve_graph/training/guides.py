@@ -187,16 +187,14 @@ class Attempt:
     """The rendered image of the attempt's program (what the image reward judged), if any."""
 
 
-DISTILLER_SYSTEM = """You coach an image-generation agent. The agent answers an image request by calling tools \
+_AGENT = """You coach an image-generation agent. The agent answers an image request by calling tools \
 (search for facts, image_search for visual references, query_knowledge for generation skills) and then \
-writing a program: a generation prompt plus up to two reference images.
+writing a program: a generation prompt plus up to two reference images."""
 
-You get one request and two attempts at it, a better one and a worse one, with their rewards (the \
-image score against a ground-truth image and a score of how complete the program is). Find the \
-decisions that made the difference and write advice that would help on *similar* requests, not only \
-this one.
+_ATTEMPTS = """You get one request and two attempts at it, a better one and a worse one, with their rewards (the \
+image score against a ground-truth image and a score of how complete the program is)."""
 
-Answer with one JSON object and nothing else:
+_ANSWER = """Answer with one JSON object and nothing else:
 {"retrieval_key": {"trigger": "<short phrase naming this kind of request>", \
 "summary": "<one sentence describing the request>"},
  "decision_guidance": {"tool_plan": [...], "search_queries": [...], "skill_routing": [...], \
@@ -204,30 +202,28 @@ Answer with one JSON object and nothing else:
 
 Each list holds at most three short imperative bullets ("Search the exact height before drawing \
 the tower"); leave a list empty when the attempts say nothing about it. Never mention IMG ids, URLs \
-or file paths, and never copy the better attempt's prompt."""
+or file paths"""
+
+# The two distillers share the agent's description, the attempts and the answer format.
+DISTILLER_SYSTEM = f"""{_AGENT}
+
+{_ATTEMPTS} Find the \
+decisions that made the difference and write advice that would help on *similar* requests, not only \
+this one.
+
+{_ANSWER}, and never copy the better attempt's prompt."""
 
 
-VISUAL_DISTILLER_SYSTEM = """You coach an image-generation agent. The agent answers an image request by calling tools \
-(search for facts, image_search for visual references, query_knowledge for generation skills) and then \
-writing a program: a generation prompt plus up to two reference images. A generator turns the program \
+VISUAL_DISTILLER_SYSTEM = f"""{_AGENT} A generator turns the program \
 into an image.
 
-You get one request and two attempts at it, a better one and a worse one, with their rewards (the \
-image score against a ground-truth image and a score of how complete the program is). You also *see* \
+{_ATTEMPTS} You also *see* \
 the image each attempt's program produced and, when there is one, the ground-truth image the request \
 was scored against. Look at what the worse image gets wrong that the better one, or the ground truth, \
 gets right (objects, counts, colours, layout, written text, style), trace each difference back to a \
 decision in the trajectories, and write advice that would help on *similar* requests, not only this one.
 
-Answer with one JSON object and nothing else:
-{"retrieval_key": {"trigger": "<short phrase naming this kind of request>", \
-"summary": "<one sentence describing the request>"},
- "decision_guidance": {"tool_plan": [...], "search_queries": [...], "skill_routing": [...], \
-"reference_selection": [...], "program_writing": [...], "failure_defenses": [...]}}
-
-Each list holds at most three short imperative bullets ("Search the exact height before drawing \
-the tower"); leave a list empty when the attempts say nothing about it. Never mention IMG ids, URLs \
-or file paths, never describe the ground-truth image as something to copy, and never copy the better \
+{_ANSWER}, never describe the ground-truth image as something to copy, and never copy the better \
 attempt's prompt."""
 
 
