@@ -136,3 +136,21 @@ def gate(engine) -> Iterator:
             g.remove()
 
     return hold
+
+
+@pytest.fixture
+def serve(engine):
+    """``serve(**settings)`` runs the service on the shared tiny engine; returns its URL."""
+    servers = []
+
+    from genevolve_graph.generators.service_app import ServiceSettings, create_app
+    from genevolve_graph.testing.server_thread import ServerThread
+
+    def start(**settings) -> str:
+        server = ServerThread(create_app(ServiceSettings(**settings), engine=engine)).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()

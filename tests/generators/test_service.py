@@ -47,21 +47,6 @@ def decode(reply) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(reply["image"])))
 
 
-@pytest.fixture
-def serve(engine):
-    """``serve(**settings)`` runs the service on the shared tiny engine; returns its URL."""
-    servers = []
-
-    def start(**settings) -> str:
-        server = ServerThread(create_app(ServiceSettings(**settings), engine=engine)).start()
-        servers.append(server)
-        return server.url
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def test_health_contract(serve, engine):
     url = serve()
     health = httpx.get(f"{url}/health").json()

@@ -28,20 +28,6 @@ from .test_service_client import TINY_GENERATION
 
 
 @pytest.fixture
-def serve(engine):
-    servers = []
-
-    def start(**settings) -> str:
-        server = ServerThread(create_app(ServiceSettings(**settings), engine=engine)).start()
-        servers.append(server)
-        return server.url
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def decodes(monkeypatch) -> Counter:
     """Counts every read and decode of reference bytes inside the service (slowed a little,
     so that requests arriving together really overlap)."""
