@@ -184,15 +184,33 @@ class TrainConfig(_Strict):
             raise ConfigError(f"grpo: {exc}") from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and check a training config file."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"config {path}: {exc.strerror}; pass a readable YAML file with --config") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path}: not valid YAML ({exc})") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (``{}`` for an empty file), or a one-line ``ConfigError``."""
+    raw = _read_yaml(path)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping of field names to values")
+    return raw
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and check a training config file."""
+    path = Path(path)
+    return validate_config(_read_yaml(path), path)
+
+
+def validate_config(raw: Any, path: Path) -> TrainConfig:
+    """Check the nested layout read from ``path`` (already parsed YAML)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: the top level must be a mapping with model, data, judges, ...")
     try:

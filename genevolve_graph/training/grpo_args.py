@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from genevolve_graph.training.config import ConfigError, TrainConfig
+from genevolve_graph.training.config import ConfigError, TrainConfig, read_config_file, validate_config
 
 NESTED_SECTIONS = ("model", "data", "agent", "renderer", "judges", "sdl", "rollout", "grpo")
 """Top-level keys of the deprecated nested layout (all mappings there)."""
@@ -156,20 +154,6 @@ def is_nested(raw: dict[str, Any]) -> bool:
     return any(isinstance(raw.get(key), dict) for key in ("model", "data", "sdl", "grpo", "rollout", "renderer"))
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"config {path}: {exc.strerror}; pass a readable YAML file with --config") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML ({exc})") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: the top level must be a mapping of field names to values")
-    return raw
-
-
 def nested_to_flat(config: TrainConfig) -> dict[str, Any]:
     """The flat equivalent of a (validated) nested config, paths as written in the file."""
     model, data, renderer, sdl = config.model, config.data, config.renderer, config.sdl
@@ -237,9 +221,7 @@ def parse_grpo_args(argv: list[str], config_file: Path | None = None) -> GRPORun
         base = config_file.resolve().parent
         if is_nested(raw):
             deprecated = True
-            from genevolve_graph.training.config import load_config
-
-            raw = nested_to_flat(load_config(config_file))
+            raw = nested_to_flat(validate_config(raw, config_file))
         env = raw.pop("env", None) or {}
         if not isinstance(env, dict):
             raise ConfigError(f"config {config_file}: 'env' must map variable names to values")
