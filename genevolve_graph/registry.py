@@ -26,6 +26,18 @@ if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
 
 
+
+def import_path(spec: str) -> Any:
+    """The object a ``package.module:attribute`` path names (a dotted attribute is walked).
+
+    Raises ``ImportError`` or ``AttributeError``; each caller words the error for its own input.
+    """
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
 class UnknownName(ValueError):
     """A name no registry entry (built-in or installed) answers to."""
 
@@ -104,11 +116,8 @@ class Registry(Mapping[str, str]):
         """The factory ``name`` points at, imported now."""
         self.check(name)
         target = self[name]
-        module, _, attr = target.partition(":")
         try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj = import_path(target)
         except (ImportError, AttributeError) as exc:
             raise PluginLoadError(f"{self.kind} {name!r} points at {target!r}, which cannot be imported: {exc}") from exc
         if not callable(obj):

@@ -8,7 +8,6 @@ asked for again, up to three replies in all.
 
 from __future__ import annotations
 
-import importlib
 from importlib import resources
 from typing import Any
 
@@ -41,8 +40,10 @@ def make_chat_model(config: ExpanderConfig) -> Any:
         module_name, _, attribute = config.chat_model.partition(":")
         if not module_name or not attribute:
             raise RecipeError(f"expander.chat_model {config.chat_model!r} is not module:attribute (e.g. mypkg.models:chat)")
+        from genevolve_graph.registry import import_path
+
         try:
-            target = getattr(importlib.import_module(module_name), attribute)
+            target = import_path(config.chat_model)
         except (ImportError, AttributeError) as exc:
             raise RecipeError(f"expander.chat_model {config.chat_model!r} cannot be imported ({exc}); check the name") from None
         model = target() if callable(target) and not hasattr(target, "ainvoke") else target

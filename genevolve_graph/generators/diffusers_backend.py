@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import inspect
 import logging
 import sys
@@ -205,9 +204,10 @@ def resolve_pipeline_class(name: str) -> type:
     if name == "auto":
         return diffusers.DiffusionPipeline
     if ":" in name:
-        module_name, _, attr = name.partition(":")
+        from genevolve_graph.registry import import_path
+
         try:
-            return getattr(importlib.import_module(module_name), attr)
+            return import_path(name)
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(f"option 'pipeline_class': cannot import {name!r}: {exc}") from None
     try:

@@ -14,7 +14,6 @@ a factory called with the ``AgentContext`` (or with nothing). See docs/search.md
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool
 
+from genevolve_graph.registry import import_path
 from genevolve_graph.tools.base import BackendUnavailable, SearchHit
 from genevolve_graph.tools.runcache import RUN_CACHE, RunCache
 from genevolve_graph.tools.web_common import clamp_top_k
@@ -166,11 +166,8 @@ def resolve(spec: Any, ctx: "AgentContext | None" = None) -> BaseTool | BaseRetr
             "option 'langchain_search' must be a LangChain tool or retriever, or an import path 'package.module:attribute'; "
             f"got {spec!r}"
         )
-    module_name, _, attr = spec.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target: Any = import_path(spec)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"option 'langchain_search' = {spec!r} cannot be imported ({exc})") from None
     if inspect.isclass(target):
