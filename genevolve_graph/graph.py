@@ -18,7 +18,7 @@ from genevolve_graph.context import AgentContext
 from genevolve_graph.nodes.binder import binder
 from genevolve_graph.nodes.common import dual_node
 from genevolve_graph.nodes.emitter import emitter, route_after_emitter
-from genevolve_graph.nodes.planner import make_planner, route_after_planner
+from genevolve_graph.nodes.planner import PLANNER_DESTINATIONS, make_planner
 from genevolve_graph.nodes.render import make_render_node
 from genevolve_graph.nodes.review import review, route_after_review
 from genevolve_graph.nodes.tools import make_tools_node
@@ -44,14 +44,13 @@ def build_builder(
     either way."""
     services = Services(policy=policy, search=search, image_search=image_search, skills=skills, renderer=renderer, confine=confine)
     builder = StateGraph(AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("planner", dual_node(make_planner(services), "planner"))
+    builder.add_node("planner", dual_node(make_planner(services), "planner"), destinations=PLANNER_DESTINATIONS)  # routes itself
     builder.add_node("tools", dual_node(make_tools_node(services), "tools"))
     builder.add_node("binder", binder)
     builder.add_node("emitter", emitter)
     builder.add_node("review", review)
     builder.add_node("render", dual_node(make_render_node(services), "render"))
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", route_after_planner, ["tools", "planner", "binder"])
     builder.add_edge("tools", "planner")
     builder.add_edge("binder", "emitter")
     builder.add_conditional_edges("emitter", route_after_emitter, ["review", "render", END])

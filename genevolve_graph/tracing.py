@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.globals import get_debug, get_verbose
+from langchain_core.runnables.config import ensure_config
+from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled, tracing_v2_callback_var
+from langchain_core.utils.env import env_var_is_set
+from langsmith.run_helpers import get_tracing_context
+
 if TYPE_CHECKING:
     from genevolve_graph.context import AgentContext
 
@@ -45,4 +51,22 @@ def run_config(ctx: "AgentContext", *, run_name: str | None = None, policy: Any 
     return config
 
 
-__all__ = ["BASE_TAG", "POLICY_RUN_NAME", "default_tags", "policy_label", "run_config"]
+def nobody_listens(config: Any = None) -> bool:
+    """Whether no LangChain run started now would be observed: no callback handler in the
+    running config or in ``config``, no LangSmith/LangChain tracing (environment, context
+    or tracing hooks), no debug or verbose mode. Callers skip building runs nobody sees
+    (callback managers cost more than a tool call or an HTTP exchange at batch sizes);
+    with any listener they make the run as usual."""
+    for callbacks in (ensure_config().get("callbacks"), (config or {}).get("callbacks")):
+        if callbacks and (isinstance(callbacks, list) or callbacks.handlers or callbacks.inheritable_handlers):
+            return False
+    if get_debug() or get_verbose():
+        return False
+    if _tracing_v2_is_enabled() or tracing_v2_callback_var.get() is not None or get_tracing_context()["parent"] is not None:
+        return False
+    if env_var_is_set("LANGCHAIN_TRACING"):
+        return False
+    return not any(var.get() is not None or (env and env_var_is_set(env)) for var, _inh, _cls, env in _configure_hooks)
+
+
+__all__ = ["BASE_TAG", "POLICY_RUN_NAME", "default_tags", "nobody_listens", "policy_label", "run_config"]

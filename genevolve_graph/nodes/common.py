@@ -51,7 +51,7 @@ class DualNode(Runnable[Any, dict[str, Any]]):
     variables, so the runtime and stream writer stay reachable.
     """
 
-    def __init__(self, afunc: Callable[[Any], Awaitable[dict[str, Any]]], name: str) -> None:
+    def __init__(self, afunc: Callable[[Any], Awaitable[Any]], name: str) -> None:
         self.afunc = afunc
         self.name = name
 

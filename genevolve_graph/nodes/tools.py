@@ -24,7 +24,7 @@ from genevolve_graph.skills import SkillError
 from genevolve_graph.state import AgentState, Reference
 from genevolve_graph.tools.base import BackendUnavailable, ImageHit
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
-from genevolve_graph.tracing import run_config
+from genevolve_graph.tracing import nobody_listens, run_config
 
 TOOL_SPECS: dict[str, dict[str, Any]] = {spec["function"]["name"]: spec["function"] for spec in tool_schemas()}
 
@@ -115,7 +115,11 @@ def make_tools_node(services: Services):
                     return content
                 return await run_query_knowledge(services, ctx, arguments["skill_name"])
 
-            observation = await as_langchain_tool(name, execute).ainvoke(args, config=run_config(ctx, policy=services.policy))
+            config = run_config(ctx, policy=services.policy)
+            if nobody_listens(config):  # no tracer or callback: the call itself, without a tool run nobody sees
+                observation = await execute(**args)
+            else:
+                observation = await as_langchain_tool(name, execute).ainvoke(args, config=config)
             found = len(results.get("refs", ()))
             if name == "image_search":
                 update["images"] = results["added"]

@@ -26,24 +26,23 @@ from __future__ import annotations
 import inspect
 import json
 import weakref
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
 import httpx
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.globals import get_debug, get_llm_cache
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models.chat_models import _gen_info_and_msg_metadata
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableBinding
-from langchain_core.runnables.config import ensure_config
-from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled, tracing_v2_callback_var
-from langchain_core.utils.env import env_var_is_set
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import _convert_from_v1_to_chat_completions, _convert_message_to_dict
 from openai.resources.chat.completions import AsyncCompletions
-from langsmith.run_helpers import get_tracing_context
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
+
+from genevolve_graph.policies.reply_check import MalformedReply, parse_completion, redact_endpoint
+from genevolve_graph.tracing import nobody_listens
 
 
 def _sdk_body_order() -> dict[str, int]:
@@ -93,8 +92,18 @@ class LeanChatOpenAI(ChatOpenAI):
     """``ChatOpenAI`` whose chat-completions calls go straight to httpx (see the module
     docstring). Construct it like ``ChatOpenAI``; it needs ``http_async_client``."""
 
+    lean_transport: Literal["httpx", "aiohttp"] = Field(default="httpx")
+    """How the plain path sends: through ``http_async_client`` (``httpx``: the caller's
+    client with its transport, proxies and hooks), or through an aiohttp session per event
+    loop (``aiohttp``: the same request bytes and headers for about half the CPU; see
+    ``lean_transport.py``). Streams and every other path use ``http_async_client``."""
+    endpoint_role: str = Field(default="policy")
+    """Who the endpoint is, in the message of a malformed reply (``policy``, ``judge``)."""
+
     _lean_dicts: _MessageDicts = PrivateAttr(default_factory=_MessageDicts)
     _lean_headers: dict[str, str] | None = PrivateAttr(default=None)
+    _lean_wire_headers: dict[str, str] | None = PrivateAttr(default=None)
+    _lean_aiohttp: Any = PrivateAttr(default=None)
 
     def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
         """ChatOpenAI's payload, with each message's dict converted once per message object."""
@@ -146,6 +155,45 @@ class LeanChatOpenAI(ChatOpenAI):
         except httpx.TransportError as exc:
             raise openai.APIConnectionError(request=exc.request) from exc
 
+    def _use_aiohttp(self) -> bool:
+        """``lean_transport="aiohttp"``, unless the endpoint URL carries credentials: httpx
+        turns those into Basic authentication, and that request is left to httpx."""
+        if self.lean_transport != "aiohttp":
+            return False
+        url = self.root_async_client.base_url
+        return not (url.username or url.password)
+
+    async def _exchange(self, body: bytes) -> dict[str, Any]:
+        """The aiohttp exchange: POST, the SDK's error for an HTTP error, and the reply
+        decoded once and checked as a chat completion (what ``completion_hook`` checks on
+        the httpx path)."""
+        from genevolve_graph.policies.lean_transport import AiohttpTransport, httpx_request_headers
+
+        url = self._url()
+        transport = self._lean_aiohttp
+        if transport is None:
+            transport = self._lean_aiohttp = AiohttpTransport(timeout=self.root_async_client.timeout)
+        headers = self._lean_wire_headers
+        if headers is None:
+            headers = self._lean_wire_headers = httpx_request_headers(self.http_async_client, url, self._headers())
+        try:
+            reply = await transport.post(url, body, headers)
+        except httpx.TimeoutException as exc:
+            raise openai.APITimeoutError(request=exc.request) from exc
+        except httpx.TransportError as exc:
+            raise openai.APIConnectionError(request=exc.request) from exc
+        if reply.status >= 400:
+            raise self.root_async_client._make_status_error_from_response(reply.as_httpx(url))
+        try:
+            return parse_completion(reply.body, reply.content_type, reply.charset)
+        except MalformedReply as exc:
+            raise MalformedReply(f"the {self.endpoint_role} endpoint {redact_endpoint(url)} sent a malformed reply: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Close the aiohttp session of the running event loop (sessions also close with their loop)."""
+        if self._lean_aiohttp is not None:
+            await self._lean_aiohttp.aclose()
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -156,6 +204,8 @@ class LeanChatOpenAI(ChatOpenAI):
         payload = self._get_request_payload(messages, stop=stop, **kwargs)
         if not self._lean(payload):
             return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        if self._use_aiohttp():
+            return self._create_chat_result(await self._exchange(request_body(payload)), {})
         response = await self._post(request_body(payload))
         self._raise_for(response)
         try:
@@ -217,23 +267,16 @@ class LeanChatOpenAI(ChatOpenAI):
 
 
 def _quiet(model: ChatOpenAI, config: Any = None) -> bool:
-    """Whether nothing would observe a call of ``model`` made now: no callback handler in
-    the running config or on the model, no LangSmith/LangChain tracing (environment,
-    context or hooks), no debug/verbose, no LLM cache, no rate limiter, no streaming."""
-    for callbacks in (ensure_config().get("callbacks"), (config or {}).get("callbacks")):
-        if callbacks and (isinstance(callbacks, list) or callbacks.handlers or callbacks.inheritable_handlers):
-            return False
-    if model.callbacks or model.verbose or get_debug() or model.rate_limiter or model.streaming:
+    """Whether nothing would observe a call of ``model`` made now: nobody listens
+    (``tracing.nobody_listens``), and the model has no callbacks, verbose mode, LLM cache,
+    rate limiter or streaming."""
+    if model.callbacks or model.verbose or model.rate_limiter or model.streaming:
         return False
     if model.output_version not in (None, "v0") or model.disable_streaming not in (False,):
         return False
     if model.cache not in (None, False) or (model.cache is None and get_llm_cache() is not None):
         return False
-    if _tracing_v2_is_enabled() or tracing_v2_callback_var.get() is not None or get_tracing_context()["parent"] is not None:
-        return False
-    if env_var_is_set("LANGCHAIN_TRACING"):
-        return False
-    return not any(var.get() is not None or (env and env_var_is_set(env)) for var, _inh, _cls, env in _configure_hooks)
+    return nobody_listens(config)
 
 
 async def ainvoke_chat(runnable: Any, messages: list[BaseMessage], config: Any = None) -> BaseMessage:

@@ -121,7 +121,8 @@ class OpenAIChatPolicy:
         self.endpoint = redact_endpoint(base_url)
         self.max_retries = max_retries
         self.retry_initial_delay = retry_initial_delay
-        if http_async_client is None:
+        own_client = http_async_client is None
+        if own_client:
             # Our own pool (not langchain-openai's process-wide cached one): a pool belongs
             # to the event loop that first used it, and policies are cached per loop.
             http_async_client = httpx.AsyncClient(
@@ -130,6 +131,8 @@ class OpenAIChatPolicy:
             )
         kwargs: dict[str, Any] = {"http_async_client": http_async_client}
         chat_class = LeanChatOpenAI if chat_client == "lean" else ProtocolChatOpenAI
+        if chat_client == "lean" and own_client:
+            kwargs["lean_transport"] = "aiohttp"  # a caller's own httpx client is used as given
         self.chat = chat_class(
             model=model,
             base_url=base_url,

@@ -80,6 +80,12 @@ def _decode_json(body: bytes, content_type: str, charset: str | None) -> Any:
 
 def check_completion(body: bytes, content_type: str = "", charset: str | None = None) -> None:
     """Raise :class:`MalformedReply` saying what is wrong when ``body`` is not a chat completion."""
+    parse_completion(body, content_type, charset)
+
+
+def parse_completion(body: bytes, content_type: str = "", charset: str | None = None) -> dict[str, Any]:
+    """The chat completion in ``body``, decoded once and checked; :class:`MalformedReply`
+    saying what is wrong when it is not one."""
     if not body.strip():
         raise MalformedReply("the reply body is empty")
     value = _decode_json(body, content_type, charset)
@@ -104,6 +110,7 @@ def check_completion(body: bytes, content_type: str = "", charset: str | None = 
     content = message.get("content")
     if content is not None and not isinstance(content, (str, list)):
         raise MalformedReply(f"the reply message's 'content' is a JSON {type(content).__name__}, not text")
+    return value
 
 
 def completion_hook(role: str = "policy") -> Callable[[httpx.Response], Awaitable[None]]:
@@ -125,4 +132,4 @@ def completion_hook(role: str = "policy") -> Callable[[httpx.Response], Awaitabl
     return check_response
 
 
-__all__ = ["MalformedReply", "check_completion", "completion_hook", "malformed_reply", "redact_endpoint"]
+__all__ = ["MalformedReply", "check_completion", "completion_hook", "malformed_reply", "parse_completion", "redact_endpoint"]

@@ -1,0 +1,135 @@
+"""The lean chat model's HTTP exchange over aiohttp.
+
+Why: an httpx ``AsyncClient.post`` costs about 1.9 ms of client CPU per chat round at the
+conversation sizes of a trajectory (request and response models, cookie handling, URL
+merging, httpcore's pool and anyio streams); the same exchange through an aiohttp session
+costs about 0.75 ms. A batch of rollouts pays it on every round, so it is the largest
+single cost once LangChain's bookkeeping is gone (``benchmarks/graph_overhead.py --profile``).
+
+What stays the same as httpx:
+- the request: the headers are the ones the httpx client would send (they are taken from
+  ``client.build_request`` once), the body is the caller's bytes, ``trust_env`` proxies;
+- the reply: bodies are read raw and a ``Content-Encoding`` is undone by httpx's own
+  decoders, so whatever httpx can decode this can; HTTP errors become ``httpx.Response``
+  objects for the SDK's exception classes; transport failures become
+  ``httpx.TimeoutException``/``httpx.TransportError`` causes of the SDK's exceptions.
+
+Sessions belong to an event loop. Each loop gets its own, held by an async generator that
+closes it when the loop shuts its async generators down (``asyncio.run`` does, as do
+pytest's and uvloop's runners) or when the transport is garbage collected while its loop
+runs; ``aclose()`` closes them explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import aiohttp
+import httpx
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """One HTTP reply: status, headers and the body as sent (decoded from any content coding)."""
+
+    status: int
+    headers: Any
+    """A case-insensitive multidict (aiohttp's ``CIMultiDictProxy``)."""
+    body: bytes
+    charset: str | None
+
+    @property
+    def content_type(self) -> str:
+        """The whole ``Content-Type`` header (parameters included), or ``""``."""
+        return self.headers.get("Content-Type", "")
+
+    def as_httpx(self, url: str) -> httpx.Response:
+        """The reply as an ``httpx.Response`` (for the SDK's error classes)."""
+        return httpx.Response(self.status, headers=list(self.headers.items()), content=self.body,
+                              request=httpx.Request("POST", url))
+
+
+def _timeout(value: Any) -> aiohttp.ClientTimeout:
+    """aiohttp's form of the SDK client's timeout (an ``httpx.Timeout`` or seconds)."""
+    if isinstance(value, httpx.Timeout):
+        return aiohttp.ClientTimeout(total=None, connect=value.pool, sock_connect=value.connect, sock_read=value.read)
+    if value is None:
+        return aiohttp.ClientTimeout(total=None)
+    return aiohttp.ClientTimeout(total=None, connect=float(value), sock_connect=float(value), sock_read=float(value))
+
+
+async def _session_lifetime(session: aiohttp.ClientSession) -> AsyncIterator[aiohttp.ClientSession]:
+    """Yields ``session`` once and closes it when finalised: the event loop finalises live
+    async generators at shutdown (``loop.shutdown_asyncgens``) and when they are collected."""
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+class AiohttpTransport:
+    """POSTs of ready-made bodies through one aiohttp session per event loop."""
+
+    def __init__(self, *, timeout: Any, max_connections: int = 512) -> None:
+        self._timeout = _timeout(timeout)
+        self._max_connections = max_connections
+        self._sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, aiohttp.ClientSession]]" = weakref.WeakKeyDictionary()
+
+    async def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        held = self._sessions.get(loop)
+        if held is not None and not held[1].closed:
+            return held[1]
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies (the SDK's httpx client sends none back either)
+            auto_decompress=False,  # decoded below by httpx's decoders, so the two transports accept the same replies
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx honours them
+        )
+        lifetime = _session_lifetime(session)
+        await lifetime.__anext__()
+        self._sessions[loop] = (lifetime, session)
+        return session
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> RawReply:
+        """POST ``body`` with exactly ``headers``; raises ``httpx.TimeoutException`` or
+        ``httpx.TransportError`` (naming the aiohttp cause) when no reply arrives."""
+        session = await self._session()
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                raw = await response.read()
+                coding = response.headers.get("Content-Encoding", "").strip().lower()
+                reply = RawReply(response.status, response.headers, raw, response.charset)
+        except asyncio.TimeoutError as exc:
+            raise httpx.ReadTimeout(f"no reply within the timeout ({exc.__class__.__name__})",
+                                    request=httpx.Request("POST", url)) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ConnectError(str(exc) or exc.__class__.__name__, request=httpx.Request("POST", url)) from exc
+        if coding and coding != "identity":
+            decoded = reply.as_httpx(url)
+            try:
+                body = decoded.read()
+            except httpx.DecodingError as exc:
+                raise httpx.DecodingError(f"cannot decode the reply ({coding}): {exc}", request=decoded.request) from exc
+            reply = RawReply(reply.status, reply.headers, body, reply.charset)
+        return reply
+
+    async def aclose(self) -> None:
+        """Close this loop's session (the others close with their loops)."""
+        held = self._sessions.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held[0].aclose()
+
+
+def httpx_request_headers(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, str]:
+    """The headers ``client`` would send with a POST of ``headers`` to ``url``, less the
+    body's length (aiohttp sets it from the body, to the same value)."""
+    built = client.build_request("POST", url, content=b"", headers=headers)
+    return {name: value for name, value in built.headers.items() if name.lower() != "content-length"}
+
+
+__all__ = ["AiohttpTransport", "RawReply", "httpx_request_headers"]
