@@ -105,3 +105,42 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
         assert all(len(client.runs.list(t["thread_id"])) == 1 for t in threads)
         assert written == {key: Path(records[key]["output_path"]).stat().st_mtime_ns for key in written}
         assert len(read_results(out / "results.jsonl")) == ROWS
+
+
+def test_the_render_stage_sends_held_references_inline_and_never_its_own_folder(tmp_path):
+    """What ``render --server`` sends per row, without a server: references this machine holds
+    travel inline (the server may not share this disk), others by path for the server to
+    check; the server's image folder replaces this machine's; rows with nothing to render are
+    recorded here, with no run."""
+    from genevolve_graph.batch.renders import RenderStage
+    from genevolve_graph.batch.rows import BatchRow
+    from genevolve_graph.context import AgentContext
+    from genevolve_graph.imaging import data_uri_bytes
+
+    ctx = AgentContext(renderer="preview", output_dir=str(tmp_path / "local-images"), seed=3)
+    stage = RenderStage(ctx, None, tmp_path, "skip", run_id="renders-1", server_url="http://u:secret@127.0.0.1:9",
+                        server_output_dir="/srv/images")
+    held, absent = reference("IMG_001", "cat", "fur"), {"img_id": "IMG_002", "local_path": "/on/the/server/x.png", "note": "n"}
+    row = BatchRow(key="k", position=0, data={"id": "k", "question": "q", "gen_prompt": "the first and second reference images",
+                                               "reference_images": [held, absent]})
+    sent = stage.remote_input(row)
+    assert sent["row_id"] == "k" and sent["batch_run"] == "renders-1" and set(sent["reference_data"]) == {"IMG_001"}
+    assert data_uri_bytes(sent["reference_data"]["IMG_001"]) == Path(held["local_path"]).read_bytes()  # small PNG: as it is
+    assert [r["local_path"] for r in sent["program"]["reference_images"]] == [held["local_path"], "/on/the/server/x.png"]
+    assert stage.thread_label(row) == "renders-1:k" and stage.remote_skip(row) is None
+    context = stage.remote_context()
+    assert context["output_dir"] == "/srv/images" and context["renderer"] == "preview" and context["seed"] == 3
+
+    no_program = BatchRow(key="n", position=1, data={"id": "n", "question": "q", "termination": "no_answer", "gen_prompt": None})
+    skipped = stage.remote_skip(no_program)
+    assert skipped and skipped["success"] is False and "no program (termination: no_answer)" in skipped["render_error"]
+    bad = BatchRow(key="b", position=2, data={"id": "b", "question": "q", "gen_prompt": 5})
+    assert "bad program in the input" in stage.remote_skip(bad)["render_error"]
+
+    record = stage.remote_record(row, "thread-1", {"render": {"success": True, "output_path": "/srv/images/renders-1/k.png",
+                                                              "backend": "preview"}}, 1.5)
+    assert record["output_path"] == "/srv/images/renders-1/k.png" and record["render_thread"] == "thread-1"
+    assert record["render_server"] == "http://u:***@127.0.0.1:9" and record["render_seconds"] == 1.5
+    assert record["render_source"] == "program"
+    assert stage.remote_record(row, "t", {}, 0.1)["render_error"] == "the server's run ended without a render result"
+    assert "/srv/images/renders-1/" in stage.report_lines(None)[0]  # type: ignore[arg-type]
