@@ -18,10 +18,11 @@ from PIL import Image
 from genevolve_graph.batch.rows import file_stem
 
 from ..studio.dev_server import langgraph_dev
-from .conftest import read_results, write_jsonl
+from .conftest import policy_args, read_results, script_for, write_jsonl
 from .test_kill_resume import recorded, wait_for
 from .test_renders import reference
 from .test_server import ROOT, server_env, server_folder
+from .test_shards_bench import make_bench
 
 pytest.importorskip("langgraph_api", reason="the server test needs the studio extra: pip install 'genevolve-graph[studio]'")
 langgraph_sdk = pytest.importorskip("langgraph_sdk")
@@ -105,6 +106,41 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
         assert all(len(client.runs.list(t["thread_id"])) == 1 for t in threads)
         assert written == {key: Path(records[key]["output_path"]).stat().st_mtime_ns for key in written}
         assert len(read_results(out / "results.jsonl")) == ROWS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_on_a_langgraph_server_runs_both_stages_there(cli, tmp_path, scripted_server):
+    """``bench genevolve --server``: stage 1 on the agent graph, stage 2 on the render graph,
+    whose references (found by the server's image search) travel inline from this machine."""
+    ids = ["b0", "b1", "b2"]
+    policy = scripted_server(script_for(ids, rounds=4), latency=0.05)
+    make_bench(tmp_path / "data", ids)
+    out = tmp_path / "bench-run"
+    folder = server_folder(tmp_path)
+    with langgraph_dev(folder, tmp_path / "dev.log", server_env(tmp_path, policy.base_url)) as server:
+        result = cli("bench", "genevolve", "--data", tmp_path / "data", "--out", out, "--server", server.url,
+                     "--server-output-dir", folder / "images", "--renderer", "preview", *policy_args(policy))
+        assert result.exit_code == 0, result.stderr
+        assert "rollouts: 3/3 rows recorded (answer 3)" in result.stdout and "renders: 3/3 rows recorded (rendered 3)" in result.stdout
+        run_id = json.loads((out / "renders" / "run.json").read_text())["run_id"]
+        records = read_results(out / "renders" / "results.jsonl")
+        for record in records:
+            assert record["success"] and record["render_server"] == server.url and record["render_source"] == "program"
+            assert record["output_path"] == str(folder / "images" / file_stem(run_id) / f"{record['id']}.png")
+            assert Path(record["output_path"]).is_file() and record["reference_images"][0]["img_id"] == "IMG_001"
+        assert not (out / "renders" / "images").exists()  # the images are on the server
+        client = langgraph_sdk.get_sync_client(url=server.url)
+        assert len(client.threads.search(metadata={"batch_run": run_id, "stage": "renders"}, limit=100)) == 3
+
+
+def test_server_output_dir_needs_a_server(cli, tmp_path):
+    source = write_jsonl(tmp_path / "results.jsonl", [{"id": 1, "question": "q", "gen_prompt": "p"}])
+    result = cli("render", "--input", source, "--out", tmp_path / "o", "--server-output-dir", "/srv/images")
+    assert result.exit_code == 2 and "--server-output-dir names a folder on a LangGraph Server" in result.stderr
+    result = cli("render", "--input", source, "--out", tmp_path / "o", "--server", "lg-server:8123")
+    assert result.exit_code == 2 and "is not an http(s) URL of a LangGraph Server" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_render_stage_sends_held_references_inline_and_never_its_own_folder(tmp_path):
