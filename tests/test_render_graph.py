@@ -137,3 +137,10 @@ def test_served_factory_refuses_an_unknown_context_key_and_langgraph_json_lists_
     for name in ("langgraph.json", "langgraph.studio.json"):
         graphs = json.loads((ROOT / name).read_text())["graphs"]
         assert graphs[RENDER_GRAPH_NAME] == "./genevolve_graph/render_graph.py:make_render_graph"
+
+
+def test_the_render_graph_has_json_schemas_for_studio_and_the_server():
+    """The server shows (and checks against) these schemas; they must build on every Python."""
+    assert set(render_graph.get_input_jsonschema()["properties"]) == {"program", "reference_data", "row_id", "batch_run"}
+    assert {"render", "program"} <= set(render_graph.get_output_jsonschema()["properties"])
+    assert "output_dir" in render_graph.get_context_jsonschema()["properties"]
