@@ -63,6 +63,8 @@ _RENDER_OPTIONS: list[tuple[str, Any, Any]] = [
     ("fallback", str, typer.Option("prompt", help="Rows without a program: prompt (render the request, as the reference renderer does) | skip.", rich_help_panel="Rendering")),
 ]
 _RENDER_NAMES = [name for name, _, _ in _RENDER_OPTIONS]
+RENDER_ASSISTANT = "genevolve_render"
+"""The render-only graph's id in langgraph.json (``genevolve_graph.render_graph``)."""
 _TOOL_OPTION: list[tuple[str, Any, Any]] = [
     ("tool_option", Optional[list[str]], typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable; VALUE is read as JSON when it parses).", rich_help_panel="Tools")),
 ]
@@ -284,20 +286,38 @@ def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
     return sorted(placed, key=lambda r: r.position)
 
 
+def _server_executor(server: str, *, concurrency: int, assistant: str, durability: Optional[str] = None) -> Any:
+    """The ``ServerExecutor`` for ``--server``, after checking the URL and that langgraph-sdk is there."""
+    if not server.startswith(("http://", "https://")):
+        fail(f"--server {server!r} is not an http(s) URL of a LangGraph Server")
+    try:
+        import langgraph_sdk  # noqa: F401
+    except ImportError:
+        fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
+    from genevolve_graph.batch.executors import executor_for
+
+    return executor_for(concurrency=concurrency, server=server, assistant=assistant,
+                        api_key=os.environ.get("LANGGRAPH_API_KEY") or os.environ.get("LANGSMITH_API_KEY"), durability=durability)
+
+
 def _run_render_stage(rows: list[Any], values: dict[str, Any], ctx: Any, renderer: Any, *, out: Path, input_path: Path,
-                      digest: str, concurrency: int, resume: Optional[bool], grace: float, progress: bool, force_input: bool = False):
+                      digest: str, concurrency: int, resume: Optional[bool], grace: float, progress: bool, force_input: bool = False,
+                      server: Optional[str] = None, assistant: str = "genevolve_render", server_output_dir: Optional[str] = None):
     from genevolve_graph.batch.journal import JournalError
     from genevolve_graph.batch.renders import RenderOptions, arun_renders, prepare_renders
     from genevolve_graph.batch.rows import InputError
 
+    executor = _server_executor(server, concurrency=concurrency, assistant=assistant) if server else None
+    extra = {"server": server, "assistant": assistant, "server_output_dir": server_output_dir} if server else {}
     options = RenderOptions(out_dir=out, concurrency=concurrency, resume=resume, fallback=values["fallback"],
                             input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
-                            force_input=force_input)
+                            force_input=force_input, extra_settings=extra, server_url=server or "",
+                            server_output_dir=server_output_dir or "")
     try:
         folder = prepare_renders(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
-    return asyncio.run(arun_renders(rows, ctx, options, folder=folder, renderer=renderer))
+    return asyncio.run(arun_renders(rows, ctx, options, folder=folder, renderer=renderer, executor=executor))
 
 
 # --------------------------------------------------------------------------- commands
@@ -349,12 +369,17 @@ def render(
     force_input: bool = typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run"),
     grace: float = typer.Option(30.0, help="Seconds renders in flight get to finish after Ctrl-C / SIGTERM.", rich_help_panel="Run"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.", rich_help_panel="Run"),
+    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server serving the render graph: every row becomes a background run there and the images are written on the server. See docs/batch.md.", rich_help_panel="Run"),
+    assistant: str = typer.Option(RENDER_ASSISTANT, help="Assistant or graph id of the render graph on --server.", rich_help_panel="Run"),
+    server_output_dir: Optional[str] = typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (under its GENEVOLVE_ALLOWED_ROOTS; default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run"),
     **values: Any,
 ) -> None:
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
     ctx = _render_context(values, out / "images")
-    renderer = _make_renderer(ctx)
+    if server_output_dir and not server:
+        fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
+    renderer = None if server else _make_renderer(ctx)  # on a server, the server builds the renderer
     source = input.expanduser()
     if source.is_dir():
         candidates = [source / "results.jsonl", source / "results.json"]
@@ -367,7 +392,8 @@ def render(
             fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
         rows = rows[:max_samples]
     report = _run_render_stage(rows, values, ctx, renderer, out=out, input_path=source, digest=_digest(source), concurrency=concurrency,
-                               resume=resume, grace=grace, progress=progress, force_input=force_input)
+                               resume=resume, grace=grace, progress=progress, force_input=force_input, server=server,
+                               assistant=assistant, server_output_dir=server_output_dir)
     _finish(report, resume_hint=f"genevolve-graph render --input {input} --out {out} (with the same options)")
 
 
@@ -383,6 +409,8 @@ def bench_genevolve(
     durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
     server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
     assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
+    render_assistant: str = typer.Option(RENDER_ASSISTANT, help="With --server: assistant or graph id of the render graph (stage 2 runs on the server too).", rich_help_panel="Run"),
+    server_output_dir: Optional[str] = typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run"),
     render_concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
     max_samples: Optional[int] = typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run"),
     shard: Optional[str] = typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run"),
@@ -414,10 +442,12 @@ def bench_genevolve(
         rows = rows[:max_samples]
     if shard_spec:
         rows = select_shard(rows, *shard_spec)
+    if server_output_dir and not server:
+        fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     render_ctx = renderer = None
     if values["renderer"] != "none":  # configuration errors show before any rollout
         render_ctx = _render_context(values, out / "renders" / "images")
-        renderer = _make_renderer(render_ctx)
+        renderer = None if server else _make_renderer(render_ctx)  # with --server stage 2 renders there
     ctx = _rollout_context(values, out / "rollouts")
     if preflight and not server:
         _preflight(ctx)
@@ -439,7 +469,8 @@ def bench_genevolve(
     rollouts_file = out / "rollouts" / "results.jsonl"
     rendered = _run_render_stage(stage2_rows, values, render_ctx, renderer, out=out / "renders", input_path=rollouts_file,
                                  digest=_digest(rollouts_file), concurrency=render_concurrency, resume=resume, grace=grace,
-                                 progress=progress, force_input=True)  # stage 1 of this same run is its input by construction
+                                 progress=progress, force_input=True,  # stage 1 of this same run is its input by construction
+                                 server=server, assistant=render_assistant, server_output_dir=server_output_dir)
     _finish(rendered, resume_hint=hint)
     typer.echo(f"run folder: {out} (judge with the render results: {out / 'renders' / 'results.json'})")
 

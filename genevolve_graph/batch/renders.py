@@ -6,6 +6,14 @@ rows. Images are named by row id (``images/<id>.png``). A row without a program 
 rollout did not answer) is rendered from its original request with no references, as the
 reference implementation's renderer does, unless ``fallback="skip"``; ``render_source``
 says which was used.
+
+With ``render --server URL`` every row is a background run of the render-only graph
+(``genevolve_graph.render_graph``, ``genevolve_render`` in langgraph.json) through
+``batch.server.ServerExecutor``: ``RenderStage`` is also a ``RemoteStage``. References this
+machine holds travel inline (data URIs, scaled as for a render service); the others are left
+to the server to find by ``local_path`` (under its allowed roots). The image is written on
+the server, in ``<server output dir>/<run id>/<row id>.png``; the record's ``output_path``
+is that path on the server's disk, and ``render_server`` / ``render_thread`` say where.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph.batch.engine import RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
+from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
-from genevolve_graph.redaction import redact_text
+from genevolve_graph.redaction import redact_text, redact_url
 from genevolve_graph.state import Program, Reference, RenderResult
 
 STAGE = "renders"
@@ -68,6 +76,10 @@ class RenderOptions:
     progress: bool = True
     force_input: bool = False
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    server_url: str = ""
+    """A LangGraph Server that renders the rows (``--server``); empty: render here."""
+    server_output_dir: str = ""
+    """The image folder on the server (``--server-output-dir``); empty: the server's default."""
 
 
 def image_path(out_dir: Path, key: str) -> Path:
@@ -98,7 +110,8 @@ def prepare_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOpti
     folder = open_run_folder(options.out_dir, stage=STAGE, rows=rows, resume=options.resume, input_path=options.input_path,
                              input_digest=options.input_digest, shard=None, settings=settings, force_input=options.force_input)
     try:
-        (folder.path / "images").mkdir(parents=True, exist_ok=True)
+        if not options.server_url:  # with --server the images are written on the server
+            (folder.path / "images").mkdir(parents=True, exist_ok=True)
         folder.save_manifest()
     except BaseException:
         folder.release()
@@ -114,13 +127,15 @@ async def arun_renders(
     folder: RunFolder | None = None,
     controller: StopController | None = None,
     renderer: Any = None,
+    executor: Executor | None = None,
 ) -> StageReport:
-    """Render every row not yet recorded; ``renderer`` replaces the one ``ctx`` names."""
+    """Render every row not yet recorded; ``renderer`` replaces the one ``ctx`` names and
+    ``executor`` the local one (a ``ServerExecutor`` for ``options.server_url``)."""
     if options.fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, not {options.fallback!r}")
     folder = folder or prepare_renders(rows, ctx, options)
     try:
-        return await _renders(rows, ctx, options, folder, controller, renderer)
+        return await _renders(rows, ctx, options, folder, controller, renderer, executor)
     finally:
         folder.release()
 
@@ -133,6 +148,9 @@ class RenderStage:
     renderer: Any
     out_dir: Path
     fallback: str = "prompt"
+    run_id: str = ""
+    server_url: str = ""
+    server_output_dir: str = ""
 
     name = STAGE
     outcome_field = "success"
@@ -148,19 +166,27 @@ class RenderStage:
     def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
         return render_record(row, RenderResult(success=False, backend=self.backend, error=message), None, self.ctx.seed)
 
-    async def render_row(self, row: BatchRow) -> dict[str, Any]:
-        started = time.monotonic()
+    def program_for(self, row: BatchRow) -> tuple[Program | None, str | None, dict[str, Any] | None]:
+        """``(program, source, None)`` to render, or ``(None, None, record)`` for a row with
+        nothing to render (a bad program, or none with ``fallback="skip"``)."""
         name, seed = self.backend, self.ctx.seed
         try:
             program = program_of(row.data)
         except ProgramError as exc:
-            return render_record(row, RenderResult(success=False, backend=name, error=f"bad program in the input: {exc}"), None, seed)
-        source = "program"
+            return None, None, render_record(row, RenderResult(success=False, backend=name, error=f"bad program in the input: {exc}"), None, seed)
         if program is None:
             if self.fallback == "skip":
                 why = f"no program (termination: {row.data.get('termination')}); --fallback prompt renders the request instead"
-                return render_record(row, RenderResult(success=False, backend=name, error=why), None, seed)
-            program, source = Program(gen_prompt=row.prompt, reference_images=[]), "prompt"
+                return None, None, render_record(row, RenderResult(success=False, backend=name, error=why), None, seed)
+            return Program(gen_prompt=row.prompt, reference_images=[]), "prompt", None
+        return program, "program", None
+
+    async def render_row(self, row: BatchRow) -> dict[str, Any]:
+        started = time.monotonic()
+        name, seed = self.backend, self.ctx.seed
+        program, source, record = self.program_for(row)
+        if program is None:
+            return record  # type: ignore[return-value]
         try:
             result = await self.renderer.render(program, image_path(self.out_dir, row.key), seed=seed)
         except asyncio.CancelledError:
@@ -181,16 +207,73 @@ class RenderStage:
                 await close()
 
     def report_lines(self, folder: RunFolder) -> list[str]:
+        if self.server_url:
+            where = self.server_output_dir or "its default render folder"
+            return [f"images: on the LangGraph Server {redact_url(self.server_url)}, in {where}/{file_stem(self.run_id)}/ "
+                    "(each record's output_path is the file on the server)"]
         return [f"images: {folder.path / 'images'}"]
+
+    # ------------------------------------------------ on a LangGraph Server (batch.server)
+
+    def thread_label(self, row: BatchRow) -> str:
+        return f"{self.run_id}:{row.key}"
+
+    def remote_skip(self, row: BatchRow) -> dict[str, Any] | None:
+        """The record of a row with nothing to render: no server run for it."""
+        return self.program_for(row)[2]
+
+    def remote_input(self, row: BatchRow) -> dict[str, Any]:
+        """The render graph's input (blocking: it reads the reference files)."""
+        program, _, _ = self.program_for(row)
+        assert program is not None  # remote_skip took the others
+        inline = {ref.img_id: uri for ref in program.reference_images if (uri := inline_reference(ref))}
+        return {"program": program.model_dump(), "reference_data": inline, "row_id": row.key, "batch_run": self.run_id}
+
+    def remote_context(self) -> dict[str, Any]:
+        from genevolve_graph.batch.server import context_for_server
+
+        return context_for_server(self.ctx.with_updates(output_dir=self.server_output_dir))
+
+    def remote_record(self, row: BatchRow, thread_id: str, values: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The stage-2 record from the server thread's final state; the image is on the server."""
+        _, source, _ = self.program_for(row)
+        raw = values.get("render")
+        result = (RenderResult.model_validate(raw) if raw else
+                  RenderResult(success=False, backend=self.backend, error="the server's run ended without a render result"))
+        if result.seconds is None:
+            result = result.model_copy(update={"seconds": seconds})
+        record = render_record(row, result, source, self.ctx.seed)
+        record.update(render_server=redact_url(self.server_url), render_thread=thread_id)
+        return record
+
+
+def inline_reference(reference: Reference) -> str | None:
+    """A reference as a data URI when this machine holds its file (the server may not share
+    this disk), scaled as for a render service; ``None`` leaves ``local_path`` to the server,
+    which checks it against its own roots. The server decodes what it gets under its caps."""
+    from genevolve_graph.generators.base import RenderError
+    from genevolve_graph.generators.references import LOCAL_MAX_REFERENCE_BYTES, prepare_reference, read_reference_bytes
+    from genevolve_graph.imaging import UnsafeImageError, to_data_uri
+
+    if not reference.local_path:
+        return None
+    try:
+        prepared = prepare_reference(read_reference_bytes(reference, max_bytes=LOCAL_MAX_REFERENCE_BYTES))
+    except (RenderError, UnsafeImageError, OSError):
+        return None
+    return to_data_uri(prepared.data, prepared.mime)
 
 
 async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions, folder: RunFolder,
-                   controller: StopController | None, renderer: Any) -> StageReport:
+                   controller: StopController | None, renderer: Any, executor: Executor | None) -> StageReport:
     from genevolve_graph.batch.local import LocalExecutor
     from genevolve_graph.generators.registry import make_renderer
 
-    stage = RenderStage(ctx, renderer or make_renderer(ctx), folder.path, options.fallback)
-    return await run_session(stage, rows, folder, LocalExecutor(options.concurrency), grace=options.grace,
+    if renderer is None and not options.server_url:  # on a server, the server builds its own
+        renderer = make_renderer(ctx)
+    stage = RenderStage(ctx, renderer, folder.path, options.fallback, run_id=folder.run_id, server_url=options.server_url,
+                        server_output_dir=options.server_output_dir)
+    return await run_session(stage, rows, folder, executor or LocalExecutor(options.concurrency), grace=options.grace,
                              progress=options.progress, controller=controller)
 
 

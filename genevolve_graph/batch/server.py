@@ -49,6 +49,9 @@ class RemoteStage(Stage, Protocol):
 
     def remote_record(self, row: BatchRow, thread_id: str, values: dict[str, Any], seconds: float) -> dict[str, Any]: ...
 
+    # Optional: ``remote_skip(row) -> record | None``, a row's record decided without a run
+    # (the render stage's rows without a program under ``--fallback skip``).
+
 
 def server_thread_id(label: str) -> str:
     """The server thread of a row: the same row of the same run always maps to the same id."""
@@ -74,7 +77,11 @@ class ServerExecutor:
         client = get_client(url=self.url, api_key=self.api_key)
         known = await self._threads_of_run(client, stage)  # type: ignore[arg-type]
 
+        skip = getattr(stage, "remote_skip", None)
+
         async def worker(row: BatchRow) -> dict[str, Any]:
+            if skip is not None and (record := skip(row)) is not None:
+                return record  # nothing to run for this row (the stage's own record)
             started = time.monotonic()
             thread_id = server_thread_id(stage.thread_label(row))  # type: ignore[attr-defined]
             values = await self._run_row(client, stage, row, thread_id, exists=thread_id in known)  # type: ignore[arg-type]
@@ -99,7 +106,7 @@ class ServerExecutor:
         # LangGraph Server keeps ``run_id`` for its own runs (it is dropped from a thread's
         # metadata), so the batch run is also stored as ``batch_run``, which resume searches by.
         metadata = {"row_id": row.key, "run_id": stage.run_id, "batch_run": stage.run_id, "stage": stage.name}
-        graph_input: dict[str, Any] | None = stage.remote_input(row)
+        graph_input: dict[str, Any] | None = await asyncio.to_thread(stage.remote_input, row)  # may read files
         if exists:
             runs = await client.runs.list(thread_id, limit=100)
             active = [r for r in runs if r.get("status") in ACTIVE]

@@ -13,7 +13,7 @@ from genevolve_graph.guard import check_output_path, is_caller_context
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.paths import default_output_dir
 from genevolve_graph.services import Services
-from genevolve_graph.state import AgentState, RenderResult
+from genevolve_graph.state import AgentState, Program, RenderResult
 
 
 def output_path(ctx: AgentContext, thread_id: str) -> Path:
@@ -31,13 +31,20 @@ def make_render_node(services: Services):
         path = output_path(ctx, thread_id)
         if services.confine or is_caller_context(ctx):  # a caller's thread id names the file too
             await asyncio.to_thread(check_output_path, path)
-        emit("render_started", renderer=ctx.renderer, path=str(path))
-        try:
-            renderer = await services.aget_renderer(ctx)
-            result = await renderer.render(program, path, seed=ctx.seed)
-        except Exception as exc:  # noqa: BLE001 - a render failure is recorded, not raised
-            result = RenderResult(success=False, backend=ctx.renderer, error=f"{type(exc).__name__}: {exc}")
-        emit("render_done", success=result.success, path=result.output_path, error=result.error)
-        return {"render": result}
+        return {"render": await render_program(services, ctx, program, path)}
 
     return render
+
+
+async def render_program(services: Services, ctx: AgentContext, program: Program, path: Path) -> RenderResult:
+    """One program through the context's renderer into ``path``, with the progress events;
+    a failure of the backend is the result, never an exception (the render-only graph,
+    ``genevolve_graph.render_graph``, shares this with the agent's render node)."""
+    emit("render_started", renderer=ctx.renderer, path=str(path))
+    try:
+        renderer = await services.aget_renderer(ctx)
+        result = await renderer.render(program, path, seed=ctx.seed)
+    except Exception as exc:  # noqa: BLE001 - a render failure is recorded, not raised
+        result = RenderResult(success=False, backend=ctx.renderer, error=f"{type(exc).__name__}: {exc}")
+    emit("render_done", success=result.success, path=result.output_path, error=result.error)
+    return result

@@ -50,9 +50,11 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
             assert server.port != requested and f"using port {server.port} instead" in server.log()
             client = langgraph_sdk.get_sync_client(url=server.url)
 
-            assistants = client.assistants.search()
-            assert [a["graph_id"] for a in assistants] == ["genevolve"]
-            assistant_id = assistants[0]["assistant_id"]
+            assistants = {a["graph_id"]: a for a in client.assistants.search()}
+            assert sorted(assistants) == ["genevolve", "genevolve_render"]  # the agent, and the render-only graph of render --server
+            assistant_id = assistants["genevolve"]["assistant_id"]
+            render_schemas = client.assistants.get_schemas(assistants["genevolve_render"]["assistant_id"])
+            assert {"program", "reference_data", "row_id", "batch_run"} <= set(render_schemas["input_schema"]["properties"])
 
             schemas = client.assistants.get_schemas(assistant_id)
             form = schemas["context_schema"]["properties"]
