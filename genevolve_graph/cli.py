@@ -6,7 +6,6 @@ listed in ``COMMAND_MODULES`` and imported lazily enough that ``--help`` stays q
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
+from genevolve_graph import event_loop
 from genevolve_graph.context import AgentContext
 
 app = typer.Typer(
@@ -319,9 +319,9 @@ def run(
     thread = thread_id or str(uuid.uuid4())
     if wants_progress(quiet):
         with RunProgress() as progress:
-            result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread, on_event=progress.handle))
+            result = event_loop.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread, on_event=progress.handle))
     else:
-        result = asyncio.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread))
+        result = event_loop.run(run_one(prompt.strip(), ctx, checkpoint_url=url, thread_id=thread))
     if not quiet:
         print_trajectory(result.messages)
     path = write_program_json(out / "program.json", result)

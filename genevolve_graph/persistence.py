@@ -140,12 +140,13 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         from genevolve_graph.sqlite_saver import LeanAsyncSqliteSaver
 
         check_sqlite_file(target)
-        async with aiosqlite.connect(_sqlite_path(target)) as conn:
+        # check_same_thread=False: the saver writes on this thread (inline_writes), reads on aiosqlite's.
+        async with aiosqlite.connect(_sqlite_path(target), check_same_thread=False) as conn:
             # WAL (set by setup) with synchronous=NORMAL: durable across process crashes,
-            # one fsync per checkpoint instead of several.
+            # one fsync per WAL checkpoint instead of several per write.
             try:
                 await conn.execute("PRAGMA synchronous=NORMAL")
-                saver = LeanAsyncSqliteSaver(conn, serde=serializer())  # the stock saver, one hand-off per write
+                saver = LeanAsyncSqliteSaver(conn, serde=serializer(), inline_writes=True)
                 await saver.setup()
             except sqlite3.DatabaseError as exc:
                 raise _unusable(target, exc) from None

@@ -9,7 +9,6 @@ stage exits 130 (SIGINT) or 143 (SIGTERM) and says how to resume.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from genevolve_graph import event_loop
 from genevolve_graph.cli import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
@@ -263,7 +263,7 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
         executor = executor_for(concurrency=concurrency, server=server, assistant=assistant,
                                 api_key=os.environ.get("LANGGRAPH_API_KEY") or os.environ.get("LANGSMITH_API_KEY"),
                                 durability=durability)
-    return asyncio.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, executor=executor))
+    return event_loop.run(arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, executor=executor))
 
 
 def _order_like_stage1(rows: list[Any], source: Path) -> list[Any]:
@@ -317,7 +317,7 @@ def _run_render_stage(rows: list[Any], values: dict[str, Any], ctx: Any, rendere
         folder = prepare_renders(rows, ctx, options)
     except (InputError, JournalError) as exc:
         fail(str(exc))
-    return asyncio.run(arun_renders(rows, ctx, options, folder=folder, renderer=renderer, executor=executor))
+    return event_loop.run(arun_renders(rows, ctx, options, folder=folder, renderer=renderer, executor=executor))
 
 
 # --------------------------------------------------------------------------- commands

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from genevolve_graph import event_loop
 from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
 from genevolve_graph.batch.rows import BatchRow, file_stem
 from genevolve_graph.context import AgentContext
@@ -278,4 +279,4 @@ async def _renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptio
 
 
 def run_renders(rows: list[BatchRow], ctx: AgentContext, options: RenderOptions) -> StageReport:
-    return asyncio.run(arun_renders(rows, ctx, options))
+    return event_loop.run(arun_renders(rows, ctx, options))

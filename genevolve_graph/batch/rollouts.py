@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from genevolve_graph import event_loop
 from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, run_session
 from genevolve_graph.batch.rows import BatchRow
 from genevolve_graph.context import AgentContext
@@ -341,4 +342,4 @@ async def _rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOpt
 
 def run_rollouts(rows: list[BatchRow], ctx: AgentContext, options: RolloutOptions) -> StageReport:
     """Synchronous entry point (scripts, the command line)."""
-    return asyncio.run(arun_rollouts(rows, ctx, options))
+    return event_loop.run(arun_rollouts(rows, ctx, options))

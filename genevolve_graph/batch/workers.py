@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from genevolve_graph import event_loop
 from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController
 from genevolve_graph.batch.local import LocalExecutor
 from genevolve_graph.batch.progress import StageProgress
@@ -50,7 +51,7 @@ def worker_main(commands: Any, results: Any, payload: dict[str, Any]) -> None:
             results.send(message)
 
     try:
-        asyncio.run(_worker(commands, send, payload))
+        event_loop.run(_worker(commands, send, payload))
         send(("done", None))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the stage
         with contextlib.suppress(Exception):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from genevolve_graph import event_loop
 from genevolve_graph.cli import fail
 
 data_app = typer.Typer(help="Build GenEvolve-style training and benchmark data from recipes.", no_args_is_help=True)
@@ -46,7 +46,7 @@ def build_command(
     options = BuildOptions(stages=chosen, max_samples=max_samples, resume=None if resume else False, progress=progress, checkpoint=checkpoint,
                            retry_infra=retry_infra)
     try:
-        outcomes = asyncio.run(build(recipe, out, options, notify=typer.echo))
+        outcomes = event_loop.run(build(recipe, out, options, notify=typer.echo))
     except (RecipeError, InputError, JournalError) as exc:
         fail(str(exc))
     last = outcomes[-1] if outcomes else None

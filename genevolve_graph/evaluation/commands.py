@@ -7,7 +7,7 @@ same way, keeping every record already written so that ``--resume`` continues it
 
 from __future__ import annotations
 
-import asyncio
+from genevolve_graph import event_loop
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +49,7 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
     from genevolve_graph.evaluation.runner import JudgeConfigurationError
 
     try:
-        return asyncio.run(coro_factory())
+        return event_loop.run(coro_factory())
     except (EvalInputError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except JudgeConfigurationError as exc:

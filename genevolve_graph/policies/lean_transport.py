@@ -76,6 +76,7 @@ class AiohttpTransport:
     def __init__(self, *, timeout: Any, max_connections: int = 512) -> None:
         self._timeout = _timeout(timeout)
         self._max_connections = max_connections
+        self._proxies: dict[str, tuple[Any, Any]] = {}
         self._sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, aiohttp.ClientSession]]" = weakref.WeakKeyDictionary()
 
     async def _session(self) -> aiohttp.ClientSession:
@@ -88,19 +89,37 @@ class AiohttpTransport:
             timeout=self._timeout,
             cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies (the SDK's httpx client sends none back either)
             auto_decompress=False,  # decoded below by httpx's decoders, so the two transports accept the same replies
-            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx honours them
+            trust_env=False,  # the environment's proxy is looked up once per URL (_proxy), not per request
         )
         lifetime = _session_lifetime(session)
         await lifetime.__anext__()
         self._sessions[loop] = (lifetime, session)
         return session
 
+    def _proxy(self, url: str) -> tuple[Any, Any]:
+        """The ``HTTP(S)_PROXY``/``NO_PROXY`` proxy for ``url`` and its credentials, or
+        ``(None, None)``: read from the environment once, as httpx reads it once when its
+        client is made (aiohttp's ``trust_env`` would read it, and ``~/.netrc``, in a worker
+        thread on every request)."""
+        found = self._proxies.get(url)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                found = get_env_proxy_for_url(URL(url))
+            except LookupError:
+                found = (None, None)
+            self._proxies[url] = found
+        return found
+
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> RawReply:
         """POST ``body`` with exactly ``headers``; raises ``httpx.TimeoutException`` or
         ``httpx.TransportError`` (naming the aiohttp cause) when no reply arrives."""
         session = await self._session()
+        proxy, proxy_auth = self._proxy(url)
         try:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth) as response:
                 raw = await response.read()
                 coding = response.headers.get("Content-Encoding", "").strip().lower()
                 reply = RawReply(response.status, response.headers, raw, response.charset)

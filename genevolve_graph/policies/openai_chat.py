@@ -10,6 +10,7 @@ termination ``error``, the partial trajectory staying in the checkpointer.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -162,17 +163,33 @@ class OpenAIChatPolicy:
             chat_client=str(ctx.options.get("chat_client", "lean")),
         )
 
+    async def _retry(self, request: list[BaseMessage], config: dict[str, Any]) -> BaseMessage:
+        """Attempts two onwards, after the first failed transiently: up to ``max_retries``
+        more, with exponential backoff and full jitter (tenacity's, counted from the first
+        attempt). The first attempt runs outside tenacity: setting up its retry machinery
+        on every round cost more than the round's own bookkeeping."""
+        wait = wait_random_exponential(multiplier=self.retry_initial_delay, max=60.0)
+        await asyncio.sleep(wait(_Attempt(1)))
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.max_retries),
+            wait=lambda state: wait(_Attempt(state.attempt_number + 1)),
+            reraise=True,
+        ):
+            with attempt:
+                reply = await ainvoke_chat(self._runnable, request, config=config)
+        return reply
+
     async def respond(self, messages: list[BaseMessage], ctx: "AgentContext") -> AIMessage:
         request = self._rendered.render(messages)
+        config = run_config(ctx, run_name=POLICY_RUN_NAME, policy=self)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_transient),
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=wait_random_exponential(multiplier=self.retry_initial_delay, max=60.0),
-                reraise=True,
-            ):
-                with attempt:
-                    reply = await ainvoke_chat(self._runnable, request, config=run_config(ctx, run_name=POLICY_RUN_NAME, policy=self))
+            try:
+                reply = await ainvoke_chat(self._runnable, request, config=config)
+            except Exception as exc:  # noqa: BLE001 - retried below when transient
+                if not (self.max_retries and is_transient(exc)):
+                    raise
+                reply = await self._retry(request, config)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
             raise PolicyError(describe_failure(exc, self.endpoint)) from exc
         content = reply.content if isinstance(reply.content, str) else _text_of(reply.content)
@@ -182,6 +199,13 @@ class OpenAIChatPolicy:
             response_metadata=dict(reply.response_metadata),
             usage_metadata=reply.usage_metadata,
         )
+
+
+class _Attempt:
+    """What ``wait_random_exponential`` reads of a retry state: the attempt number."""
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
 
 
 def _text_of(parts: list[Any]) -> str:

@@ -42,6 +42,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
+from genevolve_graph import event_loop
 from genevolve_graph.training.buffer import DEFAULT_EMBEDDING_MODEL, ExperienceBuffer, Retrieval, SentenceEmbedder
 from genevolve_graph.training.guides import Attempt, DecisionGuide, GuideDistiller, GuideError, pick_pair
 from genevolve_graph.training.rollout import request_of
@@ -327,7 +328,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         loop = getattr(self, "async_loop", None)
         if loop is not None and loop.is_running():
             return asyncio.run_coroutine_threadsafe(coro, loop).result()
-        return asyncio.run(coro)
+        return event_loop.run(coro)
 
     def _attach_teacher(self, inputs: list[dict[str, Any]], output: dict[str, Any]) -> None:
         device = self.accelerator.device
