@@ -4,7 +4,10 @@ against a local image host that delays every image by 50 ms.
 Reports the wall time against the ideal under the download concurrency bound
 (``ceil(unique images / bound) x delay``; target at most 1.3x) and checks, from the image
 host's own request log, that no image was downloaded twice. Neighbouring queries share
-images, so the once-per-URL rule is exercised.
+images, so the once-per-URL rule is exercised. Next to it: a floor (plain pooled aiohttp
+GETs of as many images under the same bound, the library the downloader uses) measured
+in the same minute, and, when the target is missed or with ``--breakdown``, one
+instrumented run that shows where the time between the ideal and the wall went.
 
 Two modes:
   direct  64 concurrent callers of the Serper backend's ``search_images(query, 5)``.
@@ -14,7 +17,7 @@ Two modes:
 The search API and the image host run in a separate process (real HTTP on 127.0.0.1), so
 the servers do not share this process's interpreter lock.
 
-    PYTHONPATH=. python benchmarks/search_concurrency.py [--mode direct|graph|both] [--bound 16]
+    PYTHONPATH=. python benchmarks/search_concurrency.py [--mode direct|graph|both] [--bound 16] [--breakdown]
 """
 
 from __future__ import annotations
@@ -99,15 +102,20 @@ def warm_up() -> None:
         decode_image_bytes(image_bytes("warm-up", fmt, (8, 8)), max_pixels=10**6, max_bytes=10**6)
 
 
-async def _direct(search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str) -> tuple[float, int]:
+async def _direct(
+    search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str, cpu: dict[str, float] | None = None
+) -> tuple[float, int]:
     from genevolve_graph.context import AgentContext
     from genevolve_graph.tools.registry import make_image_search_backend
 
     backend = make_image_search_backend(AgentContext(image_search="serper", options=_options(image_port, bound, directory)))
     warm_up()
-    started = time.perf_counter()
+    started, loop_cpu, all_cpu = time.perf_counter(), time.thread_time(), time.process_time()
     outcomes = await asyncio.gather(*(backend.search_images(f"landmark {i}", top_k) for i in range(n)))
     wall = time.perf_counter() - started
+    if cpu is not None:
+        cpu["loop"] = time.thread_time() - loop_cpu
+        cpu["threads"] = time.process_time() - all_cpu - cpu["loop"]
     bad = [o for o in outcomes if len(o.hits) != top_k or o.rejected]
     if bad:
         raise SystemExit(f"{len(bad)} callers did not get {top_k} images: {bad[0]}")
@@ -115,16 +123,18 @@ async def _direct(search_url: str, image_port: int, n: int, top_k: int, bound: i
 
 
 async def _floor(image_url: str, count: int, bound: int) -> float:
-    """Plain pooled httpx GETs of ``count`` images under the same bound: no search, no
+    """Plain pooled aiohttp GETs of ``count`` images under the same bound: no search, no
     checks, no decoding, no cache. What this machine and server allow at best."""
-    import httpx
+    import aiohttp
 
     semaphore = asyncio.Semaphore(bound)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=bound), trust_env=False) as client:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=bound)) as client:
 
         async def one(i: int) -> None:
             async with semaphore:
-                (await client.get(f"{image_url}/img/floor{i}")).raise_for_status()
+                async with client.get(f"{image_url}/img/floor{i}") as response:
+                    response.raise_for_status()
+                    await response.read()
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
@@ -190,7 +200,90 @@ async def _graph(search_url: str, image_port: int, n: int, top_k: int, bound: in
     return wall, images
 
 
-def run(mode: str, n: int, top_k: int, bound: int, delay: float) -> dict[str, Any]:
+class Timeline:
+    """Where one direct run's time goes: the search API calls, each download (the network
+    part, inside the bound) and each decode-and-store (off the event loop). Wraps the three
+    methods for the length of one run; the timed runs above are not instrumented."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float, float]] = []
+        self.cpu: dict[str, float] = {}
+
+    def __enter__(self) -> "Timeline":
+        from genevolve_graph.tools.download import ImageDownloader
+        from genevolve_graph.tools.serper import SerperBackend
+
+        events = self.events
+
+        def timed_async(kind: str, method: Any) -> Any:
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    events.append((kind, start, time.perf_counter()))
+
+            return wrapper
+
+        def timed(kind: str, method: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    events.append((kind, start, time.perf_counter()))
+
+            return wrapper
+
+        self._saved = [
+            (SerperBackend, "_image_candidates", SerperBackend._image_candidates),
+            (ImageDownloader, "_download", ImageDownloader._download),
+            (ImageDownloader, "_accept", ImageDownloader._accept),
+        ]
+        SerperBackend._image_candidates = timed_async("search", SerperBackend._image_candidates)  # type: ignore[method-assign]
+        ImageDownloader._download = timed_async("download", ImageDownloader._download)  # type: ignore[method-assign]
+        ImageDownloader._accept = timed("accept", ImageDownloader._accept)  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, method in self._saved:
+            setattr(owner, name, method)
+
+    def report(self, wall: float, ideal: float, bound: int, delay: float) -> str:
+        def of(kind: str) -> list[tuple[float, float]]:
+            return sorted((a, b) for k, a, b in self.events if k == kind)
+
+        searches, downloads, accepts = of("search"), of("download"), of("accept")
+        if not downloads:
+            return "       breakdown: no downloads were timed"
+        t0 = min(a for a, _ in searches + downloads)
+        first, last = downloads[0][0] - t0, max(b for _, b in downloads) - t0
+        span = last - first
+        busy = sum(b - a for a, b in downloads)
+        durations = sorted(b - a for a, b in downloads)
+        rounds = math.ceil(len(downloads) / bound)
+        end = max(b for _, b in downloads + accepts) - t0
+        decode = sorted(b - a for a, b in accepts)
+        lines = [
+            f"       breakdown (one instrumented run, wall {end:.3f}s against ideal {ideal:.3f}s):",
+            f"         before the first download: {first:.3f}s (search API: {len(searches)} calls, all answered by "
+            f"{max(b for _, b in searches) - t0:.3f}s, median {_median([b - a for a, b in searches]) * 1000:.0f} ms each)",
+            f"         downloads: {span:.3f}s for {rounds} rounds of {delay * 1000:.0f} ms = {span / rounds * 1000:.1f} ms a round; "
+            f"median download {durations[len(durations) // 2] * 1000:.1f} ms ({(durations[len(durations) // 2] - delay) * 1000:.1f} ms "
+            f"above the server's delay), {busy / span:.1f} of {bound} slots busy on average",
+            f"         after the last download: {end - last:.3f}s (its decode and store; median decode+store "
+            f"{decode[len(decode) // 2] * 1000:.1f} ms in a worker thread, outside the bound)",
+            f"         client CPU: event loop {self.cpu.get('loop', 0):.3f}s, worker threads {self.cpu.get('threads', 0):.3f}s; "
+            f"machine load {os.getloadavg()[0]:.2f} (the two servers share the machine's {os.cpu_count()} cores)",
+        ]
+        return "\n".join(lines)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def run(mode: str, n: int, top_k: int, bound: int, delay: float, timeline: Timeline | None = None) -> dict[str, Any]:
     from genevolve_graph.tools.runcache import RUN_CACHE
 
     fork = mp.get_context("fork")
@@ -209,8 +302,15 @@ def run(mode: str, n: int, top_k: int, bound: int, delay: float) -> dict[str, An
         RUN_CACHE.clear()
         with tempfile.TemporaryDirectory() as tmp:
             directory = str(Path(tmp) / "images")
-            runner = _direct if mode == "direct" else _graph
-            wall, images_returned = asyncio.run(runner(search_url, image_port, n, top_k, bound, directory))
+            if mode == "direct":
+                coroutine = _direct(search_url, image_port, n, top_k, bound, directory, timeline.cpu if timeline else None)
+            else:
+                coroutine = _graph(search_url, image_port, n, top_k, bound, directory)
+            if timeline is not None:
+                with timeline:
+                    wall, images_returned = asyncio.run(coroutine)
+            else:
+                wall, images_returned = asyncio.run(coroutine)
             stats = _stats(image_url)
             stored = sum(1 for p in Path(directory).rglob("*") if p.is_file() and p.parent.name != "urls")
     finally:
@@ -239,6 +339,7 @@ def main() -> None:
     parser.add_argument("--bound", type=int, default=16, help="download concurrency bound (options['download_concurrency'])")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds the image host waits before each image")
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode; the median is reported")
+    parser.add_argument("--breakdown", action="store_true", help="always add the instrumented run (direct mode), not only when the target is missed")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     modes = ["direct", "graph"] if args.mode == "both" else [args.mode]
@@ -250,7 +351,7 @@ def main() -> None:
         return sorted(values)[len(values) // 2]
 
     for mode in modes:
-        # Runs alternate with their reference (the plain-httpx floor, or the graph without
+        # Runs alternate with their reference (the plain-aiohttp floor, or the graph without
         # the delay) so that both see the same machine load.
         runs, refs = [], []
         for _ in range(args.repeat):
@@ -274,9 +375,13 @@ def main() -> None:
             m["vs_floor"] = round(median([w / f for w, f in zip(walls, refs)]), 3)
             print(
                 f"{head}\n       wall {m['wall_s']:.3f}s (runs {walls}) = {m['ratio']:.2f}x ideal (target <= {m['target']}x) "
-                f"{'OK' if ok else 'MISSED'}\n       plain-httpx floor, same load: {m['floor_s']:.3f}s (runs {m['ref_s_all']}) = "
+                f"{'OK' if ok else 'MISSED'}\n       plain-aiohttp floor, same load: {m['floor_s']:.3f}s (runs {m['ref_s_all']}) = "
                 f"{m['floor_s'] / m['ideal_s']:.2f}x ideal; search + safety + cache cost {m['vs_floor']:.2f}x the floor (median of pairs)"
             )
+            if args.breakdown or not ok:
+                timeline = Timeline()
+                traced = run(mode, args.trajectories, args.top_k, args.bound, args.delay, timeline)
+                print(timeline.report(traced["wall_s"], m["ideal_s"], args.bound, args.delay))
         else:
             # The graph's own work (policy turns, checkpoints, searches) dwarfs 50 ms waits;
             # the same run without the delay isolates what waiting for images added.

@@ -129,8 +129,32 @@ def read_image_file(
     image under the limits is accepted; with ``root``, the path (symlinks followed) must
     also stay inside that folder. A path named by a trace database or an image registry is
     no more trusted than a URL. Raises ``UnsafeImageError`` with the reason; an ``OSError``
-    (a missing file) passes through.
+    (a missing file) passes through. The bytes are verified by one full decode whose frame
+    is not kept (``decode_image(upright=False)``); a caller that needs the pixels too uses
+    :func:`load_image_file`, which decodes once for both.
     """
+    data = _read_regular_file(path, root=root, max_bytes=max_bytes)
+    decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes, upright=False)  # proves it is an image; raises why not
+    return data
+
+
+def load_image_file(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image.Image:
+    """The image in a file on disk, loaded upright as RGB/RGBA, under the rules of
+    :func:`read_image_file` (regular file, inside ``root``, caps, allowed format): one read,
+    one decode that both checks the bytes and gives the pixels."""
+    data = _read_regular_file(path, root=root, max_bytes=max_bytes)
+    return decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes).image
+
+
+def _read_regular_file(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes`` (inside
+    ``root`` when given, symlinks followed); nothing is decoded here."""
     where = Path(path).expanduser()
     if root is not None:
         folder = Path(root).expanduser().resolve()
@@ -144,9 +168,7 @@ def read_image_file(
             raise UnsafeImageError(f"{where} is not a regular file")
         if info.st_size > max_bytes:
             raise UnsafeImageError(f"{where} is {info.st_size} bytes, more than the {max_bytes}-byte cap")
-        data = stream.read(max_bytes + 1)
-    decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)  # proves it is an image; raises why not
-    return data
+        return stream.read(max_bytes + 1)
 
 
 def _has_alpha(im: Image.Image) -> bool:

@@ -29,18 +29,18 @@ from io import BytesIO
 from pathlib import Path
 from urllib.parse import urljoin
 
-import httpx
+import aiohttp
 from PIL import Image
 
 from genevolve_graph.imaging import UnsafeImageError, decode_image
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.tools.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
-from genevolve_graph.tools.webclient import ssl_context
+from genevolve_graph.tools.guarded_http import USER_AGENT, close_session, image_session
 from genevolve_graph.file_modes import mkstemp
 
-USER_AGENT = "genevolve-graph/0.1 (image reference fetcher)"
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_IMAGE_TYPES = ("image/svg+xml", "application/json", "application/xml", "application/xhtml+xml", "application/javascript", "application/pdf")
 
 
@@ -111,34 +111,29 @@ class DownloadStats:
 class _LoopState:
     """What belongs to one event loop: the bound, the shared downloads, the HTTP pool.
 
-    The pooled client keeps connections alive between downloads (one TLS handshake per
+    The pooled session keeps connections alive between downloads (one TLS handshake per
     image host, not per image) and is closed as soon as no download is running, so no
     socket outlives the work or its event loop.
     """
 
     semaphore: asyncio.Semaphore
     inflight: dict[str, "asyncio.Future[StoredImage]"] = field(default_factory=dict)
-    client: httpx.AsyncClient | None = None
+    session: aiohttp.ClientSession | None = None
     users: int = 0
 
-    def acquire(self, limits: "DownloadLimits", connections: int) -> httpx.AsyncClient:
-        if self.client is None:
-            self.client = httpx.AsyncClient(
-                trust_env=False,  # a proxy would hide the real peer from the rebinding check
-                follow_redirects=False,  # every hop is checked by hand
-                verify=ssl_context(),
-                timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
-                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-                headers={"User-Agent": USER_AGENT, "Accept": "image/webp,image/png,image/jpeg,image/gif;q=0.9,*/*;q=0.1"},
+    def acquire(self, policy: NetPolicy, limits: "DownloadLimits", connections: int) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = image_session(
+                policy, connections=connections, connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout
             )
         self.users += 1
-        return self.client
+        return self.session
 
     async def release(self) -> None:
         self.users -= 1
-        if self.users == 0 and self.client is not None:
-            client, self.client = self.client, None
-            await asyncio.shield(client.aclose())
+        if self.users == 0 and self.session is not None:
+            session, self.session = self.session, None
+            await close_session(session)
 
 
 class ImageDownloader:
@@ -253,9 +248,9 @@ class ImageDownloader:
         try:
             async with state.semaphore:
                 self.stats.network += 1
-                client = state.acquire(self.limits, self.concurrency)
+                session = state.acquire(self.policy, self.limits, self.concurrency)
                 try:
-                    data = await self._download(client, url)
+                    data = await self._download(session, url)
                 finally:
                     await state.release()
             # Decoding and storing are CPU and disk work: one trip to a worker thread.
@@ -273,36 +268,36 @@ class ImageDownloader:
         decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_bytes, upright=False)
         return self._store(url, data, decoded.format, decoded.frames, decoded.image)
 
-    async def _download(self, client: httpx.AsyncClient, url: str) -> bytes:
+    async def _download(self, session: aiohttp.ClientSession, url: str) -> bytes:
         limits = self.limits
         try:
             async with asyncio.timeout(limits.total_timeout):
                 current = url
                 for _hop in range(limits.max_redirects + 1):
                     await self.policy.check_destination(current)
-                    async with client.stream("GET", current) as response:
-                        stream = response.extensions.get("network_stream")
-                        self.policy.check_peer(current, stream.get_extra_info("server_addr") if stream else None)
-                        if response.is_redirect:
+                    # The session's connector checks the peer of the connection before
+                    # the request is written (guarded_http.PeerCheckedConnector).
+                    async with session.get(current, allow_redirects=False) as response:
+                        if response.status in _REDIRECTS:
                             location = response.headers.get("location")
                             if not location:
-                                raise DownloadRejected(f"HTTP {response.status_code} redirect without a Location")
+                                raise DownloadRejected(f"HTTP {response.status} redirect without a Location")
                             current = urljoin(current, location)
                             continue
                         return await self._read_body(response)
                 raise DownloadRejected(f"more than {limits.max_redirects} redirects")
         except BlockedURL as exc:
             raise DownloadRejected(f"blocked: {exc}") from None
+        except aiohttp.ServerTimeoutError as exc:  # a connect or read timeout of the session
+            raise DownloadRejected(f"timed out ({type(exc).__name__})", transient=True) from None
         except TimeoutError:
             raise DownloadRejected(f"timed out after {limits.total_timeout:g}s (slow or stalled server)", transient=True) from None
-        except httpx.TimeoutException as exc:
-            raise DownloadRejected(f"timed out ({type(exc).__name__})", transient=True) from None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise DownloadRejected(f"download failed ({type(exc).__name__}: {exc})", transient=True) from None
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        if response.status_code != 200:
-            code = response.status_code
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        if response.status != 200:
+            code = response.status
             raise DownloadRejected(f"HTTP {code}", transient=code in (408, 425, 429) or code >= 500)
         ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype.startswith("text/") or ctype in _NOT_IMAGE_TYPES:
@@ -312,7 +307,7 @@ class ImageDownloader:
         if declared.isdigit() and int(declared) > cap:
             raise DownloadRejected(f"Content-Length {declared} exceeds the {cap}-byte cap")
         body = BytesIO()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             body.write(chunk)
             if body.tell() > cap:
                 raise DownloadRejected(f"body exceeds the {cap}-byte cap")

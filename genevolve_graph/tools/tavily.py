@@ -3,7 +3,7 @@
 ``POST {base}/search`` with ``{"query", "max_results", "include_images", ...}`` and the key
 as a bearer token from ``TAVILY_API_KEY``. ``options["tavily_base_url"]`` or
 ``TAVILY_BASE_URL`` points at a compatible endpoint. Tavily's image results carry a URL and
-an optional description but no page URL. This small httpx client (rather than
+an optional description but no page URL. This small HTTP client (rather than
 ``tavily-python``) shares the retries, timeouts and key scrubbing of the other backends and
 adds no dependency.
 """

@@ -3,7 +3,8 @@
 A vision policy can judge references by looking at them; the released GenEvolve
 checkpoint saw text only, so this is off by default (``options["show_images"]``). The
 tools node appends these parts to the image-search observation. Each image is decoded
-again under the safety limits (a cache file may have been replaced), shrunk so that its
+again under the safety limits (a cache file may have been replaced), once for both the
+check and the pixels (``imaging.load_image_file``), shrunk so that its
 longer side is at most ``max_side`` and sent as a JPEG (PNG when it has transparency)
 data URL, preceded by a text part naming it so the policy can tell which is which.
 """
@@ -18,15 +19,14 @@ from typing import Any
 
 from PIL import Image
 
-from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, decode_image_bytes, read_image_file
+from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, load_image_file
 from genevolve_graph.tools.base import ImageHit
 from genevolve_graph.tools.web_options import WebOptions
 
 
 def thumbnail_data_url(path: str | Path, *, max_side: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """A ``data:`` URL of a thumbnail of the image file at ``path`` (``UnsafeImageError`` if refused)."""
-    data = read_image_file(path, max_pixels=max_pixels, max_bytes=max_bytes)  # a regular image file only
-    image = decode_image_bytes(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    image = load_image_file(path, max_pixels=max_pixels, max_bytes=max_bytes)  # a regular image file only, decoded once
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = BytesIO()
     if image.mode == "RGBA":

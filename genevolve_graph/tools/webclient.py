@@ -11,10 +11,12 @@ line, whatever produced them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import ssl
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -24,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -44,12 +47,22 @@ class RetrySettings:
     max_delay: float = 8.0
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A finished API reply: status, headers and the whole body (read inside the attempt,
+    so that a connection dropped mid-body is retried like any other transport failure)."""
+
+    status: int
+    headers: Any  # a case-insensitive mapping
+    body: bytes
+
+
 class RetryableStatus(Exception):
     """A 429 or 5xx reply, raised inside the retry loop so tenacity can retry it."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"HTTP {reply.status}")
+        self.reply = reply
 
 
 @lru_cache(maxsize=1)
@@ -83,13 +96,15 @@ def origin(url: str) -> str:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (RetryableStatus, httpx.TimeoutException, httpx.RemoteProtocolError))
+    # Timeouts (aiohttp's are TimeoutErrors too) and a server that dropped the connection
+    # or cut the body short; refused connections are not retried (the service is down).
+    return isinstance(exc, (RetryableStatus, TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError))
 
 
 def _retry_after(exc: BaseException | None) -> float | None:
     if not isinstance(exc, RetryableStatus):
         return None
-    value = exc.response.headers.get("retry-after", "").strip()
+    value = exc.reply.headers.get("retry-after", "").strip()
     if not value:
         return None
     if value.isdigit():
@@ -121,7 +136,7 @@ class _BackoffWait:
 
 
 async def call_json(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     method: str,
     url: str,
     *,
@@ -151,7 +166,7 @@ async def call_json(
         message = f"{service}: attempt {state.attempt_number}/{attempts} failed ({_describe(exc)}); retrying in {state.upcoming_sleep:.2f}s"
         log.warning("%s", redact(message, secrets))
 
-    response: httpx.Response | None = None
+    reply: Reply | None = None
     try:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(attempts),
@@ -161,28 +176,44 @@ async def call_json(
             reraise=True,
         ):
             with attempt:
-                response = await client.request(method, url, **request)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise RetryableStatus(response)
+                async with client.request(method, url, allow_redirects=False, proxy=env_proxy(url), **request) as response:
+                    reply = Reply(response.status, response.headers, await response.read())
+                if reply.status == 429 or reply.status >= 500:
+                    raise RetryableStatus(reply)
     except RetryableStatus as exc:
-        code = exc.response.status_code
+        code = exc.reply.status
         what = "is rate limiting requests (HTTP 429)" if code == 429 else f"returned HTTP {code}"
         raise fail(f"{what} after {attempts} attempt(s)") from None
-    except httpx.TimeoutException:
+    except TimeoutError:
         raise fail(f"timed out after {attempts} attempt(s)") from None
-    except httpx.ConnectError as exc:
+    except aiohttp.ClientConnectorError as exc:
         raise fail(f"is unreachable ({_describe(exc)})") from None
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         raise fail(f"failed ({_describe(exc)})") from None
-    assert response is not None
-    if response.status_code >= 400:
-        hint = status_hint(response.status_code) if status_hint else None
-        raise fail(hint or f"returned HTTP {response.status_code}")
+    assert reply is not None
+    if reply.status >= 400:
+        hint = status_hint(reply.status) if status_hint else None
+        raise fail(hint or f"returned HTTP {reply.status}")
     try:
-        return response.json()
-    except ValueError:
-        ctype = response.headers.get("content-type", "?").split(";")[0]
+        return json.loads(reply.body)
+    except ValueError:  # also UnicodeDecodeError
+        ctype = reply.headers.get("content-type", "?").split(";")[0]
         raise fail(non_json_hint or f"returned a non-JSON reply (Content-Type {ctype})") from None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``, else
+    ``ALL_PROXY``; none when ``NO_PROXY`` covers the host), read at call time.
+
+    This is the part of httpx's ``trust_env`` the API calls relied on. aiohttp's own
+    ``trust_env`` would also send ``~/.netrc`` credentials, which no endpoint was
+    configured to receive, and costs two thread hops per request."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxy
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -196,7 +227,7 @@ def _describe(exc: BaseException | None) -> str:
 
 @dataclass
 class _Shared:
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     users: int = 0
 
 
@@ -204,15 +235,27 @@ _API_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, 
 
 
 @asynccontextmanager
-async def api_client(timeout: float) -> AsyncIterator[httpx.AsyncClient]:
-    """A pooled httpx client for configured API endpoints, shared by the concurrent calls
+async def api_client(timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
+    """A pooled HTTP session for configured API endpoints, shared by the concurrent calls
     of this event loop (one TLS handshake per service, not per query) and closed as soon
-    as no call uses it. It carries no credentials: each request passes its own headers.
-    Environment proxies are honoured."""
+    as no call uses it. It carries no credentials (each request passes its own headers)
+    and keeps no cookies. Environment proxies are honoured (``env_proxy``). ``timeout`` bounds the
+    connect and every read, as httpx's did.
+
+    aiohttp rather than httpx: a batch's 64 concurrent searches cost httpx about five times
+    the CPU (its connection pool rescans every connection whenever a request starts or
+    ends), and that time delayed every download waiting on the same event loop
+    (``benchmarks/search_concurrency.py``)."""
     clients = _API_CLIENTS.setdefault(asyncio.get_running_loop(), {})
     shared = clients.get(timeout)
     if shared is None:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), verify=ssl_context(), follow_redirects=False)
+        connect = min(timeout, 10.0)
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context()),
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=timeout),
+            trust_env=False,  # proxies come from env_proxy; no ~/.netrc credentials
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         shared = clients[timeout] = _Shared(client)
     shared.users += 1
     try:
@@ -221,4 +264,4 @@ async def api_client(timeout: float) -> AsyncIterator[httpx.AsyncClient]:
         shared.users -= 1
         if shared.users == 0 and clients.get(timeout) is shared:
             del clients[timeout]
-            await asyncio.shield(shared.client.aclose())
+            await asyncio.shield(shared.client.close())

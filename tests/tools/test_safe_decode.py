@@ -107,3 +107,51 @@ def test_verify_only_decode_makes_no_copy_of_a_still_image_but_converts_animatio
     assert still.format == "JPEG" and still.frames == 1 and still.image is None
     anim = decode_image(image_bytes("anim", "gifanim", (20, 20)), max_pixels=10_000, max_bytes=100_000, upright=False)
     assert anim.frames == 3 and anim.image is not None and anim.image.mode == "RGB"
+
+
+@pytest.mark.parametrize("reader", ["read_image_file", "load_image_file"])
+def test_image_files_are_held_to_the_download_rules(reader: str, tmp_path) -> None:
+    """Both file readers refuse the same things: a FIFO, a symlink out of the root, an
+    oversize file, bytes that are not an allowed image, a bomb header."""
+    import os
+
+    from genevolve_graph import imaging
+
+    read = getattr(imaging, reader)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "ok.jpg").write_bytes(image_bytes("ok", "jpeg", (40, 30)))
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(image_bytes("outside", "jpeg", (40, 30)))
+    (folder / "link.jpg").symlink_to(outside)
+    os.mkfifo(folder / "pipe.png")
+    (folder / "page.jpg").write_bytes(b"<!DOCTYPE html><html>no</html>")
+    (folder / "bomb.png").write_bytes(png_declaring(3_000, 3_000))
+    assert read(folder / "ok.jpg", root=folder) is not None
+    for name, reason in (
+        ("link.jpg", "leads outside"),
+        ("pipe.png", "not a regular file"),
+        ("page.jpg", "not an allowed image format"),
+        ("bomb.png", "exceeds the 1000000-pixel cap"),
+    ):
+        with pytest.raises(UnsafeImageError, match=reason):
+            read(folder / name, root=folder, max_pixels=1_000_000)
+    with pytest.raises(UnsafeImageError, match="more than the 100-byte cap"):
+        read(folder / "ok.jpg", max_bytes=100)
+    loaded = imaging.load_image_file(folder / "ok.jpg")
+    assert loaded.size == (40, 30) and loaded.mode == "RGB"
+    assert imaging.read_image_file(folder / "ok.jpg") == image_bytes("ok", "jpeg", (40, 30))
+
+
+def test_reading_an_image_file_decodes_it_once(tmp_path, monkeypatch) -> None:
+    from genevolve_graph import imaging
+
+    decodes: list[int] = []
+    real = imaging._decode
+    monkeypatch.setattr(imaging, "_decode", lambda data, *a, **k: decodes.append(len(data)) or real(data, *a, **k))
+    path = tmp_path / "photo.png"
+    path.write_bytes(image_bytes("photo", "png", (30, 20)))
+    imaging.read_image_file(path)
+    assert decodes == [path.stat().st_size]
+    imaging.load_image_file(path)
+    assert decodes == [path.stat().st_size] * 2

@@ -273,3 +273,19 @@ def test_bad_backend_options_name_the_option(web_options) -> None:
         make_search_backend(ctx("searxng", web_options, searxng_safesearch=7))
     with pytest.raises(ValueError, match="option 'search_timeout' must be a number of seconds"):
         make_search_backend(ctx("serper", web_options, search_timeout="soon"))
+
+
+def test_api_calls_use_the_environment_proxy_but_not_for_no_proxy_hosts(monkeypatch) -> None:
+    from genevolve_graph.tools.webclient import env_proxy
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://google.serper.dev/search") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "searx.internal,127.0.0.1")
+    assert env_proxy("https://google.serper.dev/search") == "http://proxy.internal:3128"
+    assert env_proxy("https://searx.internal/search") is None
+    assert env_proxy("http://127.0.0.1:8080/search") is None
+    assert env_proxy("http://example.org/search") is None  # no HTTP_PROXY or ALL_PROXY
+    monkeypatch.setenv("ALL_PROXY", "http://all.internal:8080")
+    assert env_proxy("http://example.org/search") == "http://all.internal:8080"

@@ -165,8 +165,9 @@ async def test_dns_rebinding_is_caught_at_the_connected_peer(servers, web_option
     d = shared_downloader(opts, policy)
     with pytest.raises(DownloadRejected, match=r"blocked: localhost -> 127\.0\.0\.1 is loopback"):
         await d.fetch(f"http://localhost:{servers.images.port}/img/rebound")
-    # The check runs on the live response: the connection was made, the body never read.
-    assert servers.image_state.hits["/img/rebound"] == 1
+    # The check runs on the connection itself: it was made, but not one byte of the request
+    # was written to it, so the image host never saw the request.
+    assert servers.image_state.hits["/img/rebound"] == 0
     assert stored_files(opts.image_download_dir) == []
 
 
@@ -231,3 +232,19 @@ async def test_relative_cache_dir_gives_absolute_paths(servers, web_options, tmp
     monkeypatch.chdir(tmp_path)
     stored = await downloader(web_options, image_download_dir="relative-cache").fetch(f"{servers.image_url}/img/rel")
     assert stored.local_path.is_absolute() and stored.local_path.is_relative_to(tmp_path / "relative-cache")
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "gifanim"])
+async def test_each_download_is_decoded_once(servers, web_options, monkeypatch, fmt: str) -> None:
+    """One full decode checks the bytes and, for a GIF, gives the frame that is stored; a
+    second fetch of the URL decodes nothing."""
+    from genevolve_graph import imaging
+
+    decodes: list[int] = []
+    real = imaging._decode
+    monkeypatch.setattr(imaging, "_decode", lambda data, *a, **k: decodes.append(len(data)) or real(data, *a, **k))
+    d = downloader(web_options)
+    url = f"{servers.image_url}/img/once-decoded?fmt={fmt}"
+    await d.fetch(url)
+    await d.fetch(url)
+    assert decodes == [len(image_bytes("once-decoded", fmt))]

@@ -58,3 +58,19 @@ def test_observation_content_is_text_unless_show_images(tmp_path) -> None:
     with Image.open(io.BytesIO(base64.b64decode(parts[2]["image_url"]["url"].split(",", 1)[1]))) as im:
         assert max(im.size) == 64
     assert observation_content(block, [], [], {"show_images": True}) == block
+
+
+def test_a_thumbnail_decodes_its_file_once(tmp_path, monkeypatch) -> None:
+    """The file is checked and shrunk from one decode (it used to be decoded twice: once to
+    check it, once more for the pixels)."""
+    from genevolve_graph import imaging
+    from genevolve_graph.tools.thumbnails import thumbnail_data_url
+
+    decodes: list[int] = []
+    real = imaging._decode
+    monkeypatch.setattr(imaging, "_decode", lambda data, *a, **k: decodes.append(len(data)) or real(data, *a, **k))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(image_bytes("photo", "jpeg", (600, 300)))
+    url = thumbnail_data_url(photo, max_side=64)
+    assert url.startswith("data:image/jpeg;base64,")
+    assert decodes == [photo.stat().st_size]
