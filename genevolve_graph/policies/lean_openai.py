@@ -180,7 +180,7 @@ class LeanChatOpenAI(ChatOpenAI):
             reply = await transport.post(url, body, headers)
         except httpx.TimeoutException as exc:
             raise openai.APITimeoutError(request=exc.request) from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # no connection, or a reply that does not decode
             raise openai.APIConnectionError(request=exc.request) from exc
         if reply.status >= 400:
             raise self.root_async_client._make_status_error_from_response(reply.as_httpx(url))

@@ -8,7 +8,8 @@ single cost once LangChain's bookkeeping is gone (``benchmarks/graph_overhead.py
 
 What stays the same as httpx:
 - the request: the headers are the ones the httpx client would send (they are taken from
-  ``client.build_request`` once), the body is the caller's bytes, ``trust_env`` proxies;
+  ``client.build_request`` once), the body is the caller's bytes, the environment's proxy
+  (read once per URL, as httpx reads it once per client);
 - the reply: bodies are read raw and a ``Content-Encoding`` is undone by httpx's own
   decoders, so whatever httpx can decode this can; HTTP errors become ``httpx.Response``
   objects for the SDK's exception classes; transport failures become
@@ -29,6 +30,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RawReply:
 
     status: int
     headers: Any
-    """A case-insensitive multidict (aiohttp's ``CIMultiDictProxy``)."""
+    """A case-insensitive multidict (aiohttp's), without ``Content-Encoding`` once decoded."""
     body: bytes
     charset: str | None
 
@@ -71,12 +73,12 @@ async def _session_lifetime(session: aiohttp.ClientSession) -> AsyncIterator[aio
 
 
 class AiohttpTransport:
-    """POSTs of ready-made bodies through one aiohttp session per event loop."""
+    """POSTs of ready-made bodies through one aiohttp session per event loop (no cookies kept)."""
 
     def __init__(self, *, timeout: Any, max_connections: int = 512) -> None:
         self._timeout = _timeout(timeout)
         self._max_connections = max_connections
-        self._proxies: dict[str, tuple[Any, Any]] = {}
+        self._proxies: dict[str, str | None] = {}
         self._sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, aiohttp.ClientSession]]" = weakref.WeakKeyDictionary()
 
     async def _session(self) -> aiohttp.ClientSession:
@@ -96,30 +98,22 @@ class AiohttpTransport:
         self._sessions[loop] = (lifetime, session)
         return session
 
-    def _proxy(self, url: str) -> tuple[Any, Any]:
-        """The ``HTTP(S)_PROXY``/``NO_PROXY`` proxy for ``url`` and its credentials, or
-        ``(None, None)``: read from the environment once, as httpx reads it once when its
-        client is made (aiohttp's ``trust_env`` would read it, and ``~/.netrc``, in a worker
-        thread on every request)."""
-        found = self._proxies.get(url)
-        if found is None:
-            from aiohttp.helpers import get_env_proxy_for_url
-            from yarl import URL
+    def _proxy(self, url: str) -> str | None:
+        """The environment's proxy for ``url`` (``tools.webclient.env_proxy``: the proxy
+        variables and ``NO_PROXY``, never ``~/.netrc``), read once per URL, as httpx reads
+        it once when its client is made."""
+        if url not in self._proxies:
+            from genevolve_graph.tools.webclient import env_proxy
 
-            try:
-                found = get_env_proxy_for_url(URL(url))
-            except LookupError:
-                found = (None, None)
-            self._proxies[url] = found
-        return found
+            self._proxies[url] = env_proxy(url)
+        return self._proxies[url]
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> RawReply:
         """POST ``body`` with exactly ``headers``; raises ``httpx.TimeoutException`` or
         ``httpx.TransportError`` (naming the aiohttp cause) when no reply arrives."""
         session = await self._session()
-        proxy, proxy_auth = self._proxy(url)
         try:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth) as response:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy(url)) as response:
                 raw = await response.read()
                 coding = response.headers.get("Content-Encoding", "").strip().lower()
                 reply = RawReply(response.status, response.headers, raw, response.charset)
@@ -129,12 +123,13 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             raise httpx.ConnectError(str(exc) or exc.__class__.__name__, request=httpx.Request("POST", url)) from exc
         if coding and coding != "identity":
-            decoded = reply.as_httpx(url)
             try:
-                body = decoded.read()
+                body = reply.as_httpx(url).content  # httpx decodes the body it is given
             except httpx.DecodingError as exc:
-                raise httpx.DecodingError(f"cannot decode the reply ({coding}): {exc}", request=decoded.request) from exc
-            reply = RawReply(reply.status, reply.headers, body, reply.charset)
+                raise httpx.DecodingError(f"cannot decode the reply ({coding}): {exc}", request=httpx.Request("POST", url)) from exc
+            headers = CIMultiDict(reply.headers)
+            headers.popall("Content-Encoding", None)
+            reply = RawReply(reply.status, headers, body, reply.charset)
         return reply
 
     async def aclose(self) -> None:
