@@ -175,3 +175,20 @@ async def test_callbacks_passed_to_the_call_are_listeners(scripted_server):
     recorder = Recorder()
     reply = await ainvoke_chat(lean, CONVERSATION, config={"callbacks": [recorder], "run_name": "policy"})
     assert recorder.chat_starts == 1 and reply.content == PARIS_SCRIPT[0]
+
+
+@pytest.mark.parametrize("model", ["genevolve-8b", 'tricky "messages":[] name'])
+def test_spliced_message_json_gives_the_bytes_of_encoding_the_whole_body(model):
+    """Each message is encoded once and spliced into later bodies; the bytes equal one
+    encoding of the whole body, whatever the strings around them hold."""
+    from genevolve_graph.policies.lean_openai import _MessageDicts, request_body
+
+    conversation = [SystemMessage(content='plan "messages":[] é ✓'), HumanMessage(content=[{"type": "text", "text": "a fox"}]),
+                    AIMessage(content="<think>x</think>")]
+    dicts = _MessageDicts()
+    encoded = dicts.encoded(conversation)
+    payload = {"model": model, "messages": encoded, "temperature": 0.6, "stream": False, "extra_body": {"top_k": 20}}
+    plain = {**payload, "messages": list(encoded)}
+    assert request_body(payload) == request_body(plain)
+    assert dicts.encoded(conversation).json == encoded.json  # the same texts, not encoded again
+    assert request_body({**payload, "messages": dicts.encoded([])}) == request_body({**payload, "messages": []})

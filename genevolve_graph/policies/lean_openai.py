@@ -58,34 +58,66 @@ def _sdk_body_order() -> dict[str, int]:
 _BODY_ORDER = _sdk_body_order()
 
 
+def _dumps(value: Any) -> str:
+    """The SDK's JSON settings (``openai._utils._json.openapi_dumps``)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class EncodedMessages(list):
+    """The ``messages`` of a payload, with each message's JSON text beside it (``json``),
+    so that a request body re-encodes only what is new. A plain list to everyone else."""
+
+    json: list[str]
+
+
 def request_body(payload: dict[str, Any]) -> bytes:
     """The bytes the SDK sends for ``create(**payload)``: its key order, ``extra_body``
-    merged on top, and its JSON settings (``openai._utils._json.openapi_dumps``)."""
+    merged on top, and its JSON settings. Messages that arrive encoded
+    (:class:`EncodedMessages`) are spliced in as they are: the JSON of a list is its
+    items' JSON joined by commas, so the bytes are the same as encoding the whole body."""
     extra = payload.get("extra_body") or {}
     known = sorted((k for k in payload if k != "extra_body"), key=lambda k: _BODY_ORDER.get(k, len(_BODY_ORDER)))
     body = {k: payload[k] for k in known}
     body.update(extra)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    messages = body.get("messages")
+    if not isinstance(messages, EncodedMessages) or not messages:
+        return _dumps(body).encode()
+    body["messages"] = []
+    text = _dumps(body)
+    # The first '"messages":[]' is the top-level key: the keys before it (model, stream,
+    # service_tier) hold scalars, and a quote inside a string is escaped.
+    at = text.index('"messages":[]') + len('"messages":[')
+    return (text[:at] + ",".join(messages.json) + text[at:]).encode()
 
 
 class _MessageDicts:
-    """Each message object converted to its request dict once: a conversation is resent
-    every round, and a caller that passes the same message objects again (the policy does)
-    gets its earlier messages for free. Keyed by object identity, held weakly."""
+    """Each message object converted to its request dict and JSON text once: a
+    conversation is resent every round, and a caller that passes the same message objects
+    again (the policy does) gets its earlier messages for free. Keyed by object identity,
+    held weakly."""
 
     def __init__(self) -> None:
-        self._memo: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+        self._memo: dict[int, tuple[weakref.ref, dict[str, Any], str]] = {}
 
-    def get(self, message: BaseMessage) -> dict[str, Any]:
+    def entry(self, message: BaseMessage) -> tuple[weakref.ref, dict[str, Any], str]:
         key = id(message)
         hit = self._memo.get(key)
         if hit is not None and hit[0]() is message:
-            return hit[1]
+            return hit
         converted = (_convert_message_to_dict(_convert_from_v1_to_chat_completions(message))
                      if isinstance(message, AIMessage) else _convert_message_to_dict(message))
         memo = self._memo
-        memo[key] = (weakref.ref(message, lambda _ref, key=key: memo.pop(key, None)), converted)
-        return converted
+        hit = memo[key] = (weakref.ref(message, lambda _ref, key=key: memo.pop(key, None)), converted, _dumps(converted))
+        return hit
+
+    def get(self, message: BaseMessage) -> dict[str, Any]:
+        return self.entry(message)[1]
+
+    def encoded(self, messages: list[BaseMessage]) -> EncodedMessages:
+        entries = [self.entry(m) for m in messages]
+        encoded = EncodedMessages(e[1] for e in entries)
+        encoded.json = [e[2] for e in entries]
+        return encoded
 
 
 class LeanChatOpenAI(ChatOpenAI):
@@ -110,7 +142,7 @@ class LeanChatOpenAI(ChatOpenAI):
         payload = super()._get_request_payload([], stop=stop, **kwargs)
         if payload.get("messages") != []:  # not the chat-completions layout: ChatOpenAI's own
             return super()._get_request_payload(input_, stop=stop, **kwargs)
-        payload["messages"] = [self._lean_dicts.get(m) for m in self._convert_input(input_).to_messages()]
+        payload["messages"] = self._lean_dicts.encoded(self._convert_input(input_).to_messages())
         return payload
 
     def _lean(self, payload: dict[str, Any]) -> bool:
