@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -35,6 +36,18 @@ def split_concurrency(total: int, workers: int) -> list[int]:
     """``total`` rows in flight spread over ``workers`` (never more than ``total`` in all)."""
     base, extra = divmod(total, workers)
     return [base + (1 if k < extra else 0) for k in range(workers)]
+
+
+def watch_pipe(loop: asyncio.AbstractEventLoop, connection: Any, callback: Callable[..., None], *args: Any) -> None:
+    """Call ``callback(*args)`` whenever ``connection`` (a multiprocessing pipe end) is readable.
+
+    The callbacks read whole messages with the blocking ``recv``; uvloop (libuv) turns a
+    watched descriptor non-blocking, and ``recv`` on a message that has only partly arrived
+    would then fail as if the other side were gone. So the descriptor is put back to
+    blocking: readiness still wakes the loop, and a message is read whole."""
+    fd = connection.fileno()
+    loop.add_reader(fd, callback, *args)
+    os.set_blocking(fd, True)
 
 
 # --------------------------------------------------------------------------- the worker process
@@ -75,7 +88,7 @@ async def _worker(commands: Any, send: Callable[[tuple[str, Any]], None], payloa
         elif message == "cancel":
             controller.cancel_in_flight()
 
-    loop.add_reader(commands.fileno(), on_command)
+    watch_pipe(loop, commands, on_command)
     rows = [BatchRow(key=key, position=position, data=data) for key, position, data in payload["rows"]]
     session = await LocalExecutor(payload["concurrency"]).execute(
         payload["stage"], rows, sink=lambda record: send(("record", record)), records={}, controller=controller,
@@ -217,7 +230,7 @@ async def run_in_processes(
             result_send.close()
             child = _Child(index, process, command_send, result_recv)
             children.append(child)
-            loop.add_reader(result_recv.fileno(), on_result, child)
+            watch_pipe(loop, result_recv, on_result, child)
             if controller.stopping:
                 child.commands.send("cancel" if controller.fatal else "stop")
         await all_finished.wait()

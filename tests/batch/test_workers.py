@@ -31,6 +31,25 @@ def test_worker_processes_record_every_row_once_within_the_bound(cli, tmp_path, 
                *policy_args(server)).exit_code == 2  # processes cannot share an in-memory checkpointer
 
 
+def test_records_larger_than_a_pipe_buffer_arrive_whole_on_the_command_lines_loop(cli, tmp_path, scripted_server):
+    """Each record (a 300 kB field of its row) spans several pipe buffers, so the parent is
+    woken with half a record waiting. On uvloop (the command line's loop), whose watched
+    descriptors are non-blocking, reading it used to fail as if the worker had died
+    ("worker process 1 exited unexpectedly")."""
+    from genevolve_graph.event_loop import loop_kind
+
+    assert loop_kind() == "uvloop"
+    ids = [f"big{i}" for i in range(8)]
+    server = scripted_server(script_for(ids, rounds=2), latency=0.01)
+    bulk = "x" * 300_000
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "question": request_text(i), "bulk": bulk} for i in ids])
+    result = cli("batch", "--input", path, "--out", tmp_path / "run", "--workers", "2", "--concurrency", "4", *policy_args(server))
+    assert result.exit_code == 0, result.stderr
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(ids)
+    assert all(r["termination"] == "answer" and r["bulk"] == bulk for r in records)
+
+
 def test_killing_the_parent_stops_its_workers_and_resume_records_every_row_once(cli, tmp_path, scripted_server):
     server = scripted_server(script_for([f"row{i:02d}" for i in range(12)], rounds=ROUNDS), latency=0.3)
     path, ids = setup_input(tmp_path)
