@@ -11,6 +11,7 @@ that insists on it).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any, Coroutine, TypeVar
 
@@ -33,12 +34,28 @@ def loop_kind() -> str:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the loop ``loop_kind()`` names."""
-    if loop_kind() == "uvloop":
-        import uvloop
+    """``asyncio.run(main)`` on the loop ``loop_kind()`` names.
 
-        return uvloop.run(main)
-    return asyncio.run(main)
+    Before the loop starts, the objects alive now (the imported modules, classes and
+    compiled schemas: most of the heap of a command) are moved out of the cyclic garbage
+    collector's sight (``gc.freeze``). They live as long as the process anyway, and every
+    full collection would otherwise walk them again: at batch sizes that was about 0.15 ms
+    of CPU per policy round, in pauses of a tenth of a second. They return to the collector
+    when the run ends (``gc.unfreeze``), for callers that go on (tests, notebooks)."""
+    try:
+        kind = loop_kind()
+    except ValueError:
+        main.close()  # never started: no "coroutine was never awaited" warning on top of the error
+        raise
+    gc.freeze()
+    try:
+        if kind == "uvloop":
+            import uvloop
+
+            return uvloop.run(main)
+        return asyncio.run(main)
+    finally:
+        gc.unfreeze()
 
 
 __all__ = ["CHOICES", "loop_kind", "run"]
