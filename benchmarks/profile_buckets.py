@@ -15,13 +15,13 @@ from collections import defaultdict
 from typing import Any
 
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("chat client: ChatOpenAI / lean model + openai SDK + httpx",
-     ("/langchain_openai/", "/openai/", "/httpx/", "/httpcore/", "/h11/", "/anyio/", "/sniffio/", "/distro/",
-      "genevolve_graph/policies/")),
+    ("chat client: ChatOpenAI / lean model + aiohttp (or openai SDK + httpx)",
+     ("/langchain_openai/", "/openai/", "/aiohttp/", "/multidict/", "/yarl/", "/aiohappyeyeballs/", "/httpx/",
+      "/httpcore/", "/h11/", "/anyio/", "/sniffio/", "/distro/", "genevolve_graph/policies/")),
     ("LangChain core: callbacks, messages, runnables", ("/langchain_core/", "/langsmith/")),
     ("pydantic validation / copies", ("/pydantic/", "/pydantic_core/")),
     ("SQLite checkpoints: saver, serde, aiosqlite hand-offs",
-     ("/langgraph/checkpoint/", "/aiosqlite/", "/sqlite3/", "/ormsgpack/", "/msgpack/")),
+     ("/langgraph/checkpoint/", "/aiosqlite/", "/sqlite3/", "/ormsgpack/", "/msgpack/", "genevolve_graph/sqlite_saver.py")),
     ("LangGraph step bookkeeping", ("/langgraph/",)),
     ("tools: search (BM25), image search, skills, observations",
      ("genevolve_graph/tools/", "genevolve_graph/skills/", "genevolve_graph/nodes/tools.py",
@@ -29,7 +29,7 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("planner node + protocol rendering",
      ("genevolve_graph/nodes/planner.py", "genevolve_graph/protocol.py", "genevolve_graph/prompts/")),
     ("other genevolve_graph (runner, emitter, services)", ("genevolve_graph/",)),
-    ("asyncio event loop and selectors", ("/asyncio/", "/selectors.py")),
+    ("event loop (uvloop or asyncio) and selectors", ("/uvloop/", "/asyncio/", "/selectors.py")),
 ]
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
