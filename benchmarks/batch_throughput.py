@@ -94,7 +94,7 @@ def serve(rows: int, rounds: int, latency: float, conn: Any) -> None:
                 conn.send("ok")
             elif message == "stats":
                 conn.send({"max_in_flight": server.max_in_flight, "requests": len(server.requests),
-                           "errors": sum(1 for r in server.requests if r.status != 200)})
+                           "errors": sum(1 for r in server.requests if r.status != 200), "cpu": time.process_time()})
             else:
                 break
 
@@ -127,7 +127,7 @@ class ServerHandle:
             self.conn.send("stats")
             return self.conn.recv()
         return {"max_in_flight": self.server.max_in_flight, "requests": len(self.server.requests),
-                "errors": sum(1 for r in self.server.requests if r.status != 200)}
+                "errors": sum(1 for r in self.server.requests if r.status != 200), "cpu": float("nan")}
 
     def close(self) -> None:
         if self.mode == "process":
@@ -212,6 +212,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
+            server_start_stats = server.stats()
             wall, cpu, report = event_loop.run(run_batch(server.base_url, args.rows, args.rounds, args.concurrency, workdir, args.checkpoint,
                                                       args.workers))
             peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -220,6 +221,7 @@ def main() -> None:
             db = workdir / "run" / "trace.sqlite"
             ck, wr, file_size = checkpoint_bytes(db) if db.exists() else (0, 0, 0)
             results_size = (workdir / "run" / "results.jsonl").stat().st_size
+            server_cpu_start = server_start_stats["cpu"]
             counts = report.outcome_counts()
             assert report.complete and counts.get("answer") == args.rows, counts
             server.reset()
@@ -245,6 +247,10 @@ def main() -> None:
     print(f"server max in flight: batch {batch_stats['max_in_flight']}, loop {loop_stats['max_in_flight']}; "
           f"requests: batch {batch_stats['requests']} ({batch_stats['errors']} errors; {8 * args.rounds} of them the 8 warm-up rows), "
           f"loop {loop_stats['requests']}")
+    server_cpu = batch_stats["cpu"] - server_cpu_start
+    print(f"the scripted server's own CPU during the batch: {server_cpu:.2f} s = {server_cpu / max(1, batch_stats['requests']) * 1000:.2f} ms "
+          f"per request; with the batch's, {(server_cpu + cpu) / os.cpu_count():.2f} s of wall on {os.cpu_count()} fully used cores "
+          f"= {(server_cpu + cpu) / os.cpu_count() / ideal:.2f} x ideal (the machine's floor for this run)")
     print(f"peak memory of the batch (ru_maxrss): {peak_kib / 1024:.0f} MiB"
           + (f" in the parent, {worker_peak_kib / 1024:.0f} MiB in the largest worker process" if args.workers > 1 else ""))
     print(f"checkpoint bytes per row: {(ck + wr) / args.rows:.0f} ({ck / args.rows:.0f} checkpoints + {wr / args.rows:.0f} writes); "
