@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 FILE_MODE = 0o666
 """Requested mode of new files; the process umask is applied by the OS."""
@@ -29,4 +30,22 @@ def mkstemp(dir: str | os.PathLike[str], prefix: str = "tmp", suffix: str = "") 
     raise FileExistsError(f"no free temporary file name in {dir}")
 
 
-__all__ = ["FILE_MODE", "mkstemp"]
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """``data`` to ``path`` through a temporary file in the same folder and a rename, so that
+    readers see the old file or the new one, never half of one (``fsync``: also flushed to
+    disk before the rename). The temporary file goes if anything fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            if fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["FILE_MODE", "mkstemp", "write_bytes_atomic"]

@@ -30,7 +30,6 @@ server's run.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 fo
 
 from genevolve_graph.context import AgentContext
 from genevolve_graph.file_guard import same_file
-from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.file_modes import write_bytes_atomic
 from genevolve_graph.guard import ContextRefused, OperatorSettings, check_output_path, is_caller_context
 from genevolve_graph.imaging import UnsafeImageError, data_uri_bytes, decode_image, read_image_file
 from genevolve_graph.nodes.common import checked_context, dual_node
@@ -165,15 +164,7 @@ def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
     except UnsafeImageError as exc:
         raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
     target = stem.with_suffix(EXTENSIONS.get(fmt, ".img"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, data)
     return target
 
 

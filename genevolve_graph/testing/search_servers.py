@@ -72,6 +72,26 @@ def png_declaring(width: int, height: int) -> bytes:
 # --------------------------------------------------------------------------- image host
 
 
+def tracked_app(app: Any, state: Any, hits: Counter | None = None) -> Any:
+    """``app`` wrapped to keep ``state.inflight``/``state.max_inflight`` (and count requests
+    per path in ``hits``). A plain ASGI wrapper: HTTP middleware cost the fake servers more
+    CPU than the requests they serve, and they share the benchmark machine's cores."""
+
+    async def tracked(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        if hits is not None:
+            hits[scope["path"]] += 1
+        state.inflight += 1
+        state.max_inflight = max(state.max_inflight, state.inflight)
+        try:
+            await app(scope, receive, send)
+        finally:
+            state.inflight -= 1
+
+    return tracked
+
+
 @dataclass
 class ImageHostState:
     """Request counts per path (``hits``) and a delay applied to every ``/img`` request."""
@@ -172,19 +192,7 @@ def image_host_app(state: ImageHostState) -> Any:
     async def stats() -> dict[str, int]:
         return dict(state.hits)
 
-    async def counted(scope: dict, receive: Any, send: Any) -> None:
-        """Plain ASGI wrapper (cheaper than HTTP middleware): count and track concurrency."""
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        state.hits[scope["path"]] += 1
-        state.inflight += 1
-        state.max_inflight = max(state.max_inflight, state.inflight)
-        try:
-            await app(scope, receive, send)
-        finally:
-            state.inflight -= 1
-
-    return counted
+    return tracked_app(app, state, hits=state.hits)
 
 
 # --------------------------------------------------------------------------- search APIs
@@ -310,16 +318,4 @@ def search_app(state: SearchState) -> Any:
             results = [{"title": f"{q} — entry {i}", "url": f"https://example.com/{_slug(q)}/{i}", "content": f"SearXNG on {q} {i}.", "engine": "wikipedia"} for i in range(1, 11)]
         return JSONResponse({"query": q, "number_of_results": len(results), "results": results, "answers": [], "suggestions": []})
 
-    async def tracked(scope: dict, receive: Any, send: Any) -> None:
-        """Plain ASGI wrapper (cheaper than HTTP middleware, as the image host's): track
-        concurrency. The server shares the benchmark machine's cores with the client."""
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        state.inflight += 1
-        state.max_inflight = max(state.max_inflight, state.inflight)
-        try:
-            await app(scope, receive, send)
-        finally:
-            state.inflight -= 1
-
-    return tracked
+    return tracked_app(app, state)

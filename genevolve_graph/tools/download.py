@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.tools.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
 from genevolve_graph.tools.guarded_http import USER_AGENT, close_session, image_session
-from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.file_modes import write_bytes_atomic
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -338,22 +337,12 @@ class ImageDownloader:
         relative = Path(digest[:2]) / f"{digest}{_EXT[fmt]}"
         path = self.cache_dir / relative
         if not path.is_file():
-            _atomic_write(path, data)
+            write_bytes_atomic(path, data)
         entry = {"url": url, "sha256": digest, "file": relative.as_posix(), "format": fmt}
-        _atomic_write(self._index_path(url), json.dumps(entry).encode())
+        write_bytes_atomic(self._index_path(url), json.dumps(entry).encode())
         return StoredImage(url=url, local_path=path, sha256=digest, format=fmt)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _DOWNLOADERS: dict[tuple, ImageDownloader] = {}

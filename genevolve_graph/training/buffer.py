@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from genevolve_graph.training.guides import DecisionGuide
-from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.file_modes import mkstemp, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +216,9 @@ class ExperienceBuffer:
             os.fsync(handle.fileno())
         os.replace(tmp, target / VECTORS_FILE)
         lines = "".join(json.dumps(g.model_dump(mode="json"), ensure_ascii=False) + "\n" for g in self.guides)
-        _atomic_write(target / "guides.jsonl", lines.encode())
+        write_bytes_atomic(target / "guides.jsonl", lines.encode(), fsync=True)
         meta = {"embedder": self.embedder.name, "dim": dim, "capacity": self.capacity, "gate": self.gate, "count": len(self.guides)}
-        _atomic_write(target / "meta.json", json.dumps(meta, indent=2).encode())
+        write_bytes_atomic(target / "meta.json", json.dumps(meta, indent=2).encode(), fsync=True)
         (target / "embeddings.npy").unlink(missing_ok=True)  # the format before ids were kept beside the vectors
         return target
 
@@ -269,10 +269,3 @@ def _key_digest(guide: DecisionGuide) -> str:
     return hashlib.sha256(guide.key_text().encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -7,9 +7,6 @@ and a reference outside the server's roots refused for its row alone."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +16,8 @@ from genevolve_graph.batch.rows import file_stem
 
 from ..studio.dev_server import langgraph_dev
 from .conftest import policy_args, read_results, script_for, write_jsonl
-from .test_kill_resume import recorded, wait_for
 from .test_renders import reference
-from .test_server import ROOT, server_env, server_folder
+from .test_server import interrupt_part_way, server_env, server_folder
 from .test_shards_bench import make_bench
 
 pytest.importorskip("langgraph_api", reason="the server test needs the studio extra: pip install 'genevolve-graph[studio]'")
@@ -60,13 +56,7 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
     with langgraph_dev(folder, tmp_path / "dev.log", env) as server:
         args = ["--input", str(source), "--out", str(out), "--server", server.url, "--server-output-dir", str(server_images),
                 "--concurrency", "1", "--no-progress"]
-        proc = subprocess.Popen([sys.executable, "-m", "genevolve_graph.cli", "render", *args, "--grace", "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-        wait_for(lambda: recorded(out) >= 2, proc, timeout=120)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 130, stderr
-        assert recorded(out) < ROWS and "resume with the same command" in stderr
+        interrupt_part_way("render", args, out, env, ROWS)
 
         resumed = cli("render", *args)
         assert resumed.exit_code == 0, resumed.stderr

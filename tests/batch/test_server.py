@@ -25,6 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS, ROUNDS = 6, 3
 
 
+def interrupt_part_way(command: str, args: list[str], out: Path, env: dict[str, str], rows: int) -> None:
+    """``genevolve-graph COMMAND ARGS`` in a subprocess, stopped with Ctrl-C once two rows are
+    recorded: it exits 130, has recorded fewer than ``rows`` and says how to resume."""
+    proc = subprocess.Popen([sys.executable, "-m", "genevolve_graph.cli", command, *args, "--grace", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    wait_for(lambda: recorded(out) >= 2, proc, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert recorded(out) < rows and "resume with the same command" in stderr
+
+
 def server_folder(tmp_path: Path) -> Path:
     """A langgraph.json naming this checkout's graph, in the test's folder, so that the dev
     server's state (``.langgraph_api``) stays there and no other test's threads come back."""
@@ -58,13 +70,7 @@ def test_batch_on_a_langgraph_server_stops_and_resumes_without_running_anything_
     with langgraph_dev(server_folder(tmp_path), tmp_path / "dev.log", env) as server:
         args = ["--input", str(path), "--out", str(out), "--server", server.url, "--policy", "openai", "--base-url",
                 policy.base_url, "--model", "scripted", "--concurrency", "2", "--no-progress"]
-        proc = subprocess.Popen([sys.executable, "-m", "genevolve_graph.cli", "batch", *args, "--grace", "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-        wait_for(lambda: recorded(out) >= 2, proc, timeout=120)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 130, stderr
-        assert recorded(out) < ROWS and "resume with the same command" in stderr
+        interrupt_part_way("batch", args, out, env, ROWS)
 
         resumed = cli("batch", *args)
         assert resumed.exit_code == 0, resumed.stderr
