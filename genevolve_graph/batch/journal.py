@@ -51,17 +51,7 @@ def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> No
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, fsync, rename: readers see the old
     file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=True)
     fsync_dir(path.parent)
 
 
