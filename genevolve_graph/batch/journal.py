@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genevolve_graph.batch.rows import row_key
-from genevolve_graph.file_modes import FILE_MODE, mkstemp
+from genevolve_graph.file_modes import FILE_MODE, mkstemp, write_bytes_atomic
 from genevolve_graph.jsonl import dumps_safe
 
 
