@@ -10,8 +10,9 @@ What stays: it *is* a ``ChatOpenAI`` (same fields, ``bind_tools``, LangSmith par
 callbacks), so it is traced and streams like one (``_agenerate`` and ``_astream`` are
 implemented). The request body is built by ``ChatOpenAI._get_request_payload`` and laid out
 in the key order the SDK uses, then serialised as the SDK serialises it, so the bytes on the
-wire are identical (``tests/test_graph_openai.py::test_request_bytes_identical_for_both_chat_models``);
-the headers are the SDK client's own. The reply dict goes through
+wire are identical (``tests/test_lean_chat.py::test_request_bytes_identical_for_both_chat_models``);
+the headers are the SDK client's own. They travel through the caller's httpx client or, for
+the policy's own client, an aiohttp session (``lean_transport.py``). The reply dict goes through
 ``ChatOpenAI._create_chat_result`` (in-line: it is cheap for one reply) and the stream
 chunks through ``_convert_chunk_to_generation_chunk``, so content, tool calls and usage are
 identical too; ``response_metadata`` holds what the server sent, without the ``None``
@@ -41,7 +42,7 @@ from langchain_openai.chat_models.base import _convert_from_v1_to_chat_completio
 from openai.resources.chat.completions import AsyncCompletions
 from pydantic import Field, PrivateAttr
 
-from genevolve_graph.policies.reply_check import MalformedReply, parse_completion, redact_endpoint
+from genevolve_graph.policies.reply_check import endpoint_completion
 from genevolve_graph.tracing import nobody_listens
 
 
@@ -110,9 +111,6 @@ class _MessageDicts:
         hit = memo[key] = (weakref.ref(message, lambda _ref, key=key: memo.pop(key, None)), converted, _dumps(converted))
         return hit
 
-    def get(self, message: BaseMessage) -> dict[str, Any]:
-        return self.entry(message)[1]
-
     def encoded(self, messages: list[BaseMessage]) -> EncodedMessages:
         entries = [self.entry(m) for m in messages]
         encoded = EncodedMessages(e[1] for e in entries)
@@ -121,8 +119,9 @@ class _MessageDicts:
 
 
 class LeanChatOpenAI(ChatOpenAI):
-    """``ChatOpenAI`` whose chat-completions calls go straight to httpx (see the module
-    docstring). Construct it like ``ChatOpenAI``; it needs ``http_async_client``."""
+    """``ChatOpenAI`` whose chat-completions calls skip the openai SDK and go straight to
+    httpx or aiohttp (``lean_transport``; see the module docstring). Construct it like
+    ``ChatOpenAI``; it needs ``http_async_client``."""
 
     lean_transport: Literal["httpx", "aiohttp"] = Field(default="httpx")
     """How the plain path sends: through ``http_async_client`` (``httpx``: the caller's
@@ -216,10 +215,7 @@ class LeanChatOpenAI(ChatOpenAI):
             raise openai.APIConnectionError(request=exc.request) from exc
         if reply.status >= 400:
             raise self.root_async_client._make_status_error_from_response(reply.as_httpx(url))
-        try:
-            return parse_completion(reply.body, reply.content_type, reply.charset)
-        except MalformedReply as exc:
-            raise MalformedReply(f"the {self.endpoint_role} endpoint {redact_endpoint(url)} sent a malformed reply: {exc}") from None
+        return endpoint_completion(reply.body, reply.content_type, reply.charset, role=self.endpoint_role, url=url)
 
     async def aclose(self) -> None:
         """Close the aiohttp session of the running event loop (sessions also close with their loop)."""

@@ -12,8 +12,8 @@ What stays the same as httpx:
   (read once per URL, as httpx reads it once per client);
 - the reply: bodies are read raw and a ``Content-Encoding`` is undone by httpx's own
   decoders, so whatever httpx can decode this can; HTTP errors become ``httpx.Response``
-  objects for the SDK's exception classes; transport failures become
-  ``httpx.TimeoutException``/``httpx.TransportError`` causes of the SDK's exceptions.
+  objects for the SDK's exception classes; transport and decoding failures become the
+  httpx errors the SDK's exceptions are raised from.
 
 Sessions belong to an event loop. Each loop gets its own, held by an async generator that
 closes it when the loop shuts its async generators down (``asyncio.run`` does, as do
@@ -109,8 +109,9 @@ class AiohttpTransport:
         return self._proxies[url]
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> RawReply:
-        """POST ``body`` with exactly ``headers``; raises ``httpx.TimeoutException`` or
-        ``httpx.TransportError`` (naming the aiohttp cause) when no reply arrives."""
+        """POST ``body`` with exactly ``headers``; raises ``httpx.ReadTimeout`` or
+        ``httpx.ConnectError`` (naming the aiohttp cause) when no reply arrives, and
+        ``httpx.DecodingError`` when its content coding does not decode."""
         session = await self._session()
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy(url)) as response:

@@ -113,6 +113,15 @@ def parse_completion(body: bytes, content_type: str = "", charset: str | None = 
     return value
 
 
+def endpoint_completion(body: bytes, content_type: str, charset: str | None, *, role: str, url: str) -> dict[str, Any]:
+    """:func:`parse_completion` of a reply from ``url``; a :class:`MalformedReply` names the
+    ``role`` endpoint (without credentials) and what was wrong."""
+    try:
+        return parse_completion(body, content_type, charset)
+    except MalformedReply as exc:
+        raise MalformedReply(f"the {role} endpoint {redact_endpoint(url)} sent a malformed reply: {exc}") from None
+
+
 def completion_hook(role: str = "policy") -> Callable[[httpx.Response], Awaitable[None]]:
     """An httpx response hook that checks successful ``/chat/completions`` replies (streams
     excepted) and raises :class:`MalformedReply` naming the ``role`` endpoint and the fault."""
@@ -123,13 +132,11 @@ def completion_hook(role: str = "policy") -> Callable[[httpx.Response], Awaitabl
         if "text/event-stream" in response.headers.get("content-type", ""):
             return
         body = await response.aread()
-        try:
-            check_completion(body, response.headers.get("content-type", ""), response.charset_encoding)
-        except MalformedReply as exc:
-            endpoint = redact_endpoint(str(response.request.url))
-            raise MalformedReply(f"the {role} endpoint {endpoint} sent a malformed reply: {exc}") from None
+        endpoint_completion(body, response.headers.get("content-type", ""), response.charset_encoding,
+                            role=role, url=str(response.request.url))
 
     return check_response
 
 
-__all__ = ["MalformedReply", "check_completion", "completion_hook", "malformed_reply", "parse_completion", "redact_endpoint"]
+__all__ = ["MalformedReply", "check_completion", "completion_hook", "endpoint_completion", "malformed_reply", "parse_completion",
+           "redact_endpoint"]
