@@ -49,7 +49,6 @@ from genevolve_graph.nodes.common import checked_context, dual_node
 from genevolve_graph.nodes.render import output_path, render_program
 from genevolve_graph.services import Services
 from genevolve_graph.state import Program, RenderResult
-from genevolve_graph.tracing import default_tags
 
 if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
@@ -222,11 +221,9 @@ render_graph = build_render_graph()
 def make_render_graph(runtime: ServerRuntime) -> CompiledStateGraph:
     """The render graph, after checking the run's context as ``server.make_graph`` does (an
     unknown key or backend fails the run with a one-line error instead of being dropped)."""
-    context: Any = getattr(runtime, "context", None)
-    if context:
-        ctx = AgentContext.coerce(dict(context) if not isinstance(context, AgentContext) else context)
-        return render_graph.with_config(tags=default_tags(ctx.policy, ctx.experiment))
-    return render_graph
+    from genevolve_graph.server import for_run
+
+    return for_run(render_graph, runtime)
 
 
 __all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",

@@ -24,14 +24,19 @@ if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
 
 
-def make_graph(runtime: ServerRuntime) -> CompiledStateGraph:
-    """The agent graph, after checking the run's context (only runs carry one); a run's graph
+def for_run(served: CompiledStateGraph, runtime: ServerRuntime) -> CompiledStateGraph:
+    """``served`` after checking the run's context (only runs carry one); a run's graph
     carries the default trace tags (``genevolve``, the policy, the experiment)."""
     context: Any = getattr(runtime, "context", None)
     if context:
         ctx = AgentContext.coerce(dict(context) if not isinstance(context, AgentContext) else context)
-        return graph.with_config(tags=default_tags(ctx.policy, ctx.experiment))
-    return graph
+        return served.with_config(tags=default_tags(ctx.policy, ctx.experiment))
+    return served
 
 
-__all__ = ["make_graph"]
+def make_graph(runtime: ServerRuntime) -> CompiledStateGraph:
+    """The agent graph for a run (:func:`for_run`)."""
+    return for_run(graph, runtime)
+
+
+__all__ = ["for_run", "make_graph"]
