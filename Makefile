@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install, run the agent offline on an example prompt
-#   make test   - install the locked test environment (constraints/test.txt) and run the whole suite
+#   make test   - install the locked test environment (constraints/test.txt), check the import layers, run the whole suite
 #   make studio - run the agent in `langgraph dev` for LangGraph Studio (installs the studio extra)
 # And for maintainers:
 #   make lock        - re-resolve constraints/test.txt (with hashes) from pyproject.toml's ranges
@@ -56,7 +56,10 @@ lock-gpu: $(PY)
 		--python-version 3.12 --python-platform x86_64-manylinux_2_28 --override constraints/gpu-stack.txt \
 		--custom-compile-command "make lock-gpu" -o constraints/gpu.txt
 
+# lint-imports first: the layer contracts of docs/architecture.md, in a second (tests/test_architecture.py
+# also shows that a wrong import breaks them).
 test: install-test
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Drift shows up here rather than in CI: a fresh venv, the newest versions pyproject.toml allows

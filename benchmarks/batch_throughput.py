@@ -10,7 +10,7 @@ results.jsonl). Compared with
   requests with the ``openai`` client and nothing else: no tools, no checkpoints, no
   records (target: batch throughput >= 0.8 x the loop's).
 
-The batch runs on the event loop the command line uses (``genevolve_graph.event_loop``:
+The batch runs on the event loop the command line uses (``genevolve_graph.util.event_loop``:
 uvloop where installed).
 
 Also reported: peak memory of the batch (``ru_maxrss`` of this process, measured before
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LANGSMITH_TRACING", "false")
 
-from genevolve_graph import event_loop  # noqa: E402
+from genevolve_graph.util import event_loop  # noqa: E402
 
 SKILLS = ["spatial_layout", "text_rendering", "quantity_counting", "aesthetic_drawing"]
 
@@ -144,7 +144,7 @@ async def run_batch(base_url: str, rows: int, rounds: int, concurrency: int, wor
                     workers: int) -> tuple[float, float, Any]:
     from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
     from genevolve_graph.batch.rows import read_rows
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
     ctx = AgentContext(policy="openai", base_url=base_url, model="bench", max_rounds=max(11, rounds))
     warm_input = workdir / "warm.jsonl"

@@ -31,7 +31,7 @@ from langchain_core.messages import AIMessage  # noqa: E402
 
 from genevolve_graph import AgentContext, build_graph  # noqa: E402
 from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync  # noqa: E402
-from genevolve_graph.runner import run_with_saver  # noqa: E402
+from genevolve_graph.agent.runner import run_with_saver  # noqa: E402
 from genevolve_graph.training.export import ExportReport, export_threads  # noqa: E402
 from genevolve_graph.training.sft_data import JsonlWriter  # noqa: E402
 
@@ -133,8 +133,8 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli_out = work / "cli" / "sft.jsonl"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sys; from genevolve_graph.cli import app; "
-                    "from genevolve_graph.training.export_commands import register; register(app); "
+    subprocess.run([sys.executable, "-c", "import sys; from genevolve_graph.cli.app import app; "
+                    "from genevolve_graph.cli.export import register; register(app); "
                     "app(args=sys.argv[1:], prog_name='genevolve-graph')",
                     "export", "--checkpoint", f"sqlite:///{db}", "--out", str(cli_out), "--quiet"],
                    check=True, env=env, stdout=subprocess.DEVNULL)

@@ -33,16 +33,16 @@ from pathlib import Path
 from langgraph.store.memory import InMemoryStore
 
 from genevolve_graph import AgentContext
-from genevolve_graph.memory import StoreGuideMemory, store_index
+from genevolve_graph.experience.memory import StoreGuideMemory, store_index
 from genevolve_graph.persistence import open_checkpointer
 from genevolve_graph.policies.relevance import subject_of
 from genevolve_graph.policies.rules import QUOTED, TITLE_WORD, analyse
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.skills import load_skills
 from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR, read_folder
 from genevolve_graph.tools.local_search import DEFAULT_CORPUS
-from genevolve_graph.training.buffer import SentenceEmbedder
-from genevolve_graph.training.guides import DecisionGuide
+from genevolve_graph.experience.embedders import SentenceEmbedder
+from genevolve_graph.experience.guides import DecisionGuide
 
 # (prompt, (trigger, summary of a similar past request, skills the guide routes to, quoted query))
 CASES: list[tuple[str, tuple[str, str, list[str], str]]] = [

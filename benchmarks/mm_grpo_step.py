@@ -49,13 +49,14 @@ def run(kind: str, opts: argparse.Namespace) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
     from genevolve_graph.testing.tiny_models import build_tiny_sentence_transformer
     from genevolve_graph.testing.tiny_vlm import build_tiny_vlm, build_tiny_vlm_processor
     from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
-    from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-    from genevolve_graph.training.guides import DecisionGuide
+    from genevolve_graph.experience.buffer import ExperienceBuffer
+    from genevolve_graph.experience.embedders import SentenceEmbedder
+    from genevolve_graph.experience.guides import DecisionGuide
     from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
     from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
 

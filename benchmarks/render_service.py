@@ -14,7 +14,7 @@ Target: overhead <= max(5% of a 2-step render, 15 ms). The tiny pipeline makes a
 render cost ~0.1 s on a CPU, so this checks the fixed costs of the service path; a real
 40-step render takes tens of seconds, next to which the same overhead vanishes.
 
-Each service process is a real ``python -m genevolve_graph.generators.commands
+Each service process is a real ``python -m genevolve_graph.cli.serve_renderer
 serve-renderer`` (the command users run) with ``--torch-threads`` CPU threads; two
 processes on two cores stand for two GPUs. The machine's load average is printed: other
 work on a shared machine lowers the speed-up.
@@ -63,7 +63,7 @@ def make_references(directory: Path, size: tuple[int, int]) -> list[Path]:
 def start_service(pipeline_dir: Path, threads: int, steps_limit: int = 100) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [
-        sys.executable, "-m", "genevolve_graph.generators.commands", "serve-renderer",
+        sys.executable, "-m", "genevolve_graph.cli.serve_renderer", "serve-renderer",
         "--pipeline", str(pipeline_dir), "--device", "cpu", "--dtype", "float32", "--processor", "image-only",
         "--vae-image-pixels", "4096", "--condition-image-pixels", "3136",
         "--torch-threads", str(threads), "--port", str(port), "--max-queue", "64", "--log-level", "warning",
@@ -135,7 +135,7 @@ def png_round_trip_ms(side: int = 1024) -> float:
 
     from PIL import Image
 
-    from genevolve_graph.imaging import decode_image_bytes, encode_png
+    from genevolve_graph.safety.imaging import decode_image_bytes, encode_png
 
     image = Image.blend(Image.effect_noise((side, side), 40).convert("RGB"), Image.new("RGB", (side, side), (90, 120, 150)), 0.5)
     started = time.perf_counter()
@@ -169,7 +169,7 @@ def main() -> None:
     )
     from genevolve_graph.generators.references import output_size
     from genevolve_graph.generators.service_client import ServiceConfig, ServiceRenderer
-    from genevolve_graph.state import Program, Reference
+    from genevolve_graph.core.state import Program, Reference
     from genevolve_graph.testing.tiny_qwen_edit import (
         TINY_CONDITION_IMAGE_PIXELS,
         TINY_LONG_SIDE,

@@ -60,7 +60,7 @@ def think(text: str, body: str) -> str:
 
 def variants(request: str) -> list[list[str]]:
     """Six rollouts per group: tool-using ones of different lengths and quick answers."""
-    from genevolve_graph.protocol import format_answer, format_tool_call
+    from genevolve_graph.core.protocol import format_answer, format_tool_call
 
     subject = request.split(" ")[1:4]
     query = " ".join(subject)
@@ -92,11 +92,12 @@ def run_one(kind: str, opts: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
     from genevolve_graph.testing.tiny_models import build_random_qwen3, build_tiny_sentence_transformer, build_tiny_tokenizer
-    from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-    from genevolve_graph.training.guides import DecisionGuide
+    from genevolve_graph.experience.buffer import ExperienceBuffer
+    from genevolve_graph.experience.embedders import SentenceEmbedder
+    from genevolve_graph.experience.guides import DecisionGuide
     from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
     from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
 

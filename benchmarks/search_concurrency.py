@@ -93,9 +93,9 @@ def _options(image_port: int, bound: int, directory: str) -> dict[str, Any]:
 def warm_up() -> None:
     """Pay one-time process costs before timing, as a long-running batch would have:
     module imports, Pillow's format plugins, the TLS context."""
-    from genevolve_graph.imaging import decode_image_bytes
+    from genevolve_graph.safety.imaging import decode_image_bytes
     from genevolve_graph.testing.search_servers import image_bytes
-    from genevolve_graph.tools.webclient import ssl_context
+    from genevolve_graph.net.webclient import ssl_context
 
     ssl_context()
     for fmt in ("jpeg", "png", "webp", "gif"):
@@ -105,7 +105,7 @@ def warm_up() -> None:
 async def _direct(
     search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str, cpu: dict[str, float] | None = None
 ) -> tuple[float, int]:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.tools.registry import make_image_search_backend
 
     backend = make_image_search_backend(AgentContext(image_search="serper", options=_options(image_port, bound, directory)))
@@ -156,7 +156,7 @@ def floor(count: int, bound: int, delay: float) -> float:
 
 def _skills_dir(root: Path) -> str:
     """Guides for the rules policy (the bundled ones are used when present)."""
-    from genevolve_graph.protocol import SKILL_NAMES
+    from genevolve_graph.core.protocol import SKILL_NAMES
 
     directory = root / "skills"
     directory.mkdir(exist_ok=True)
@@ -171,8 +171,8 @@ def _skills_dir(root: Path) -> str:
 async def _graph(search_url: str, image_port: int, n: int, top_k: int, bound: int, directory: str) -> tuple[float, int]:
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from genevolve_graph.context import AgentContext
-    from genevolve_graph.graph import build_graph, recursion_limit
+    from genevolve_graph.core.context import AgentContext
+    from genevolve_graph.agent.graph import build_graph, recursion_limit
 
     try:
         from genevolve_graph.skills import load_skills

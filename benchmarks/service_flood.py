@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 def flat_png_uri(megapixels: float, shade: int) -> str:
     from PIL import Image
 
-    from genevolve_graph.imaging import to_data_uri
+    from genevolve_graph.safety.imaging import to_data_uri
 
     side = int((megapixels * 1_000_000) ** 0.5)
     buffer = io.BytesIO()
@@ -51,7 +51,7 @@ def flood(pipeline_dir: Path, clients: int, refs: int, ref_mp: float, max_queue:
     from benchmarks.render_service import free_port, stop, wait_ready
 
     port = free_port()
-    command = [sys.executable, "-m", "genevolve_graph.generators.commands", "serve-renderer", "--pipeline", str(pipeline_dir),
+    command = [sys.executable, "-m", "genevolve_graph.cli.serve_renderer", "serve-renderer", "--pipeline", str(pipeline_dir),
                "--device", "cpu", "--dtype", "float32", "--processor", "image-only", "--vae-image-pixels", "4096",
                "--condition-image-pixels", "3136", "--torch-threads", "1", "--port", str(port), "--max-queue", str(max_queue),
                "--max-total-reference-mp", str(refs * ref_mp + 1), "--log-level", "warning"]

@@ -60,7 +60,7 @@ def check_colocate(model_dir: Path, opts: argparse.Namespace) -> dict:
     import torch
     from datasets import Dataset
 
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.training.generation.colocate import ColocatedVLLMGenerator
     from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
     from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
@@ -113,8 +113,8 @@ def _free_port() -> int:
 def check_server(model_dir: Path, opts: argparse.Namespace) -> dict:
     import httpx
 
-    from genevolve_graph.context import AgentContext
-    from genevolve_graph.serve_policy import ServeSettings
+    from genevolve_graph.core.context import AgentContext
+    from genevolve_graph.cli.serve_policy import ServeSettings
     from genevolve_graph.training.generation import CompletionsGenerator
     from genevolve_graph.training.rollout import GenEvolveRollout
     from transformers import AutoTokenizer

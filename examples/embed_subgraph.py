@@ -22,7 +22,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from genevolve_graph import AgentContext, Program
-from genevolve_graph.embed import agent_subgraph
+from genevolve_graph.agent.embed import agent_subgraph
 from genevolve_graph.persistence import serializer
 
 

@@ -17,7 +17,7 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from genevolve_graph import AgentContext, Program
-from genevolve_graph.embed import NoProgramError, as_runnable
+from genevolve_graph.agent.embed import NoProgramError, as_runnable
 
 
 def summary(program: Program) -> dict[str, object]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from genevolve_graph import AgentContext, build_graph
-from genevolve_graph.graph import recursion_limit
+from genevolve_graph.agent.graph import recursion_limit
 
 
 async def main(request: str, out: Path) -> list[dict]:

@@ -10,7 +10,7 @@ if [ -z "$BIN" ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
   BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
-# pgvector lets the tests run PostgresStore's semantic search (tests/test_memory.py); best
+# pgvector lets the tests run PostgresStore's semantic search (tests/experience/test_memory.py); best
 # effort: without it those tests skip and say so.
 VER=$(basename "$(dirname "$BIN")")
 if [ ! -f "/usr/share/postgresql/$VER/extension/vector.control" ]; then

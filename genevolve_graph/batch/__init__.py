@@ -9,7 +9,7 @@
   ``ServerExecutor`` (``server``, LangGraph Server through langgraph-sdk).
 - ``shards``: ``--shard i/n`` and ``merge``; ``bench``: the GenEvolve-Bench reader.
 
-The command-line front end is ``genevolve_graph.batch.commands`` (``register(app)``, wired by ``genevolve_graph.cli``).
+The command-line front end is ``genevolve_graph.cli.batch`` (``register(app)``, wired by ``genevolve_graph.cli.app``).
 """
 
 from genevolve_graph.batch.engine import Executor, Stage, StageReport, StopController, run_session

@@ -34,8 +34,8 @@ from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Iter
 from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
 from genevolve_graph.batch.rows import BatchRow, InputError, row_key
-from genevolve_graph.jsonl import unencodable
-from genevolve_graph.redaction import redact_value
+from genevolve_graph.util.jsonl import unencodable
+from genevolve_graph.safety.redaction import redact_value
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_JSON = "results.json"

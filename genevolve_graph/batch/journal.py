@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from genevolve_graph.batch.rows import row_key
-from genevolve_graph.file_modes import FILE_MODE, mkstemp, write_bytes_atomic
-from genevolve_graph.jsonl import dumps_safe
+from genevolve_graph.util.file_modes import FILE_MODE, mkstemp, write_bytes_atomic
+from genevolve_graph.util.jsonl import dumps_safe
 
 
 class JournalError(RuntimeError):

@@ -8,7 +8,7 @@ reference implementation's renderer does, unless ``fallback="skip"``; ``render_s
 says which was used.
 
 With ``render --server URL`` every row is a background run of the render-only graph
-(``genevolve_graph.render_graph``, ``genevolve_render`` in langgraph.json) through
+(``genevolve_graph.serving.render_graph``, ``genevolve_render`` in langgraph.json) through
 ``batch.server.ServerExecutor``: ``RenderStage`` is also a ``RemoteStage``. References this
 machine holds travel inline (data URIs, scaled as for a render service); the others are left
 to the server to find by ``local_path`` (under its allowed roots). The image is written on
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph import event_loop
+from genevolve_graph.util import event_loop
 from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
 from genevolve_graph.batch.rows import BatchRow, file_stem
-from genevolve_graph.context import AgentContext
-from genevolve_graph.redaction import redact_text, redact_url
-from genevolve_graph.state import Program, Reference, RenderResult
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.safety.redaction import redact_text, redact_url
+from genevolve_graph.core.state import Program, Reference, RenderResult
 
 STAGE = "renders"
 FALLBACKS = ("prompt", "skip")
@@ -254,7 +254,7 @@ def inline_reference(reference: Reference) -> str | None:
     which checks it against its own roots. The server decodes what it gets under its caps."""
     from genevolve_graph.generators.base import RenderError
     from genevolve_graph.generators.references import LOCAL_MAX_REFERENCE_BYTES, prepare_reference, read_reference_bytes
-    from genevolve_graph.imaging import UnsafeImageError, to_data_uri
+    from genevolve_graph.safety.imaging import UnsafeImageError, to_data_uri
 
     if not reference.local_path:
         return None

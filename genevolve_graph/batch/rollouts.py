@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from genevolve_graph import event_loop
+from genevolve_graph.util import event_loop
 from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, run_session
 from genevolve_graph.batch.rows import BatchRow
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 
 STAGE = "rollouts"
 
@@ -39,7 +39,7 @@ def input_fields(row: BatchRow) -> dict[str, Any]:
 
 def rollout_record(row: BatchRow, result: Any, protocol: str, seconds: float) -> dict[str, Any]:
     """The stage-1 result of DESIGN.md §4: the input row plus the rollout's fields."""
-    from genevolve_graph.protocol import chat_dicts
+    from genevolve_graph.core.protocol import chat_dicts
 
     record = input_fields(row)
     record.update(result.record())
@@ -50,7 +50,7 @@ def rollout_record(row: BatchRow, result: Any, protocol: str, seconds: float) ->
 
 def error_record(row: BatchRow, thread_id: str, message: str, seconds: float, partial: Any = None) -> dict[str, Any]:
     """A row whose run raised (not a policy failure, which the graph records itself)."""
-    from genevolve_graph.protocol import chat_dicts
+    from genevolve_graph.core.protocol import chat_dicts
 
     record = input_fields(row)
     record.update(
@@ -74,7 +74,7 @@ and the trace keeps only each thread's final state). A recorded row is never los
 def make_worker(saver: Any, graph: Any, ctx: AgentContext, *, run_id: str, attempts: dict[str, int],
                 durability: str | None = None):
     """``worker(row) -> record`` for one checkpointer and one compiled graph (shared by all rows)."""
-    from genevolve_graph.runner import result_from_values, run_config, run_with_saver
+    from genevolve_graph.agent.runner import result_from_values, run_config, run_with_saver
 
     async def worker(row: BatchRow) -> dict[str, Any]:
         thread_id = thread_id_for(run_id, row.key, attempts.get(row.key, 1))
@@ -123,7 +123,7 @@ class RolloutStage:
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[Callable[[BatchRow], Awaitable[dict[str, Any]]]]:
-        from genevolve_graph.graph import build_graph
+        from genevolve_graph.agent.graph import build_graph
         from genevolve_graph.persistence import open_checkpointer
 
         async with open_checkpointer(self.checkpoint_url) as saver:
@@ -152,8 +152,8 @@ class RolloutStage:
         """The stage-1 record from a server thread's final state (JSON, as the API sends it)."""
         from langchain_core.messages import messages_from_dict
 
-        from genevolve_graph.runner import result_from_values
-        from genevolve_graph.state import Program
+        from genevolve_graph.agent.runner import result_from_values
+        from genevolve_graph.core.state import Program
 
         values = dict(values)
         if values.get("program"):
@@ -204,7 +204,7 @@ def context_settings(ctx: AgentContext) -> dict[str, Any]:
 
 def redact_url(url: str) -> str:
     """A checkpoint URL without its password, for the manifest and messages."""
-    from genevolve_graph.redaction import redact_url as redact
+    from genevolve_graph.safety.redaction import redact_url as redact
 
     return redact(url)
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from genevolve_graph import event_loop
+from genevolve_graph.util import event_loop
 from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController
 from genevolve_graph.batch.local import LocalExecutor
 from genevolve_graph.batch.progress import StageProgress

@@ -42,7 +42,7 @@ def raw_answer(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _incomplete_tool_cycle(record: dict[str, Any], config: FilterConfig) -> str:
-    from genevolve_graph.protocol import parse_reply
+    from genevolve_graph.core.protocol import parse_reply
     from genevolve_graph.training.sft_data import final_answer
 
     try:

@@ -40,7 +40,7 @@ def make_chat_model(config: ExpanderConfig) -> Any:
         module_name, _, attribute = config.chat_model.partition(":")
         if not module_name or not attribute:
             raise RecipeError(f"expander.chat_model {config.chat_model!r} is not module:attribute (e.g. mypkg.models:chat)")
-        from genevolve_graph.registry import import_path
+        from genevolve_graph.core.registry import import_path
 
         try:
             target = import_path(config.chat_model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.data import batch_adapter as engine
 from genevolve_graph.data.layout import KEPT, outcome
 from genevolve_graph.data.recipes import Recipe

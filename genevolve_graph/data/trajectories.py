@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.data import batch_adapter as engine
 from genevolve_graph.data.layout import REQUESTS_FILE
 from genevolve_graph.data.recipes import Recipe, RecipeError

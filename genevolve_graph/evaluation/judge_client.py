@@ -30,7 +30,7 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from genevolve_graph.policies.reply_check import MalformedReply, completion_hook, malformed_reply
+from genevolve_graph.net.reply_check import MalformedReply, completion_hook, malformed_reply
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from genevolve_graph.protocol import loads_lenient
+from genevolve_graph.core.protocol import loads_lenient
 
 _FENCE_ANYWHERE_RE = re.compile(r"```[A-Za-z0-9_-]*\s*(.*?)```", re.S)
 _TRUE = {"true", "yes", "y", "1", "n/a", "na", "not applicable"}

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.jsonl import dumps_safe
+from genevolve_graph.util.jsonl import dumps_safe
 
 
 class EvalInputError(ValueError):

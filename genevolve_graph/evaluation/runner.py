@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.jsonl import unencodable
+from genevolve_graph.util.jsonl import unencodable
 from genevolve_graph.evaluation.aggregate import build_summary, summary_csv
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
 from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed

@@ -17,7 +17,7 @@ from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_
 from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
 from genevolve_graph.evaluation.parsing import coerce_score, recover_object
 from genevolve_graph.evaluation.rubric import builtin_rubric
-from genevolve_graph.state import Program
+from genevolve_graph.core.state import Program
 
 SUFFICIENCY_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.core.state import Program, RenderResult
 
 
 class RenderError(RuntimeError):

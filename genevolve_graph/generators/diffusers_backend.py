@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genevolve_graph.generators.base import RenderError
-from genevolve_graph.generators.options import get_bool, get_float, get_int, get_str
+from genevolve_graph.core.options import get_bool, get_float, get_int, get_str
 from genevolve_graph.generators.references import DEFAULT_LONG_SIDE, SIZE_MULTIPLE, load_reference_images, output_size
-from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.core.state import Program, RenderResult
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def resolve_pipeline_class(name: str) -> type:
     if name == "auto":
         return diffusers.DiffusionPipeline
     if ":" in name:
-        from genevolve_graph.registry import import_path
+        from genevolve_graph.core.registry import import_path
 
         try:
             return import_path(name)

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genevolve_graph.generators.base import RenderError
-from genevolve_graph.generators.options import get_float, get_int, get_str
+from genevolve_graph.core.options import get_float, get_int, get_str
 from genevolve_graph.generators.references import PreparedReference, prepare_program_references
-from genevolve_graph.imaging import UnsafeImageError, decode_image_bytes
-from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.safety.imaging import UnsafeImageError, decode_image_bytes
+from genevolve_graph.core.state import Program, RenderResult
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class GeminiConfig:
     timeout: float = 300.0
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
-        from genevolve_graph.redaction import redact_url
+        from genevolve_graph.safety.redaction import redact_url
 
         base_url = redact_url(self.base_url) if self.base_url else self.base_url
         return f"GeminiConfig(model={self.model!r}, base_url={base_url!r}, image_size={self.image_size!r})"

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from genevolve_graph.state import Program, RenderResult
-from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.core.state import Program, RenderResult
+from genevolve_graph.util.file_modes import mkstemp
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 WIDTH, MARGIN, THUMB = 1024, 32, 280

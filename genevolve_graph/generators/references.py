@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from genevolve_graph.generators.base import RenderError
-from genevolve_graph.imaging import (
+from genevolve_graph.safety.imaging import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     MIME_TYPES,
@@ -23,7 +23,7 @@ from genevolve_graph.imaging import (
     encode_png,
     sniff_format,
 )
-from genevolve_graph.state import Program, Reference
+from genevolve_graph.core.state import Program, Reference
 
 SIZE_MULTIPLE = 16
 DEFAULT_LONG_SIDE = 1024

@@ -1,5 +1,5 @@
 """Which generator backend a renderer name means: the ``GENERATORS`` registry of
-``genevolve_graph.registry`` (built-ins plus packages registered under the entry-point group
+``genevolve_graph.core.registry`` (built-ins plus packages registered under the entry-point group
 ``genevolve_graph.generators``), imported only when chosen, so that torch, diffusers or
 google-genai are needed only by their users. Kept as a module so existing imports work."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from genevolve_graph.registry import GENERATORS, UnknownName
+from genevolve_graph.core.registry import GENERATORS, UnknownName
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.generators.base import Renderer
 
 RENDERERS = GENERATORS

@@ -22,7 +22,7 @@ Design, for one big model per accelerator:
   ``max_total_reference_pixels`` in all (checked from the image headers, before decoding).
 - Input limits are checked before any work (400 with a message naming the field and the
   limit); reference images are decoded with the guards used for downloads
-  (:mod:`genevolve_graph.imaging`). A client's mistake is a 4xx with the reason, never a 500.
+  (:mod:`genevolve_graph.safety.imaging`). A client's mistake is a 4xx with the reason, never a 500.
 - An optional bearer token (``--token`` / ``GENEVOLVE_SERVICE_TOKEN``) guards ``/generate``;
   ``/health`` stays open for load balancers.
 - Out of accelerator memory frees memory and answers 500; the service lives on.
@@ -58,7 +58,7 @@ from genevolve_graph.generators.diffusers_backend import (
     RenderOutOfMemory,
 )
 from genevolve_graph.generators.references import flatten_to_rgb, output_size
-from genevolve_graph.imaging import UnsafeImageError, data_uri_bytes, decode_image_bytes, encode_png, probe_size
+from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image_bytes, encode_png, probe_size
 
 log = logging.getLogger(__name__)
 

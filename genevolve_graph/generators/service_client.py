@@ -30,14 +30,14 @@ from PIL import Image
 
 from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.diffusers_backend import GenerationDefaults, generation_defaults_from_options
-from genevolve_graph.generators.options import get_float, get_int, get_list
+from genevolve_graph.core.options import get_float, get_int, get_list
 from genevolve_graph.generators.references import prepare_program_references
-from genevolve_graph.imaging import UnsafeImageError, decode_image_bytes, sniff_format, to_data_uri
-from genevolve_graph.redaction import redact_text
-from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.safety.imaging import UnsafeImageError, decode_image_bytes, sniff_format, to_data_uri
+from genevolve_graph.safety.redaction import redact_text
+from genevolve_graph.core.state import Program, RenderResult
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-from genevolve_graph.state import AgentState, Reference
+from genevolve_graph.core.state import AgentState, Reference
 from genevolve_graph.tools.base import ImageHit
 
 _ID_RE = re.compile(r"^\s*img[_\- ]?0*(\d+)\s*$", re.I)

@@ -13,7 +13,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import get_runtime
 
-from genevolve_graph.context import AgentContext, with_defaults
+from genevolve_graph.core.context import AgentContext, with_defaults
 
 CONTEXT_DEFAULTS_KEY = "genevolve_context_defaults"
 """``configurable`` key of the context defaults a ``create_genevolve_agent`` graph carries."""
@@ -30,10 +30,10 @@ def current_context() -> AgentContext:
 
 
 async def checked_context(confine: bool = False) -> AgentContext:
-    """The run's context, confined by ``genevolve_graph.guard`` when it came from a caller
+    """The run's context, confined by ``genevolve_graph.core.guard`` when it came from a caller
     (a dict) or when the graph serves callers (``confine``). The check resolves paths, so
     it runs in a worker thread (the dev server forbids blocking calls on its loop)."""
-    from genevolve_graph.guard import check_caller_context, is_caller_context
+    from genevolve_graph.core.guard import check_caller_context, is_caller_context
 
     ctx = current_context()
     if confine or is_caller_context(ctx):

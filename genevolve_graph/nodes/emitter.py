@@ -12,10 +12,10 @@ import re
 from typing import Any
 
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.nodes.binder import id_number, normalise_id
 from genevolve_graph.nodes.common import current_context
-from genevolve_graph.state import AgentState, Program, Reference
+from genevolve_graph.core.state import AgentState, Program, Reference
 
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 _ORDINAL_INDEX = {w: i for i, w in enumerate(ORDINAL_WORDS)} | {"1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4}

@@ -18,12 +18,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableLambda
 from langgraph.types import Command
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.memory import GuideMemoryError, GuideUse, guided_system_prompt
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.experience.memory import GuideMemoryError, GuideUse, guided_system_prompt
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
-from genevolve_graph.protocol import (
+from genevolve_graph.core.protocol import (
     CONTROL_KEY,
     ParsedReply,
     answer_shape_problem,
@@ -33,9 +33,9 @@ from genevolve_graph.protocol import (
     parse_reply,
     validate_tool_call,
 )
-from genevolve_graph.services import Services
-from genevolve_graph.state import AgentState
-from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.nodes.services import Services
+from genevolve_graph.core.state import AgentState
+from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 
 
 def request_content(request: str, images: list[str] | None = None) -> str | list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def request_content(request: str, images: list[str] | None = None) -> str | list
 def check_request_images(images: Any) -> str | None:
     """Why ``request_images`` cannot be used (None when they can): a list of image data URIs
     that decode under the safety limits; file paths and URLs are refused (callers are untrusted)."""
-    from genevolve_graph.imaging import UnsafeImageError, decode_data_uri
+    from genevolve_graph.safety.imaging import UnsafeImageError, decode_data_uri
 
     if not isinstance(images, list) or not all(isinstance(u, str) for u in images):
         return "request_images must be a list of data URIs (data:image/...;base64,...)"
@@ -84,7 +84,7 @@ async def look_up_guide(request: str, ctx: AgentContext) -> GuideUse | None:
     from langgraph.config import get_config
     from langgraph.runtime import get_runtime
 
-    from genevolve_graph.memory import find_guide
+    from genevolve_graph.experience.memory import find_guide
 
     metadata = get_config().get("metadata") or {}
     preset = metadata if "guide_id" in metadata else None

@@ -8,12 +8,12 @@ from typing import Any
 
 from langgraph.config import get_config
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.guard import check_output_path, is_caller_context
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.guard import check_output_path, is_caller_context
 from genevolve_graph.nodes.common import checked_context, emit
-from genevolve_graph.paths import default_output_dir
-from genevolve_graph.services import Services
-from genevolve_graph.state import AgentState, Program, RenderResult
+from genevolve_graph.util.paths import default_output_dir
+from genevolve_graph.nodes.services import Services
+from genevolve_graph.core.state import AgentState, Program, RenderResult
 
 
 def output_path(ctx: AgentContext, thread_id: str) -> Path:
@@ -39,7 +39,7 @@ def make_render_node(services: Services):
 async def render_program(services: Services, ctx: AgentContext, program: Program, path: Path) -> RenderResult:
     """One program through the context's renderer into ``path``, with the progress events;
     a failure of the backend is the result, never an exception (the render-only graph,
-    ``genevolve_graph.render_graph``, shares this with the agent's render node)."""
+    ``genevolve_graph.serving.render_graph``, shares this with the agent's render node)."""
     emit("render_started", renderer=ctx.renderer, path=str(path))
     try:
         renderer = await services.aget_renderer(ctx)

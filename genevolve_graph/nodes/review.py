@@ -25,12 +25,12 @@ from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.types import interrupt
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.nodes.binder import bind_answer
 from genevolve_graph.nodes.common import current_context
 from genevolve_graph.nodes.emitter import emit_program
-from genevolve_graph.protocol import answer_shape_problem
-from genevolve_graph.state import AgentState, Program
+from genevolve_graph.core.protocol import answer_shape_problem
+from genevolve_graph.core.state import AgentState, Program
 
 ACTIONS = ("approve", "edit", "reject")
 HOW_TO_RESUME = (

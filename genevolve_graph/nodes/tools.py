@@ -13,18 +13,18 @@ from typing import Any
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import StructuredTool
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.nodes.binder import assign_ids
 from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.prompts import TOOL_BUDGET_EXHAUSTED
-from genevolve_graph.protocol import new_id, tool_schemas
-from genevolve_graph.protocol_tags import neutralize_observation
-from genevolve_graph.services import Services
+from genevolve_graph.core.protocol import new_id, tool_schemas
+from genevolve_graph.safety.protocol_tags import neutralize_observation
+from genevolve_graph.nodes.services import Services
 from genevolve_graph.skills import SkillError
-from genevolve_graph.state import AgentState, Reference
+from genevolve_graph.core.state import AgentState, Reference
 from genevolve_graph.tools.base import BackendUnavailable, ImageHit
 from genevolve_graph.tools.observations import image_search_block, search_block, skill_block
-from genevolve_graph.tracing import nobody_listens, run_config
+from genevolve_graph.core.tracing import nobody_listens, run_config
 
 TOOL_SPECS: dict[str, dict[str, Any]] = {spec["function"]["name"]: spec["function"] for spec in tool_schemas()}
 

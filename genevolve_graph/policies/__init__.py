@@ -1,5 +1,5 @@
 """Planner policies: any LangChain chat model, an OpenAI-compatible served model, or the
-rule-based baseline. Names come from the ``POLICIES`` registry (``genevolve_graph.registry``),
+rule-based baseline. Names come from the ``POLICIES`` registry (``genevolve_graph.core.registry``),
 which third-party packages extend through the ``genevolve_graph.policies`` entry-point group."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from genevolve_graph.policies.base import Policy, PolicyError
-from genevolve_graph.registry import POLICIES, PluginLoadError, UnknownName
+from genevolve_graph.core.registry import POLICIES, PluginLoadError, UnknownName
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 POLICY_NAMES = POLICIES
 """A live view of the policy names (built-in and installed)."""

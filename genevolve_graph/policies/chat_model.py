@@ -20,11 +20,11 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
 from genevolve_graph.policies.base import PolicyError
-from genevolve_graph.protocol import policy_messages, tool_schemas
-from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.core.protocol import policy_messages, tool_schemas
+from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 
 def model_name(model: Any) -> str:

@@ -10,7 +10,7 @@ What stays: it *is* a ``ChatOpenAI`` (same fields, ``bind_tools``, LangSmith par
 callbacks), so it is traced and streams like one (``_agenerate`` and ``_astream`` are
 implemented). The request body is built by ``ChatOpenAI._get_request_payload`` and laid out
 in the key order the SDK uses, then serialised as the SDK serialises it, so the bytes on the
-wire are identical (``tests/test_lean_chat.py::test_request_bytes_identical_for_both_chat_models``);
+wire are identical (``tests/policies/test_lean_chat.py::test_request_bytes_identical_for_both_chat_models``);
 the headers are the SDK client's own. They travel through the caller's httpx client or, for
 the policy's own client, an aiohttp session (``lean_transport.py``). The reply dict goes through
 ``ChatOpenAI._create_chat_result`` (in-line: it is cheap for one reply) and the stream
@@ -42,8 +42,8 @@ from langchain_openai.chat_models.base import _convert_from_v1_to_chat_completio
 from openai.resources.chat.completions import AsyncCompletions
 from pydantic import Field, PrivateAttr
 
-from genevolve_graph.policies.reply_check import endpoint_completion
-from genevolve_graph.tracing import nobody_listens
+from genevolve_graph.net.reply_check import endpoint_completion
+from genevolve_graph.core.tracing import nobody_listens
 
 
 def _sdk_body_order() -> dict[str, int]:

@@ -103,7 +103,7 @@ class AiohttpTransport:
         variables and ``NO_PROXY``, never ``~/.netrc``), read once per URL, as httpx reads
         it once when its client is made."""
         if url not in self._proxies:
-            from genevolve_graph.tools.webclient import env_proxy
+            from genevolve_graph.net.webclient import env_proxy
 
             self._proxies[url] = env_proxy(url)
         return self._proxies[url]

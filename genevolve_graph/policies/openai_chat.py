@@ -22,13 +22,13 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.lean_openai import LeanChatOpenAI, ainvoke_chat
-from genevolve_graph.policies.reply_check import completion_hook, malformed_reply, redact_endpoint
-from genevolve_graph.protocol import RenderedMessages, tool_schemas
-from genevolve_graph.redaction import redact_text
-from genevolve_graph.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.net.reply_check import completion_hook, malformed_reply, redact_endpoint
+from genevolve_graph.core.protocol import RenderedMessages, tool_schemas
+from genevolve_graph.safety.redaction import redact_text
+from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CHAT_CLIENTS = ("lean", "sdk")

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from genevolve_graph.policies.relevance import ADJECTIVES, Subject, normalise, subject_of
-from genevolve_graph.protocol import CONTROL_KEY, format_answer, format_tool_call
+from genevolve_graph.core.protocol import CONTROL_KEY, format_answer, format_tool_call
 from genevolve_graph.skills import SkillLibrary, load_skills
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -245,7 +245,7 @@ def follow_guide(a: RequestAnalysis, messages: list[BaseMessage], max_skills: in
     sections = guide_sections(messages)
     if not sections:
         return a
-    from genevolve_graph.protocol import SKILL_NAMES
+    from genevolve_graph.core.protocol import SKILL_NAMES
 
     routed = [name for bullet in sections.get("skill routing", []) for name in SKILL_NAMES if name in bullet]
     a.skills = list(dict.fromkeys([*a.skills, *routed]))[:max_skills]

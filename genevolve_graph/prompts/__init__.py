@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genevolve_graph.protocol import tools_block
+from genevolve_graph.core.protocol import tools_block
 
 SYSTEM_PROMPT_TEMPLATE = """You are an image-generation planner. A user describes an image they want; a separate image generator will draw it. The generator is strong at rendering but knows little about the world and cannot look anything up, so your job is to turn the request into a precise, self-contained program for it: a generation prompt plus a few reference images.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from genevolve_graph.protocol import SKILL_NAMES
+from genevolve_graph.core.protocol import SKILL_NAMES
 
 GUIDES_DIR = Path(__file__).parent / "guides"
 _FRONT_RE = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from genevolve_graph.protocol import format_answer, format_tool_call
+from genevolve_graph.core.protocol import format_answer, format_tool_call
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
 
 EXPANDER, TEACHER, AUDITOR, VISUAL = "scripted-expander", "scripted-teacher", "scripted-auditor", "scripted-visual"

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from genevolve_graph.protocol import SKILL_NAMES, format_answer, format_tool_call, tools_block, wrap_tool_response
+from genevolve_graph.core.protocol import SKILL_NAMES, format_answer, format_tool_call, tools_block, wrap_tool_response
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 """Special tokens, as in Qwen3: padding, turn start, turn end (= EOS of a reply)."""

@@ -7,6 +7,10 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from genevolve_graph.net.errors import BackendUnavailable
+
+__all__ = ["BackendUnavailable", "ImageHit", "ImageSearchBackend", "ImageSearchOutcome", "SearchBackend", "SearchHit"]
+
 
 class SearchHit(BaseModel):
     """One text-search result."""
@@ -30,11 +34,6 @@ class ImageSearchOutcome(BaseModel):
 
     hits: list[ImageHit]
     rejected: list[str] = []
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend cannot serve at all (missing key, server down). The message is shown to
-    the policy as the observation, so it must never contain a secret."""
 
 
 @runtime_checkable

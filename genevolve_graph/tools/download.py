@@ -31,12 +31,12 @@ from urllib.parse import urljoin
 import aiohttp
 from PIL import Image
 
-from genevolve_graph.imaging import UnsafeImageError, decode_image
+from genevolve_graph.safety.imaging import UnsafeImageError, decode_image
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
-from genevolve_graph.tools.netguard import BlockedURL, NetPolicy
+from genevolve_graph.net.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
-from genevolve_graph.tools.guarded_http import USER_AGENT, close_session, image_session
-from genevolve_graph.file_modes import write_bytes_atomic
+from genevolve_graph.net.guarded_http import USER_AGENT, close_session, image_session
+from genevolve_graph.util.file_modes import write_bytes_atomic
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -19,7 +19,7 @@ from genevolve_graph.tools.web_common import WebBackend
 from genevolve_graph.tools.web_options import WebOptions
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 
 def text_hits(rows: list[dict[str, Any]], top_k: int) -> list[SearchHit]:

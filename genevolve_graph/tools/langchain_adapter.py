@@ -23,14 +23,14 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool
 
-from genevolve_graph.registry import import_path
+from genevolve_graph.core.registry import import_path
 from genevolve_graph.tools.base import BackendUnavailable, SearchHit
 from genevolve_graph.tools.runcache import RUN_CACHE, RunCache
 from genevolve_graph.tools.web_common import clamp_top_k
-from genevolve_graph.tools.webclient import environment_secrets, redact
+from genevolve_graph.net.webclient import environment_secrets, redact
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 _TITLE = ("title", "name")
 _URL = ("url", "link", "href", "source")

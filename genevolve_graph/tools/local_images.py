@@ -13,12 +13,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genevolve_graph.imaging import UnsafeImageError, read_image_file
+from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.tools.bm25 import BM25Index
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 log = logging.getLogger(__name__)
 

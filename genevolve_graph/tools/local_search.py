@@ -7,12 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genevolve_graph.jsonl import iter_jsonl
+from genevolve_graph.util.jsonl import iter_jsonl
 from genevolve_graph.tools.base import SearchHit
 from genevolve_graph.tools.bm25 import BM25Index
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus.jsonl"
 

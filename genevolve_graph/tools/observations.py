@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genevolve_graph.state import Reference
+from genevolve_graph.core.state import Reference
 from genevolve_graph.tools.base import SearchHit
 
 

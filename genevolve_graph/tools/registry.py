@@ -1,5 +1,5 @@
 """Which search backend a name means: the ``SEARCH`` and ``IMAGE_SEARCH`` registries of
-``genevolve_graph.registry`` (built-ins plus packages registered under the entry-point groups
+``genevolve_graph.core.registry`` (built-ins plus packages registered under the entry-point groups
 ``genevolve_graph.search`` and ``genevolve_graph.image_search``). A factory takes the
 ``AgentContext`` and returns a backend object. Kept as a module so existing imports work.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from genevolve_graph.registry import IMAGE_SEARCH, SEARCH, UnknownName
+from genevolve_graph.core.registry import IMAGE_SEARCH, SEARCH, UnknownName
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.tools.base import ImageSearchBackend, SearchBackend
 
 SEARCH_BACKENDS = SEARCH

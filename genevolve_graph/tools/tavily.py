@@ -17,10 +17,10 @@ from genevolve_graph.tools.base import BackendUnavailable, SearchHit
 from genevolve_graph.tools.download import ImageCandidate
 from genevolve_graph.tools.web_common import WebBackend
 from genevolve_graph.tools.web_options import WebOptions
-from genevolve_graph.tools.webclient import api_client, call_json
+from genevolve_graph.net.webclient import api_client, call_json
 
 if TYPE_CHECKING:
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
 DEFAULT_BASE_URL = "https://api.tavily.com"
 KEY_ENV = "TAVILY_API_KEY"

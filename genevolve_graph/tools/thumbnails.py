@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, load_image_file
+from genevolve_graph.safety.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, UnsafeImageError, load_image_file
 from genevolve_graph.tools.base import ImageHit
 from genevolve_graph.tools.web_options import WebOptions
 

@@ -15,7 +15,7 @@ from genevolve_graph.tools.base import BackendUnavailable, ImageSearchOutcome, S
 from genevolve_graph.tools.download import ImageCandidate, ImageDownloader, shared_downloader
 from genevolve_graph.tools.runcache import RUN_CACHE, RunCache
 from genevolve_graph.tools.web_options import WebOptions
-from genevolve_graph.tools.webclient import RetrySettings
+from genevolve_graph.net.webclient import RetrySettings
 
 MAX_TOP_K = 20
 """Upper bound on results per query: more only lengthens the observation."""

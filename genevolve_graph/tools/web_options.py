@@ -15,8 +15,8 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from genevolve_graph.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from genevolve_graph.tools.netguard import DEFAULT_PORTS
+from genevolve_graph.safety.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from genevolve_graph.net.netguard import DEFAULT_PORTS
 
 
 class OptionError(ValueError):

@@ -120,7 +120,7 @@ class TrainConfig(_Strict):
     def _agent_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         from dataclasses import fields
 
-        from genevolve_graph.context import AgentContext
+        from genevolve_graph.core.context import AgentContext
 
         known = {f.name for f in fields(AgentContext)}
         unknown = sorted(set(value) - known)
@@ -146,7 +146,7 @@ class TrainConfig(_Strict):
         return value
 
     def agent_context(self):
-        from genevolve_graph.context import AgentContext
+        from genevolve_graph.core.context import AgentContext
 
         values = dict(self.agent)
         for key in ("corpus", "image_dir", "skills_dir", "system_prompt_file"):

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.jsonl import iter_jsonl
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.util.jsonl import iter_jsonl
 from genevolve_graph.training.rollout import request_prompt
 
 

@@ -36,14 +36,14 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from genevolve_graph.imaging import UnsafeImageError, read_image_file
+from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.nodes.binder import id_number
 from genevolve_graph.prompts import GENEVOLVE_CALL_LINE, GENEVOLVE_TOOLS_SECTION, NATIVE_CALL_LINE, NATIVE_TOOLS_SECTION
-from genevolve_graph.protocol import chat_dicts, format_answer, format_tool_call, tool_schemas, tools_block
-from genevolve_graph.state import Reference
+from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool_call, tool_schemas, tools_block
+from genevolve_graph.core.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
-from genevolve_graph.file_modes import mkstemp
+from genevolve_graph.util.file_modes import mkstemp
 
 ExportFormat = Literal["sft", "trl"]
 FORMATS: tuple[str, ...] = ("sft", "trl")
@@ -405,7 +405,7 @@ def export_threads(
     scrubber = scrub if isinstance(scrub, Scrubber) else Scrubber() if scrub else None
     copier = ImageCopier(Path(images_dir), Path(data_root) if data_root else Path(images_dir).expanduser().resolve().parent) if images_dir and format == "sft" else None
     if graph is None:
-        from genevolve_graph.graph import build_graph
+        from genevolve_graph.agent.graph import build_graph
 
         graph = build_graph(saver)
 

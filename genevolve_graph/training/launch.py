@@ -16,7 +16,7 @@ def build_trainer(config: TrainConfig, **overrides: Any):
 
 def agent_context(run: GRPORun):
     """The agent settings of the rollouts (protocol ``genevolve``, the run's renderer)."""
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
     g = run.genevolve
     try:
@@ -57,7 +57,7 @@ def build_grpo_trainer(run: GRPORun):
 
     from genevolve_graph.generators.registry import make_renderer
     from genevolve_graph.training.data import build_dataset, read_rows
-    from genevolve_graph.training.guides import make_distiller
+    from genevolve_graph.training.distill import make_distiller
     from genevolve_graph.training.rewards import GenEvolveRewards
     from genevolve_graph.training.rollout import GenEvolveRollout
     from genevolve_graph.training.trainer import SDLGRPOTrainer

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genevolve_graph.state import Program
+from genevolve_graph.core.state import Program
 from genevolve_graph.training.rollout import request_of
 
 if TYPE_CHECKING:

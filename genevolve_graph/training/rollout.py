@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.protocol import chat_dicts
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.protocol import chat_dicts
 from genevolve_graph.training.generation import (
     CompletionsGenerator,
     Generation,
@@ -44,7 +44,7 @@ from genevolve_graph.training.generation import (
 from genevolve_graph.training.trace import BudgetExhausted, TemplateError, TokenTrace, TracingPolicy
 
 if TYPE_CHECKING:
-    from genevolve_graph.state import Program
+    from genevolve_graph.core.state import Program
 
 
 @dataclass
@@ -318,7 +318,7 @@ class GenEvolveRollout:
         images: list[str] | None = None,
     ) -> RolloutResult:
         """One trajectory through the agent graph (``images``: the user's reference images)."""
-        from genevolve_graph.graph import build_graph, recursion_limit
+        from genevolve_graph.agent.graph import build_graph, recursion_limit
 
         trace = TokenTrace(tokenizer, dict(chat_template_kwargs or {}))
         policy = TracingPolicy(trace, generator, max_completion_length=max_completion_length)

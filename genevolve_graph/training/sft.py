@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.training.sft_data import LoadResult, SFTRecord, load_sft, message_text
+from genevolve_graph.training.sft_data import LoadResult, SFTRecord, load_training_records, message_text
 
 VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder", "vision")
 _IMG_LINE_RE = re.compile(r"^(IMG_\d{3,}):", re.M)
@@ -56,18 +56,6 @@ class SFTOptions:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def load_training_records(path: Path | str) -> tuple[list[SFTRecord], LoadResult]:
-    """Valid records under ``path`` (image paths made absolute) and the load report."""
-    result = load_sft(path)
-    records = []
-    for loaded in result.records:
-        record = loaded.record
-        if record.images:
-            record = record.model_copy(update={"images": [str((result.root / p).resolve()) for p in record.images]})
-        records.append(record)
-    return records, result
 
 
 def _text_messages(record: SFTRecord) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genevolve_graph.nodes.binder import normalise_id
-from genevolve_graph.protocol import answer_shape_problem, loads_lenient, parse_reply
+from genevolve_graph.core.protocol import answer_shape_problem, loads_lenient, parse_reply
 
 RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 IMAGE_BLOCK_MARK = "--- image search result for ["
@@ -347,3 +347,15 @@ class JsonlWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def load_training_records(path: Path | str) -> tuple[list[SFTRecord], LoadResult]:
+    """Valid records under ``path`` (image paths made absolute) and the load report."""
+    result = load_sft(path)
+    records = []
+    for loaded in result.records:
+        record = loaded.record
+        if record.images:
+            record = record.model_copy(update={"images": [str((result.root / p).resolve()) for p in record.images]})
+        records.append(record)
+    return records, result

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genevolve_graph.training.sft_data import SFTDataError, SFTRecord
+from genevolve_graph.training.sft_data import SFTDataError, SFTRecord, load_training_records
 
 SPLIT_SEED = 0
 
@@ -75,8 +75,6 @@ def parse_fraction(value: str) -> float | None:
 
 def resolve_eval_split(value: str, records: list[SFTRecord], data: Path) -> EvalSplit:
     """The training and held-out records for ``--eval-split value`` (``records`` come from ``data``)."""
-    from genevolve_graph.training.sft import load_training_records
-
     fraction = parse_fraction(value)
     if fraction is not None:
         train, held_out = split_by_prompt(records, fraction)

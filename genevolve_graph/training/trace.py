@@ -24,9 +24,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.policies.base import PolicyError
-from genevolve_graph.protocol import chat_dicts
+from genevolve_graph.core.protocol import chat_dicts
 from genevolve_graph.training.generation.base import Generation, GenerationError, TokenGenerator
 from genevolve_graph.training.vision import has_images, image_urls, is_processor
 

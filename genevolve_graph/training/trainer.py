@@ -42,9 +42,11 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
-from genevolve_graph import event_loop
-from genevolve_graph.training.buffer import DEFAULT_EMBEDDING_MODEL, ExperienceBuffer, Retrieval, SentenceEmbedder
-from genevolve_graph.training.guides import Attempt, DecisionGuide, GuideDistiller, GuideError, pick_pair
+from genevolve_graph.util import event_loop
+from genevolve_graph.experience.buffer import ExperienceBuffer, Retrieval
+from genevolve_graph.experience.embedders import DEFAULT_EMBEDDING_MODEL, SentenceEmbedder
+from genevolve_graph.experience.guides import DecisionGuide
+from genevolve_graph.training.distill import Attempt, GuideDistiller, GuideError, pick_pair
 from genevolve_graph.training.rollout import request_of
 from genevolve_graph.training.sdl import (
     DEFAULT_DECISION_TAGS,
@@ -498,7 +500,7 @@ class _FieldCapture:
 def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> list[dict[str, Any]]:
     """The teacher's prompt: the student's messages with the guide appended to the system prompt
     (or, without a system prompt, as one)."""
-    from genevolve_graph.memory import guided_system_prompt  # the planner's guidance="retrieve" uses it too
+    from genevolve_graph.experience.memory import guided_system_prompt  # the planner's guidance="retrieve" uses it too
 
     out = [dict(m) for m in messages]
     if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):

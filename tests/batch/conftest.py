@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from genevolve_graph.batch.commands import register
-from genevolve_graph.cli import app
+from genevolve_graph.cli.batch import register
+from genevolve_graph.cli.app import app
 
 from ..scripts import answer, tool
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from genevolve_graph.redaction import RedactingFilter, redact_text, redact_url, redact_value
+from genevolve_graph.safety.redaction import RedactingFilter, redact_text, redact_url, redact_value
 
 from .conftest import read_results, script_for, write_jsonl
 

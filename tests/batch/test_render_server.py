@@ -140,8 +140,8 @@ def test_the_render_stage_sends_held_references_inline_and_never_its_own_folder(
     recorded here, with no run."""
     from genevolve_graph.batch.renders import RenderStage
     from genevolve_graph.batch.rows import BatchRow
-    from genevolve_graph.context import AgentContext
-    from genevolve_graph.imaging import data_uri_bytes
+    from genevolve_graph.core.context import AgentContext
+    from genevolve_graph.safety.imaging import data_uri_bytes
 
     ctx = AgentContext(renderer="preview", output_dir=str(tmp_path / "local-images"), seed=3)
     stage = RenderStage(ctx, None, tmp_path, "skip", run_id="renders-1", server_url="http://u:secret@127.0.0.1:9",

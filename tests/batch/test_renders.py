@@ -9,7 +9,7 @@ from PIL import Image
 
 from genevolve_graph.batch.renders import program_of
 from genevolve_graph.batch.rows import file_stem
-from genevolve_graph.batch.commands import _render_context
+from genevolve_graph.cli.batch import _render_context
 
 from .conftest import read_results, write_jsonl
 
@@ -141,7 +141,7 @@ async def test_stopping_a_render_stage_keeps_what_was_rendered_and_resume_finish
     from genevolve_graph.batch.engine import StopController
     from genevolve_graph.batch.renders import RenderOptions, arun_renders
     from genevolve_graph.batch.rows import read_rows
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
 
     template = stage1_rows()[0]
     source = write_jsonl(tmp_path / "results.jsonl", [dict(template, id=f"img{i:02d}") for i in range(24)])

@@ -12,10 +12,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from genevolve_graph.batch.engine import StopController
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
 from genevolve_graph.batch.rows import read_rows
-from genevolve_graph.context import AgentContext
-from genevolve_graph.graph import build_graph
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.agent.graph import build_graph
 from genevolve_graph.persistence import serializer
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.agent.runner import run_with_saver
 
 from .conftest import bench_rows, policy_args, read_results, request_text, script_for, turns_by_row, write_jsonl
 

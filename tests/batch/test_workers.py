@@ -36,7 +36,7 @@ def test_records_larger_than_a_pipe_buffer_arrive_whole_on_the_command_lines_loo
     woken with half a record waiting. On uvloop (the command line's loop), whose watched
     descriptors are non-blocking, reading it used to fail as if the worker had died
     ("worker process 1 exited unexpectedly")."""
-    from genevolve_graph.event_loop import loop_kind
+    from genevolve_graph.util.event_loop import loop_kind
 
     assert loop_kind() == "uvloop"
     ids = [f"big{i}" for i in range(8)]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from genevolve_graph.cli import _register_commands, app
+from genevolve_graph.cli.app import _register_commands, app
 
 ROOT = Path(__file__).resolve().parents[2]
 _register_commands()

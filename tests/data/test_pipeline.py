@@ -115,7 +115,7 @@ def test_the_sft_view_is_exactly_what_export_writes_and_shows_no_gt_image(built,
 def test_the_rl_view_loads_in_the_grpo_dataset_loader(built):
     out, _ = built
     pytest.importorskip("datasets", reason="the GRPO dataset needs the train extra")
-    from genevolve_graph.context import AgentContext
+    from genevolve_graph.core.context import AgentContext
     from genevolve_graph.training.data import build_dataset, read_rows
 
     rows = read_rows(out / "rl" / "train.jsonl", out / "rl")
@@ -154,7 +154,7 @@ def test_a_finished_build_resumes_as_a_no_op(built):
 def test_train_sft_takes_one_step_on_the_sft_view(built, tmp_path):
     out, _ = built
     pytest.importorskip("trl", reason="train sft needs the sft extra")
-    from genevolve_graph.training.sft import load_training_records
+    from genevolve_graph.training.sft_data import load_training_records
 
     from ..training_export.tiny import save_tiny_model
 

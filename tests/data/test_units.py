@@ -12,7 +12,7 @@ from genevolve_graph.data.judges import audit_verdict, parse_audit, parse_visual
 from genevolve_graph.data.pipeline import parse_stages
 from genevolve_graph.data.recipes import KNOWLEDGE, QUALITY, AuditConfig, FilterConfig, RecipeError, bundled_recipe, load_recipe
 from genevolve_graph.data.split import take
-from genevolve_graph.protocol import format_answer, format_tool_call
+from genevolve_graph.core.protocol import format_answer, format_tool_call
 
 from .conftest import cli
 

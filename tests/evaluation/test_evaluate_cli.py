@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from genevolve_graph.evaluation.commands import register
+from genevolve_graph.cli.evaluate import register
 from tests.evaluation.conftest import kscore_reply, make_image
 from tests.evaluation.judge_server import ScriptedJudge, error, ok
 

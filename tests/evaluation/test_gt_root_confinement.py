@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from genevolve_graph.evaluation.commands import register
+from genevolve_graph.cli.evaluate import register
 from genevolve_graph.evaluation.results_io import OutsideRoot, resolve_path
 from tests.evaluation.conftest import kscore_reply, make_image
 from tests.evaluation.judge_server import ScriptedJudge, ok

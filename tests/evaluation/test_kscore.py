@@ -14,7 +14,7 @@ from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError
 from genevolve_graph.evaluation.kscore import KScore, judge_kscore
 from genevolve_graph.evaluation.rubric import builtin_rubric
 from genevolve_graph.evaluation.sufficiency import judge_program, program_text
-from genevolve_graph.state import Program, Reference
+from genevolve_graph.core.state import Program, Reference
 from tests.evaluation.conftest import kscore_reply, make_image
 from tests.evaluation.judge_server import ScriptedJudge, error, ok
 
@@ -122,6 +122,7 @@ def test_program_text_without_references() -> None:
 
 
 def test_cli_defaults_match_the_image_module() -> None:
-    from genevolve_graph.evaluation import commands, images
+    from genevolve_graph.cli import evaluate as commands
+    from genevolve_graph.evaluation import images
 
     assert (commands.DEFAULT_MAX_SIDE, commands.DEFAULT_JPEG_QUALITY) == (images.DEFAULT_MAX_SIDE, images.DEFAULT_JPEG_QUALITY)

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genevolve_graph.evaluation.aggregate import build_summary
-from genevolve_graph.evaluation.commands import register
+from genevolve_graph.cli.evaluate import register
 from genevolve_graph.evaluation.wise import build_wise_summary
 from tests.evaluation.test_aggregate import RECORDS, scored
 

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from genevolve_graph.evaluation.commands import register
+from genevolve_graph.cli.evaluate import register
 from genevolve_graph.evaluation.results_io import EvalInputError
 from genevolve_graph.evaluation.wise import CATEGORIES, category_of, load_wise_prompts, wiscore
 from tests.evaluation.conftest import make_image

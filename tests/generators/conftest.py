@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from genevolve_graph.state import Program, Reference
+from genevolve_graph.core.state import Program, Reference
 
 
 @pytest.fixture(scope="module", autouse=True)

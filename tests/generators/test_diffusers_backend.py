@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.diffusers_backend import (
     ConfigurationError,
@@ -23,7 +23,7 @@ from genevolve_graph.generators.diffusers_backend import (
 from genevolve_graph.generators.qwen_processor import ImageOnlyQwen2VLProcessor, torchvision_available
 from genevolve_graph.generators.references import output_size
 from genevolve_graph.generators.registry import make_renderer
-from genevolve_graph.state import Program, Reference
+from genevolve_graph.core.state import Program, Reference
 
 
 def pixels(path) -> np.ndarray:

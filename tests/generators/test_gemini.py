@@ -7,11 +7,11 @@ import base64
 import pytest
 from PIL import Image
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.gemini import GeminiConfig, GeminiRenderer, nearest_aspect_ratio
 from genevolve_graph.generators.registry import make_renderer
-from genevolve_graph.state import Program
+from genevolve_graph.core.state import Program
 from genevolve_graph.testing.scripted_gemini import ScriptedGeminiServer
 
 KEY = "test-key-123"

@@ -12,7 +12,7 @@ from PIL import Image
 from genevolve_graph import AgentContext, build_graph
 from genevolve_graph.generators.service_app import ServiceSettings, create_app
 from genevolve_graph.persistence import open_checkpointer
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.testing.server_thread import ServerThread
 
 REQUEST = "The Eiffel Tower at dusk on a vintage travel poster"
@@ -64,7 +64,7 @@ async def test_graph_records_a_failed_render_without_failing(tmp_path):
 def cli_run(tmp_path: Path, *args: str):
     from typer.testing import CliRunner
 
-    from genevolve_graph.cli import app
+    from genevolve_graph.cli.app import app
 
     return CliRunner().invoke(app, ["run", REQUEST, "--out", str(tmp_path / "out"), "--checkpoint", "memory", "-q", *args])
 

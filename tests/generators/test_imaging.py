@@ -1,4 +1,4 @@
-"""Data URIs and wire helpers of ``genevolve_graph.imaging`` (the decoding guards themselves
+"""Data URIs and wire helpers of ``genevolve_graph.safety.imaging`` (the decoding guards themselves
 are tested in tests/tools/test_safe_decode.py), and flattening references to RGB."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from genevolve_graph.generators.references import flatten_to_rgb
-from genevolve_graph.imaging import UnsafeImageError, decode_data_uri, encode_png, sniff_format, to_data_uri
+from genevolve_graph.safety.imaging import UnsafeImageError, decode_data_uri, encode_png, sniff_format, to_data_uri
 
 
 def image_bytes(fmt: str, size=(40, 30), color=(10, 120, 200)) -> bytes:

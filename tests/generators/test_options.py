@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genevolve_graph.generators.options import (
+from genevolve_graph.core.options import (
     OPTION_DOCS,
     get_bool,
     get_float,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from genevolve_graph.generators.diffusers_backend import DiffusersConfig, GenerationJob
 from genevolve_graph.generators.service_app import ServiceLimits, ServiceSettings, create_app
-from genevolve_graph.imaging import to_data_uri
+from genevolve_graph.safety.imaging import to_data_uri
 from genevolve_graph.testing.server_thread import ServerThread
 
 
@@ -62,7 +62,7 @@ def test_generate_matches_a_direct_pipeline_call(serve, engine):
     image = decode(reply.json())
     assert image.format == "PNG" and image.size == (64, 48)
     payload = body()
-    from genevolve_graph.imaging import decode_data_uri
+    from genevolve_graph.safety.imaging import decode_data_uri
 
     direct = engine.generate(
         GenerationJob(
@@ -235,7 +235,7 @@ def test_service_loads_the_pipeline_folder_at_startup(tiny):
 def test_serve_renderer_command_refuses_bad_input_in_one_line(tmp_path):
     import typer
 
-    from genevolve_graph.generators.commands import register
+    from genevolve_graph.cli.serve_renderer import register
 
     app = typer.Typer()
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.generators.base import RenderError
 from genevolve_graph.generators.diffusers_backend import DiffusersConfig, DiffusersRenderer, GenerationDefaults
-from genevolve_graph.generators.options import renderer_options_from_cli
+from genevolve_graph.core.options import renderer_options_from_cli
 from genevolve_graph.generators.registry import make_renderer
 from genevolve_graph.generators.service_app import ServiceSettings, create_app
 from genevolve_graph.generators.service_client import ServiceConfig, ServiceRenderer, decode_reply_image
-from genevolve_graph.state import Program, Reference
+from genevolve_graph.core.state import Program, Reference
 from genevolve_graph.testing.server_thread import ServerThread
 
 TINY_GENERATION = GenerationDefaults(num_inference_steps=2, true_cfg_scale=1.0, long_side=64)
@@ -247,7 +247,7 @@ def test_registry_and_cli_options():
 
 
 def _uri(path: str) -> str:
-    from genevolve_graph.imaging import to_data_uri
+    from genevolve_graph.safety.imaging import to_data_uri
 
     with open(path, "rb") as handle:
         return to_data_uri(handle.read())

@@ -20,7 +20,7 @@ from PIL import Image
 from genevolve_graph.generators import service_app
 from genevolve_graph.generators.service_app import ServiceLimits, ServiceSettings, create_app
 from genevolve_graph.generators.service_client import ServiceConfig, ServiceRenderer
-from genevolve_graph.imaging import to_data_uri
+from genevolve_graph.safety.imaging import to_data_uri
 from genevolve_graph.testing.server_thread import ServerThread
 
 from .test_service import body, data_uri
@@ -135,7 +135,7 @@ class Counting:
 
 
 async def test_the_client_sends_a_client_mistake_once(engine, tmp_path, reference_files):
-    from genevolve_graph.state import Program, Reference
+    from genevolve_graph.core.state import Program, Reference
 
     counting = Counting(create_app(ServiceSettings(), engine=engine))
     wide = tmp_path / "wide.png"

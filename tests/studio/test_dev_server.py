@@ -13,8 +13,8 @@ import socket
 
 import pytest
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.state import Program
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.state import Program
 
 from ..scripts import PARIS, PARIS_SCRIPT
 from .conftest import ROOT
@@ -95,7 +95,7 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
     assert "BlockingError" not in log and "Blocking call" not in log
 
     # The Studio run is in the trace database, readable like any command-line run.
-    from genevolve_graph.graph import build_graph
+    from genevolve_graph.agent.graph import build_graph
     from genevolve_graph.persistence import open_checkpointer_sync
 
     with open_checkpointer_sync(f"sqlite:///{trace_db}") as saver:

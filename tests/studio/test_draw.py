@@ -7,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from genevolve_graph.cli import app
+from genevolve_graph.cli.app import app
 
 runner = CliRunner()
 

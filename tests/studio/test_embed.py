@@ -12,8 +12,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from genevolve_graph import AgentContext, Program
-from genevolve_graph.embed import NoProgramError, agent_node, agent_subgraph, as_runnable, request_text
-from genevolve_graph.graph import build_graph, recursion_limit
+from genevolve_graph.agent.embed import NoProgramError, agent_node, agent_subgraph, as_runnable, request_text
+from genevolve_graph.agent.graph import build_graph, recursion_limit
 from genevolve_graph.persistence import serializer
 
 from ..scripts import PARIS

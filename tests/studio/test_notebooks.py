@@ -98,7 +98,7 @@ def test_trajectories_notebook_on_its_demo_database(kernel_env, tmp_path):
 async def test_trajectories_notebook_browses_a_given_database(kernel_env, tmp_path, monkeypatch):
     from genevolve_graph import AgentContext
     from genevolve_graph.persistence import open_checkpointer
-    from genevolve_graph.runner import run_with_saver
+    from genevolve_graph.agent.runner import run_with_saver
 
     db = tmp_path / "given.sqlite"
     async with open_checkpointer(f"sqlite:///{db}") as saver:

@@ -9,9 +9,9 @@ import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from genevolve_graph import AgentContext, Program
-from genevolve_graph.graph import build_graph, graph
+from genevolve_graph.agent.graph import build_graph, graph
 from genevolve_graph.persistence import open_checkpointer_sync
-from genevolve_graph.studio import TRACE_DB_ENV, checkpointer, trace_db_path
+from genevolve_graph.serving.studio import TRACE_DB_ENV, checkpointer, trace_db_path
 
 from .conftest import ROOT
 
@@ -22,7 +22,7 @@ def test_langgraph_studio_json_names_the_studio_checkpointer_and_deployment_does
     studio = json.loads((ROOT / "langgraph.studio.json").read_text())
     deploy = json.loads((ROOT / "langgraph.json").read_text())
     path, _, attr = studio["checkpointer"]["path"].partition(":")
-    assert (ROOT / path).resolve() == (ROOT / "genevolve_graph" / "studio.py").resolve() and attr == "checkpointer"
+    assert (ROOT / path).resolve() == (ROOT / "genevolve_graph" / "serving" / "studio.py").resolve() and attr == "checkpointer"
     assert "checkpointer" not in deploy and deploy["graphs"] == studio["graphs"]
     same = ("$schema", "dependencies", "graphs", "http", "env")
     assert {k: studio.get(k) for k in same} == {k: deploy.get(k) for k in same}
@@ -72,7 +72,7 @@ async def test_services_are_built_off_the_event_loop_and_cached_per_loop(monkeyp
     built in a worker thread (building may read files), a hit is the same object."""
     import threading
 
-    from genevolve_graph import services as services_module
+    from genevolve_graph.nodes import services as services_module
 
     built_in: list[int] = []
     original = services_module.make_renderer
@@ -102,5 +102,5 @@ def test_the_deployment_config_builds_a_dockerfile(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     dockerfile = out.read_text()
-    assert "genevolve_graph/server.py:make_graph" in dockerfile and "studio.py" not in dockerfile
+    assert "genevolve_graph/serving/server.py:make_graph" in dockerfile and "studio.py" not in dockerfile
     assert "LANGSERVE_GRAPHS" in dockerfile

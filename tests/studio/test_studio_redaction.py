@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlite3
 
 from genevolve_graph import AgentContext
-from genevolve_graph.graph import build_graph
-from genevolve_graph.studio import TRACE_DB_ENV, checkpointer
+from genevolve_graph.agent.graph import build_graph
+from genevolve_graph.serving.studio import TRACE_DB_ENV, checkpointer
 
 PASSWORD = "pa55-w0rd-secret"
 

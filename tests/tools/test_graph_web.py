@@ -11,9 +11,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.graph import build_graph, recursion_limit
-from genevolve_graph.protocol import SKILL_NAMES
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.agent.graph import build_graph, recursion_limit
+from genevolve_graph.core.protocol import SKILL_NAMES
 
 
 @pytest.fixture

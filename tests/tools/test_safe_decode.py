@@ -1,4 +1,4 @@
-"""Safe decoding of untrusted image bytes (genevolve_graph.imaging)."""
+"""Safe decoding of untrusted image bytes (genevolve_graph.safety.imaging)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from genevolve_graph.imaging import UnsafeImageError, decode_image, decode_image_bytes
+from genevolve_graph.safety.imaging import UnsafeImageError, decode_image, decode_image_bytes
 from genevolve_graph.testing.search_servers import image_bytes, png_declaring
 
 
@@ -115,7 +115,7 @@ def test_image_files_are_held_to_the_download_rules(reader: str, tmp_path) -> No
     oversize file, bytes that are not an allowed image, a bomb header."""
     import os
 
-    from genevolve_graph import imaging
+    from genevolve_graph.safety import imaging
 
     read = getattr(imaging, reader)
     folder = tmp_path / "images"
@@ -144,7 +144,7 @@ def test_image_files_are_held_to_the_download_rules(reader: str, tmp_path) -> No
 
 
 def test_reading_an_image_file_decodes_it_once(tmp_path, monkeypatch) -> None:
-    from genevolve_graph import imaging
+    from genevolve_graph.safety import imaging
 
     decodes: list[int] = []
     real = imaging._decode

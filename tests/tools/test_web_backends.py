@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.tools.base import BackendUnavailable, ImageSearchBackend, SearchBackend
 from genevolve_graph.tools.registry import UnknownBackend, make_image_search_backend, make_search_backend
 from genevolve_graph.tools.searxng import SearxngBackend
@@ -276,7 +276,7 @@ def test_bad_backend_options_name_the_option(web_options) -> None:
 
 
 def test_api_calls_use_the_environment_proxy_but_not_for_no_proxy_hosts(monkeypatch) -> None:
-    from genevolve_graph.tools.webclient import env_proxy
+    from genevolve_graph.net.webclient import env_proxy
 
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)

@@ -12,7 +12,7 @@ import pytest
 
 from genevolve_graph.tools.download import DownloadRejected, ImageCandidate, ImageDownloader, shared_downloader
 from genevolve_graph.testing.search_servers import image_bytes
-from genevolve_graph.tools.netguard import NetPolicy
+from genevolve_graph.net.netguard import NetPolicy
 from genevolve_graph.tools.web_options import OptionError, WebOptions
 
 
@@ -238,7 +238,7 @@ async def test_relative_cache_dir_gives_absolute_paths(servers, web_options, tmp
 async def test_each_download_is_decoded_once(servers, web_options, monkeypatch, fmt: str) -> None:
     """One full decode checks the bytes and, for a GIF, gives the frame that is stored; a
     second fetch of the URL decodes nothing."""
-    from genevolve_graph import imaging
+    from genevolve_graph.safety import imaging
 
     decodes: list[int] = []
     real = imaging._decode

@@ -11,7 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import StructuredTool, tool
 
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 from genevolve_graph.tools.base import BackendUnavailable, SearchBackend
 from genevolve_graph.tools.langchain_adapter import LangChainSearch, hits_from_output, resolve
 from genevolve_graph.tools.registry import make_search_backend

@@ -63,7 +63,7 @@ def test_observation_content_is_text_unless_show_images(tmp_path) -> None:
 def test_a_thumbnail_decodes_its_file_once(tmp_path, monkeypatch) -> None:
     """The file is checked and shrunk from one decode (it used to be decoded twice: once to
     check it, once more for the pixels)."""
-    from genevolve_graph import imaging
+    from genevolve_graph.safety import imaging
     from genevolve_graph.tools.thumbnails import thumbnail_data_url
 
     decodes: list[int] = []

@@ -33,8 +33,9 @@ from genevolve_graph.evaluation.judge_client import JudgeClient  # noqa: E402
 from genevolve_graph.generators.preview import PreviewRenderer  # noqa: E402
 from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator  # noqa: E402
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm, build_tiny_sentence_transformer, build_tiny_tokenizer  # noqa: E402
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder  # noqa: E402
-from genevolve_graph.training.guides import GuideDistiller  # noqa: E402
+from genevolve_graph.experience.buffer import ExperienceBuffer  # noqa: E402
+from genevolve_graph.experience.embedders import SentenceEmbedder
+from genevolve_graph.training.distill import GuideDistiller  # noqa: E402
 from genevolve_graph.training.rewards import GenEvolveRewards  # noqa: E402
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt  # noqa: E402
 from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer  # noqa: E402

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from genevolve_graph.context import AgentContext
-from genevolve_graph.protocol import format_answer, format_tool_call
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.protocol import format_answer, format_tool_call
 
 DATA = Path(__file__).resolve().parents[2] / "genevolve_graph" / "data"
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
-from genevolve_graph.training.guides import DISTILLER_SYSTEM, VISUAL_DISTILLER_SYSTEM
+from genevolve_graph.training.distill import DISTILLER_SYSTEM, VISUAL_DISTILLER_SYSTEM
 
 
 def _text(content: Any) -> str:

@@ -8,8 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-from genevolve_graph.training.guides import DecisionGuide, GuideError, parse_guide, pick_pair
+from genevolve_graph.experience.buffer import ExperienceBuffer
+from genevolve_graph.experience.embedders import SentenceEmbedder
+from genevolve_graph.experience.guides import DecisionGuide
+from genevolve_graph.training.distill import GuideError, parse_guide, pick_pair
 
 
 def guide(trigger: str, summary: str, bullet: str = "Search the exact facts first") -> DecisionGuide:

@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from genevolve_graph.testing.tiny_models import build_tiny_sentence_transformer, save_tiny_policy
-from genevolve_graph.training.cli_app import get_train_app
-from genevolve_graph.training.commands import register
+from genevolve_graph.cli.train_group import get_train_app
+from genevolve_graph.cli.train import register
 
 from .helpers import DATA, FOX, TOWER, make_context
 from .judges import JudgeScript, judge_server
@@ -131,7 +131,7 @@ def test_bad_configs_fail_with_one_line(tmp_path):
 def test_distiller_kind_is_chosen_in_the_config(tmp_path):
     """judges.distiller_kind: vision (default) sees the renders through the rewards' ledger; text is kept as an option."""
     from genevolve_graph.training.config import ConfigError, load_config
-    from genevolve_graph.training.guides import GuideDistiller, VisualGuideDistiller
+    from genevolve_graph.training.distill import GuideDistiller, VisualGuideDistiller
     from genevolve_graph.training.launch import build_trainer
 
     config = _write_setup(tmp_path, "http://127.0.0.1:9/v1")

@@ -12,7 +12,8 @@ from genevolve_graph.evaluation.judge_client import JudgeClient
 from genevolve_graph.generators.preview import PreviewRenderer
 from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
+from genevolve_graph.experience.buffer import ExperienceBuffer
+from genevolve_graph.experience.embedders import SentenceEmbedder
 from genevolve_graph.training.evaluation import KScoreEvalCallback
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt

@@ -15,16 +15,17 @@ from datasets import Dataset
 
 from genevolve_graph.evaluation.judge_client import JudgeClient
 from genevolve_graph.generators.preview import PreviewRenderer
-from genevolve_graph.state import Program, RenderResult
+from genevolve_graph.core.state import Program, RenderResult
 from genevolve_graph.testing.scripted_generation import (
     ScriptedCompletionsServer,
     ScriptedPolicyScript,
     ScriptedTokenGenerator,
 )
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
+from genevolve_graph.experience.buffer import ExperienceBuffer
+from genevolve_graph.experience.embedders import SentenceEmbedder
 from genevolve_graph.training.generation import CompletionsGenerator
-from genevolve_graph.training.guides import GuideDistiller
+from genevolve_graph.training.distill import GuideDistiller
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
 from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer

@@ -9,9 +9,10 @@ import pytest
 
 from genevolve_graph.evaluation.judge_client import JudgeClient
 from genevolve_graph.generators.preview import PreviewRenderer
-from genevolve_graph.state import Program, RenderResult
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-from genevolve_graph.training.guides import Attempt, GuideDistiller, GuideError, VisualGuideDistiller, make_distiller
+from genevolve_graph.core.state import Program, RenderResult
+from genevolve_graph.experience.buffer import ExperienceBuffer
+from genevolve_graph.experience.embedders import SentenceEmbedder
+from genevolve_graph.training.distill import Attempt, GuideDistiller, GuideError, VisualGuideDistiller, make_distiller
 from genevolve_graph.training.rewards import GenEvolveRewards
 
 from .helpers import DATA, FOX

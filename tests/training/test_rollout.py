@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genevolve_graph.graph import build_graph, recursion_limit
-from genevolve_graph.protocol import format_tool_call
+from genevolve_graph.agent.graph import build_graph, recursion_limit
+from genevolve_graph.core.protocol import format_tool_call
 from genevolve_graph.testing.scripted_generation import (
     ScriptedCompletionsServer,
     ScriptedPolicyScript,

@@ -11,7 +11,8 @@ from trl import GRPOTrainer
 
 from genevolve_graph.testing.tiny_models import build_tiny_causal_lm
 from genevolve_graph.training import trl_compat
-from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
+from genevolve_graph.experience.buffer import ExperienceBuffer
+from genevolve_graph.experience.embedders import SentenceEmbedder
 from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genevolve_graph.graph import build_graph, recursion_limit
+from genevolve_graph.agent.graph import build_graph, recursion_limit
 from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
 from genevolve_graph.testing.tiny_vlm import build_tiny_vlm, build_tiny_vlm_processor
@@ -117,8 +117,9 @@ def _train_vlm(tmp: Path, processor, embedder, *, sdl: bool):
 
     from genevolve_graph.evaluation.judge_client import JudgeClient
     from genevolve_graph.generators.preview import PreviewRenderer
-    from genevolve_graph.training.buffer import ExperienceBuffer, SentenceEmbedder
-    from genevolve_graph.training.guides import VisualGuideDistiller
+    from genevolve_graph.experience.buffer import ExperienceBuffer
+    from genevolve_graph.experience.embedders import SentenceEmbedder
+    from genevolve_graph.training.distill import VisualGuideDistiller
     from genevolve_graph.training.rewards import GenEvolveRewards
     from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
     from genevolve_graph.training.vision import forward_kwargs, select_rows

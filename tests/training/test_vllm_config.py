@@ -11,11 +11,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from genevolve_graph.serve_policy import ServeSettings, register, vllm_available
+from genevolve_graph.cli.serve_policy import ServeSettings, register, vllm_available
 from genevolve_graph.training.generation import CompletionsGenerator, LocalGenerator, SamplingParams
 from genevolve_graph.training.generation.colocate import ColocatedVLLMGenerator, generation_from_vllm, vllm_sampling_kwargs
 from genevolve_graph.training.rollout import GenEvolveRollout
-from genevolve_graph.context import AgentContext
+from genevolve_graph.core.context import AgentContext
 
 
 def _app() -> typer.Typer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from genevolve_graph.persistence import open_checkpointer
-from genevolve_graph.runner import RunResult, run_with_saver
+from genevolve_graph.agent.runner import RunResult, run_with_saver
 
 
 async def record(url: str, ctx, runs: list[tuple[str, str]], **metadata: Any) -> list[RunResult]:

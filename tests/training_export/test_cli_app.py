@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from genevolve_graph.training.cli_app import get_train_app
+from genevolve_graph.cli.train_group import get_train_app
 
 
 def test_get_train_app_is_idempotent():

@@ -11,9 +11,9 @@ import typer
 from typer.testing import CliRunner
 
 from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.training.export import export_threads, list_threads
-from genevolve_graph.training.export_commands import register
+from genevolve_graph.cli.export import register
 from genevolve_graph.training.sft_data import load_sft
 
 from ..scripts import PARIS, PARIS_SCRIPT, answer, tool

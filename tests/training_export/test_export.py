@@ -14,8 +14,8 @@ import pytest
 from genevolve_graph import build_graph
 from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync
 from genevolve_graph.prompts import FINAL_STEP
-from genevolve_graph.protocol import tool_schemas, tools_block
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.core.protocol import tool_schemas, tools_block
+from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.training.export import (
     ExportError,
     ExportFilters,

@@ -11,8 +11,8 @@ import os
 
 from genevolve_graph import build_graph
 from genevolve_graph.persistence import open_checkpointer
-from genevolve_graph.runner import run_with_saver
-from genevolve_graph.state import Reference
+from genevolve_graph.agent.runner import run_with_saver
+from genevolve_graph.core.state import Reference
 from genevolve_graph.tools.local_images import read_folder
 from genevolve_graph.training.export import ExportReport, export_threads
 
@@ -39,7 +39,7 @@ def test_the_image_folder_registers_only_real_images_inside_it(image_dir, secret
     outside_png.write_bytes(next(image_dir.glob("*.png")).read_bytes())
     (image_dir / "red_fox_outside.png").symlink_to(outside_png)  # a real image, but outside the folder
     os.mkfifo(image_dir / "red_fox_pipe.png")
-    from genevolve_graph.imaging import UnsafeImageError, read_image_file
+    from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 
     registered = {item["local_path"] for item in read_folder(image_dir)}
     assert registered and not any("red_fox_" in path for path in registered)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from genevolve_graph.protocol import format_answer, format_tool_call, wrap_tool_response
+from genevolve_graph.core.protocol import format_answer, format_tool_call, wrap_tool_response
 from genevolve_graph.training.sft_data import SFTDataError, SFTRecord, load_sft, rebase_images, record_problems
 
 
@@ -112,7 +112,7 @@ def test_import_sft_command_reports_and_writes(data_root, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from genevolve_graph.training.export_commands import register
+    from genevolve_graph.cli.export import register
 
     app = typer.Typer()
     register(app)

@@ -21,10 +21,11 @@ import typer
 from typer.testing import CliRunner
 
 from genevolve_graph.persistence import open_checkpointer
-from genevolve_graph.runner import run_with_saver
+from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.training.export import export_threads
-from genevolve_graph.training.export_commands import register
-from genevolve_graph.training.sft import SFTSetupError, build_trainer, freeze_vision_tower, load_training_records, make_sft_config, vision_messages
+from genevolve_graph.cli.export import register
+from genevolve_graph.training.sft import SFTSetupError, build_trainer, freeze_vision_tower, make_sft_config, vision_messages
+from genevolve_graph.training.sft_data import load_training_records
 from genevolve_graph.training.sft_data import JsonlWriter, SFTRecord
 
 from ..scripts import answer, tool

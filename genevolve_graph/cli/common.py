@@ -1,0 +1,206 @@
+"""Helpers every subcommand shares: the one-line error, the policy and backend options of
+``run`` and ``batch``, checkpoint URL checks, and the output-overwrites-input check.
+
+They sit below the command modules (``cli.run``, ``cli.batch``, ``cli.data``, ...), which
+import them; the top-level app (``cli.app``) only assembles those modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from genevolve_graph.core.context import AgentContext
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A one-line error naming the input and the fix."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- options shared by run and batch
+
+
+def policy_context(
+    *,
+    policy: Optional[str],
+    base_url: Optional[str],
+    model: Optional[str],
+    protocol: str,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    max_rounds: int,
+    max_refs: int,
+    max_tool_calls: int,
+    search: str,
+    corpus: Optional[Path],
+    image_search: str,
+    image_dir: Optional[Path],
+    skills_dir: Optional[Path],
+    system_prompt_file: Optional[Path],
+    renderer: str,
+    output_dir: Path,
+    experiment: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> AgentContext:
+    """Build and check an ``AgentContext`` from command-line values (errors exit 2)."""
+    from genevolve_graph.generators.registry import RENDERERS
+    from genevolve_graph.policies import POLICY_NAMES
+    from genevolve_graph.tools.registry import IMAGE_SEARCH_BACKENDS, SEARCH_BACKENDS
+
+    ctx = AgentContext(base_url=base_url or "", model=model or "")
+    if policy is None:
+        policy = "openai" if ctx.base_url else "rules"
+        if policy == "rules":
+            typer.echo(
+                "note: no policy endpoint configured (GENEVOLVE_BASE_URL / --base-url); using the offline rule-based planner. "
+                "Use --policy openai --base-url URL --model NAME for a served policy.",
+                err=True,
+            )
+    if policy not in POLICY_NAMES:
+        fail(f"unknown policy {policy!r} (--policy); choose one of {', '.join(POLICY_NAMES)}")
+    if protocol not in ("genevolve", "native"):
+        fail(f"unknown protocol {protocol!r} (--protocol); choose genevolve or native")
+    if policy == "openai" and not ctx.base_url:
+        fail("--policy openai needs an endpoint: pass --base-url URL or set GENEVOLVE_BASE_URL")
+    if policy == "openai" and not ctx.model:
+        fail("--policy openai needs a model: pass --model NAME or set GENEVOLVE_MODEL")
+    if search not in SEARCH_BACKENDS:
+        fail(f"unknown search backend {search!r} (--search); choose one of {', '.join(sorted(SEARCH_BACKENDS))}")
+    if image_search not in IMAGE_SEARCH_BACKENDS:
+        fail(f"unknown image search backend {image_search!r} (--image-search); choose one of {', '.join(sorted(IMAGE_SEARCH_BACKENDS))}")
+    if renderer != "none" and renderer not in RENDERERS:
+        fail(f"unknown renderer {renderer!r} (--renderer); choose one of {', '.join(sorted(RENDERERS) + ['none'])}")
+    for value, ranges in ((max_rounds, "--max-rounds"), (max_refs, "--max-refs"), (max_tool_calls, "--max-tool-calls"), (max_tokens, "--max-tokens")):
+        if value < (2 if ranges == "--max-rounds" else 0 if ranges == "--max-tool-calls" else 1):
+            fail(f"{ranges} {value} is too small; pass a positive number")
+    if search == "local" and corpus is not None:
+        from genevolve_graph.tools.local_search import CorpusError, read_corpus
+
+        try:
+            read_corpus(corpus.expanduser())
+        except CorpusError as exc:
+            fail(str(exc))
+    if image_search == "local" and image_dir is not None:
+        from genevolve_graph.tools.local_images import ImageFolderError, read_folder
+
+        try:
+            read_folder(image_dir.expanduser())
+        except ImageFolderError as exc:
+            fail(str(exc))
+    if skills_dir is not None:
+        from genevolve_graph.skills import SkillError, SkillLibrary
+
+        try:
+            SkillLibrary(skills_dir)
+        except SkillError as exc:
+            fail(f"{exc} (--skills-dir)")
+    if system_prompt_file is not None:
+        from genevolve_graph.prompts import PromptFileError, system_prompt
+
+        try:
+            system_prompt(protocol=protocol, template_file=str(system_prompt_file))
+        except PromptFileError as exc:
+            fail(f"{exc} (--system-prompt-file)")
+    return ctx.with_updates(
+        policy=policy,
+        protocol=protocol,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        max_rounds=max_rounds,
+        n_max_reference_images=max_refs,
+        max_tool_calls=max_tool_calls,
+        search=search,
+        corpus=str(corpus.expanduser().resolve()) if corpus else "",
+        image_search=image_search,
+        image_dir=str(image_dir.expanduser().resolve()) if image_dir else "",
+        skills_dir=str(skills_dir.expanduser().resolve()) if skills_dir else "",
+        system_prompt_file=str(system_prompt_file.expanduser().resolve()) if system_prompt_file else "",
+        renderer=renderer,
+        output_dir=str(output_dir.expanduser().resolve()),
+        experiment=experiment,
+        seed=seed,
+        options=dict(options or {}),
+    )
+
+
+def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, lists, true)."""
+    from genevolve_graph.core.options import parse_option_pairs as parse
+
+    for pair in pairs or []:
+        if not pair.partition("=")[0].strip() or "=" not in pair:
+            fail(f"--option {pair!r} is not KEY=VALUE (for example --option download_concurrency=8)")
+    return parse(pairs or [])
+
+
+def backend_options(
+    *,
+    show_images: bool = False,
+    searxng_url: Optional[str] = None,
+    langchain_search: Optional[str] = None,
+    allow_host: list[str] | None = None,
+    image_download_dir: Optional[Path] = None,
+    option: list[str] | None = None,
+    service_url: list[str] | None = None,
+    pipeline: Optional[str] = None,
+) -> dict[str, Any]:
+    """``AgentContext.options`` from the backend flags shared by run and batch."""
+    from genevolve_graph.core.options import renderer_options_from_cli
+
+    options = parse_option_pairs(option)
+    options.update(renderer_options_from_cli(service_urls=service_url or (), pipeline=pipeline))
+    if show_images:
+        options["show_images"] = True
+    if searxng_url:
+        options["searxng_url"] = searxng_url
+    if langchain_search:
+        options["langchain_search"] = langchain_search
+    if allow_host:
+        options["allow_hosts"] = list(allow_host)
+    if image_download_dir:
+        options["image_download_dir"] = str(image_download_dir.expanduser().resolve())
+    return options
+
+
+def check_checkpoint_url(url: str) -> None:
+    """The URL's form, and for ``sqlite:///`` that the file, if it exists, is a sound database."""
+    from genevolve_graph.persistence import CheckpointFileError, CheckpointURLError, check_checkpoint
+
+    try:
+        check_checkpoint(url)
+    except CheckpointFileError as exc:
+        fail(str(exc))
+    except CheckpointURLError as exc:
+        fail(f"{exc} (--checkpoint)")
+
+
+def sqlite_file(url: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` checkpoint URL (None for other kinds, and for
+    URLs ``check_checkpoint_url`` refuses)."""
+    from genevolve_graph.persistence import CheckpointURLError, parse_url
+
+    try:
+        kind, target = parse_url(url)
+    except CheckpointURLError:
+        return None
+    return Path(target).expanduser() if kind == "sqlite" else None
+
+
+def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, Any]]) -> None:
+    """Exit 2 when a file the command will write is one it reads (see ``file_guard``)."""
+    from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
+
+    try:
+        check_outputs(outputs, inputs)
+    except OutputOverwritesInput as exc:
+        fail(str(exc))
+
+
+__all__ = ["backend_options", "check_checkpoint_url", "check_run_outputs", "fail", "parse_option_pairs", "policy_context", "sqlite_file"]

@@ -1,0 +1,4 @@
+"""Outbound HTTP the project owns: the JSON API client of the search backends, the guarded
+downloader's SSRF checks, and the check that a chat endpoint's reply is a chat completion.
+Tools, policies and judges all call out through here.
+"""

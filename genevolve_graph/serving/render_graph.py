@@ -1,0 +1,230 @@
+"""The render-only graph, ``START → render → END``: stage 2 as runs of a LangGraph Server.
+
+``langgraph.json`` serves it as ``genevolve_render`` (:func:`make_render_graph`), and
+``genevolve-graph render --server URL`` submits every program row to it as a background run
+(``batch.renders.RenderStage`` through ``batch.server.ServerExecutor``). It renders with the
+same renderers as the agent's render node (``nodes.render.render_program``), built from the
+run's context on the server.
+
+Input (``RenderInput``): ``program`` = ``{gen_prompt, reference_images}``, ``reference_data``
+(``{img_id: data URI}``, references sent inline), ``row_id`` and ``batch_run``. Output:
+``render`` (a ``RenderResult``) and ``program`` with the server's reference paths.
+
+Where the image goes: ``<output_dir>/<batch_run>/<row id>.png`` on the server's file system,
+``output_dir`` being the run's context (``render --server-output-dir``) or the server's
+default render folder; ``batch_run`` and the row id are cleaned into file names
+(``batch.rows.file_stem``), so they cannot name another folder. Without a row id the file
+is named as the agent's render node names it (``output_name``, else ``<thread id>.png``).
+
+Everything a caller sends is hostile (docs/security.md). A served graph confines every run:
+the context is checked (``guard.check_caller_context``), the output file must land under
+``GENEVOLVE_ALLOWED_ROOTS``, and so must a reference the caller names by ``local_path``,
+which must also be a regular file that decodes as an image under the download caps. An
+inline reference is decoded under the same caps before its bytes are written (as they are)
+to ``<output_dir>/<batch_run>/references/<row id>/``. URLs are never fetched, there are at
+most ``MAX_REFERENCES`` references, and the output never overwrites a reference. A refused
+or broken input is the row's failed ``RenderResult`` naming the field, never a crash of the
+server's run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import ValidationError
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
+
+from genevolve_graph.core.context import AgentContext
+from genevolve_graph.safety.file_guard import same_file
+from genevolve_graph.util.file_modes import write_bytes_atomic
+from genevolve_graph.core.guard import ContextRefused, OperatorSettings, check_output_path, is_caller_context
+from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, read_image_file
+from genevolve_graph.nodes.common import checked_context, dual_node
+from genevolve_graph.nodes.render import output_path, render_program
+from genevolve_graph.nodes.services import Services
+from genevolve_graph.core.state import Program, RenderResult
+
+if TYPE_CHECKING:
+    from langgraph_sdk.runtime import ServerRuntime
+
+RENDER_GRAPH_NAME = "genevolve_render"
+MAX_REFERENCES = 8
+"""References one program may bring: a caller cannot make the server decode an unbounded number."""
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+
+
+class RenderInput(TypedDict, total=False):
+    program: dict[str, Any]
+    """``{"gen_prompt": str, "reference_images": [{"img_id", "note", "local_path", ...}]}``."""
+    reference_data: dict[str, str]
+    """References sent inline: ``{img_id: "data:image/...;base64,..."}`` (wins over ``local_path``)."""
+    row_id: str
+    """Names the image file (cleaned into a file name)."""
+    batch_run: str
+    """The batch run: the subfolder of the images (cleaned into a folder name)."""
+
+
+class RenderOutput(TypedDict, total=False):
+    row_id: str
+    batch_run: str
+    program: Program | None
+    render: RenderResult | None
+
+
+class RenderState(TypedDict, total=False):
+    program: Any
+    reference_data: dict[str, str]
+    row_id: str
+    batch_run: str
+    render: RenderResult | None
+
+
+class InputRefused(ValueError):
+    """The run's input cannot be rendered; the message names the field and the fix."""
+
+
+def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str) -> Path:
+    """Where the row's image goes (see the module docstring)."""
+    from genevolve_graph.batch.rows import file_stem
+
+    default = output_path(ctx, thread_id)
+    if not row_id:
+        return default
+    folder = default.parent / file_stem(batch_run) if batch_run else default.parent
+    return folder / f"{file_stem(row_id)}.png"
+
+
+def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined: bool) -> tuple[Program, Path]:
+    """The program with every reference on this machine's disk, checked, and the output
+    file; raises ``InputRefused`` naming what is wrong. Blocking: runs in a worker thread."""
+    from genevolve_graph.batch.rows import file_stem
+
+    settings = OperatorSettings.from_env() if confined else None
+    row_id, batch_run = _text(state, "row_id"), _text(state, "batch_run")
+    path = image_file(ctx, thread_id, row_id, batch_run)
+    if settings is not None:
+        try:
+            check_output_path(path, settings)
+        except ContextRefused as exc:
+            raise InputRefused(str(exc)) from None
+    raw = state.get("program")
+    if not isinstance(raw, dict):
+        raise InputRefused("input 'program' must be an object {gen_prompt, reference_images}")
+    try:
+        program = Program.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputRefused(f"input program.{where}: {first['msg']}") from None
+    if len(program.reference_images) > MAX_REFERENCES:
+        raise InputRefused(f"input program has {len(program.reference_images)} reference images; at most {MAX_REFERENCES} are rendered")
+    inline = state.get("reference_data") or {}
+    if not isinstance(inline, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inline.items()):
+        raise InputRefused("input 'reference_data' must map img_id to a data URI")
+    ids = {ref.img_id for ref in program.reference_images}
+    unknown = sorted(set(inline) - ids)
+    if unknown:
+        raise InputRefused(f"input reference_data names {unknown[0]!r}, which is not a reference of the program")
+    stored = path.parent / "references" / path.stem
+    references = []
+    for ref in program.reference_images:
+        if ref.img_id in inline:
+            local = _store_inline(ref.img_id, inline[ref.img_id], stored / file_stem(ref.img_id))
+        elif ref.local_path:
+            local = _check_local(ref.img_id, ref.local_path, settings)
+        else:
+            raise InputRefused(f"reference {ref.img_id}: no image; send it inline in reference_data or name a file on the server in local_path")
+        if same_file(local, path):
+            raise InputRefused(f"reference {ref.img_id}: {local} is the output file {path}; rendering would overwrite it")
+        references.append(ref.model_copy(update={"local_path": str(local)}))
+    return program.model_copy(update={"reference_images": references}), path
+
+
+def _text(state: dict[str, Any], name: str) -> str:
+    value = state.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InputRefused(f"input {name!r} must be text")
+    return str(value)
+
+
+def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
+    """An inline reference, decoded under the download caps, written as it came."""
+    try:
+        data = data_uri_bytes(uri)
+        fmt = decode_image(data, upright=False).format
+    except UnsafeImageError as exc:
+        raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
+    target = stem.with_suffix(EXTENSIONS.get(fmt, ".img"))
+    write_bytes_atomic(target, data)
+    return target
+
+
+def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> Path:
+    """A reference the caller names by path: under a root (when confined), a regular image file."""
+    resolved = Path(local_path).expanduser().resolve()
+    if settings is not None and settings.path_allowed(resolved) is None:
+        roots = ", ".join(str(r) for r in settings.roots)
+        raise InputRefused(f"reference {img_id}: local_path {local_path!r} is refused: caller paths must stay under {roots}; "
+                           "send the image inline in reference_data, or the server's operator can widen GENEVOLVE_ALLOWED_ROOTS")
+    try:
+        read_image_file(resolved)
+    except FileNotFoundError:
+        raise InputRefused(f"reference {img_id}: local_path {local_path!r} does not exist on the server; send the image inline in reference_data") from None
+    except (OSError, UnsafeImageError) as exc:
+        raise InputRefused(f"reference {img_id}: local_path {local_path!r} is not a usable image: {exc}") from None
+    return resolved
+
+
+def make_render_program_node(services: Services):
+    async def render(state: RenderState) -> dict[str, Any]:
+        try:
+            ctx = await checked_context(services.confine)
+        except ContextRefused as exc:  # the row's recorded failure, naming the field
+            return {"render": RenderResult(success=False, backend="", error=str(exc))}
+        thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
+        confined = services.confine or is_caller_context(ctx)
+        try:
+            program, path = await asyncio.to_thread(admit, dict(state), ctx, thread_id, confined=confined)
+        except InputRefused as exc:
+            return {"render": RenderResult(success=False, backend=ctx.renderer, error=str(exc))}
+        return {"program": program, "render": await render_program(services, ctx, program, path)}
+
+    return render
+
+
+def build_render_graph(
+    checkpointer: BaseCheckpointSaver | None = None, *, renderer: Any = None, confine: bool = True,
+    name: str = RENDER_GRAPH_NAME,
+) -> CompiledStateGraph:
+    """The render-only graph. ``confine`` (default on: it is made to be served) checks every
+    run as a caller's; ``renderer`` replaces the one the context names."""
+    services = Services(renderer=renderer, confine=confine)
+    builder = StateGraph(RenderState, context_schema=AgentContext, input_schema=RenderInput, output_schema=RenderOutput)
+    builder.add_node("render", dual_node(make_render_program_node(services), "render"))
+    builder.add_edge(START, "render")
+    builder.add_edge("render", END)
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
+render_graph = build_render_graph()
+"""For ``langgraph dev`` / a deployment (which bring their own checkpointer); every run confined."""
+
+
+def make_render_graph(runtime: ServerRuntime) -> CompiledStateGraph:
+    """The render graph, after checking the run's context as ``server.make_graph`` does (an
+    unknown key or backend fails the run with a one-line error instead of being dropped)."""
+    from genevolve_graph.serving.server import for_run
+
+    return for_run(render_graph, runtime)
+
+
+__all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",
+           "render_graph", "image_file", "admit", "InputRefused"]
