@@ -326,18 +326,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_command(
-        runs: Annotated[list[Path], typer.Argument(help="Run directories (holding summary.json and/or wise_summary.json).")],
+        runs: Annotated[list[Path], typer.Argument(help="Run directories (holding summary.json, knowgen_summary.json, factip_summary.json and/or wise_summary.json).")],
         out: Annotated[Path, typer.Option("--out", help="Directory for report.md and the PNG charts.")] = Path("report"),
         label: Annotated[list[str] | None, typer.Option("--label", help="Name of each run, in order (default: directory names).")] = None,
     ) -> None:
-        """Compare evaluated runs side by side: terminal tables, report.md and bar charts."""
+        """Compare evaluated runs side by side (KScore, KnowGen, FactIP, WISE): terminal tables with per-group and
+        per-category differences from the first run, report.md and bar charts."""
         from genevolve_graph.evaluation.report import build_report
         from genevolve_graph.evaluation.results_io import EvalInputError
 
-        from genevolve_graph.evaluation.report import KSCORE_FILE, WISE_FILE
+        from genevolve_graph.evaluation.report import CHART_FILES, SUMMARY_FILES
 
-        _check_outputs(out, ("report.md", "kscore_all.png", "wise_by_category.png"),
-                       [("RUNS", run / name) for run in runs for name in (KSCORE_FILE, WISE_FILE)] + [("RUNS", run) for run in runs])
+        _check_outputs(out, ("report.md", *CHART_FILES),
+                       [("RUNS", run / name) for run in runs for name in SUMMARY_FILES] + [("RUNS", run) for run in runs])
         try:
             files = build_report(list(runs), out, labels=list(label) if label else None)
         except (EvalInputError, ValueError) as exc:
