@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from genevolve_graph.evaluation import factip, knowgen
-from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
-from genevolve_graph.evaluation.judge_cache import JudgeCache, ask_cached, rubric_version
+from genevolve_graph.evaluation.images import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_SIDE,
+    ImageLoadError,
+)
+from genevolve_graph.evaluation.judge_cache import (
+    JudgeCache,
+    ask_cached,
+    rubric_version,
+)
 from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError
 from genevolve_graph.evaluation.kscore import kscore_messages
 from genevolve_graph.evaluation.results_io import (
@@ -32,7 +40,14 @@ from genevolve_graph.evaluation.results_io import (
     write_text_atomic,
 )
 from genevolve_graph.evaluation.rubric import builtin_rubric, rubric_id
-from genevolve_graph.evaluation.runner import JudgeConfigurationError, OnPlan, OnRecord, now_iso, open_log, run_samples
+from genevolve_graph.evaluation.runner import (
+    JudgeConfigurationError,
+    OnPlan,
+    OnRecord,
+    now_iso,
+    open_log,
+    run_samples,
+)
 from genevolve_graph.util.jsonl import unencodable
 
 STAGE2_FIELDS = frozenset({

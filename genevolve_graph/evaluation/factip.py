@@ -28,7 +28,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, image_part
+from genevolve_graph.evaluation.images import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_SIDE,
+    image_part,
+)
 from genevolve_graph.evaluation.parsing import coerce_score, recover_object
 from genevolve_graph.evaluation.results_io import EvalInputError, resolve_path
 from genevolve_graph.evaluation.rubric import builtin_rubric

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def _clip2(value: Any, name: str) -> float:
         number = float(str(value).strip().rstrip(".")) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if number != number:  # NaN
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be a number, got {value!r}")
     return round(min(1.0, max(0.0, number)), 2)
 

@@ -20,7 +20,14 @@ from typer.testing import CliRunner
 
 from genevolve_graph.cli.evaluate import register
 from genevolve_graph.evaluation.factip import build_factip_summary, parse_factip
-from tests.evaluation.bench_fixtures import GEN_SIZE, GT1_SIZE, GT2_SIZE, build_factip, factip_reply, script_factip
+from tests.evaluation.bench_fixtures import (
+    GEN_SIZE,
+    GT1_SIZE,
+    GT2_SIZE,
+    build_factip,
+    factip_reply,
+    script_factip,
+)
 from tests.evaluation.judge_server import Reply, ScriptedJudge, ok
 
 
@@ -47,7 +54,7 @@ def test_worked_example_micro_total_and_category_means() -> None:
 
 
 def test_reply_parsing_ignores_the_judges_overall() -> None:
-    scores, rationale = parse_factip('```json\n{"clarity": 7.6, "content_quality": "8", "aesthetics": 6, "text_relevance_ip": 9,'
+    scores, _ = parse_factip('```json\n{"clarity": 7.6, "content_quality": "8", "aesthetics": 6, "text_relevance_ip": 9,'
                                      ' "overall_score": 2, "rationale": "a; b"}\n```')
     assert (scores["clarity"], scores["content_quality"], scores["judge_overall_score"]) == (8.0, 8.0, 2.0)
     assert scores["overall"] == pytest.approx(0.05 * 8 + 0.1 * 8 + 0.1 * 6 + 0.75 * 9)

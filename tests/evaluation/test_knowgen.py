@@ -14,7 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genevolve_graph.cli.evaluate import register
-from genevolve_graph.evaluation.knowgen import build_knowgen_summary, group_of, parse_knowgen
+from genevolve_graph.evaluation.knowgen import (
+    build_knowgen_summary,
+    group_of,
+    parse_knowgen,
+)
 from tests.evaluation.bench_fixtures import build_knowgen, script_knowgen
 from tests.evaluation.judge_server import ScriptedJudge
 

@@ -9,7 +9,12 @@ import typer
 from typer.testing import CliRunner
 
 from genevolve_graph.cli.evaluate import register
-from tests.evaluation.bench_fixtures import build_factip, build_knowgen, script_factip, script_knowgen
+from tests.evaluation.bench_fixtures import (
+    build_factip,
+    build_knowgen,
+    script_factip,
+    script_knowgen,
+)
 from tests.evaluation.judge_server import ScriptedJudge
 from tests.evaluation.test_report import assert_real_chart
 
