@@ -36,6 +36,8 @@ MaxRetries = Annotated[int, typer.Option("--max-retries", min=0, help="Retries p
 Timeout = Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")]
 MaxSide = Annotated[int, typer.Option("--max-side", min=64, help="Long-side cap of images sent to the judge, in pixels.")]
 JpegQuality = Annotated[int, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality of images sent to the judge.")]
+JudgeCachePath = Annotated[Path | None, typer.Option("--judge-cache", help="SQLite file of judge replies to reuse and extend (default: OUT/judge_cache.sqlite).")]
+NoJudgeCache = Annotated[bool, typer.Option("--no-judge-cache", help="Ask the judge for every item, even when a stored reply fits.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -120,24 +122,41 @@ def _judge_all(label: str, evaluate: Callable[..., Any], opts: Any, client: Any)
 BENCHMARK_CHOICES = ("kscore", "knowgen", "factip", "wise")
 
 
+def _cache_path(out_dir: Path, judge_cache: Path | None, disabled: bool) -> Path | None:
+    """Where judge replies are cached: ``--judge-cache``, else OUT/judge_cache.sqlite; None with ``--no-judge-cache``."""
+    if disabled:
+        if judge_cache is not None:
+            raise _fail("--judge-cache and --no-judge-cache exclude each other; pick one")
+        return None
+    return Path(judge_cache).expanduser() if judge_cache else Path(out_dir).expanduser() / "judge_cache.sqlite"
+
+
 def _evaluate_wise(*, data: list[Path], out_dir: Path, judge_model: str, images: Path | None, results: Path | None,
                    prompt_set: str, judge_base_url: str, judge_api_key: str | None, max_workers: int, rpm: float,
                    resume: bool, overwrite: bool, judge_prompt_file: Path | None, max_retries: int, timeout: float,
-                   max_tokens: int | None, max_side: int, jpeg_quality: int) -> None:
+                   max_tokens: int | None, max_side: int, jpeg_quality: int, cache_path: Path | None) -> None:
     """WISE with the original protocol (``evaluate --benchmark wise`` and ``evaluate-wise``)."""
+    from genevolve_graph.evaluation.judge_cache import JudgeCache
     from genevolve_graph.evaluation.judge_client import JudgeClient
     from genevolve_graph.evaluation.wise import EVAL_LOG_NAME, PROTOCOL, SUMMARY_CSV, SUMMARY_JSON, WiseOptions, evaluate_wise
 
     _check_outputs(out_dir, (EVAL_LOG_NAME, SUMMARY_JSON, SUMMARY_CSV),
                    [("--data", d) for d in data] + [("--results", results), ("--judge-prompt-file", judge_prompt_file)])
+    if cache_path is not None:
+        _check_outputs(cache_path.parent, (cache_path.name,), [("--data", d) for d in data] + [("--results", results)])
     rubric, rubric_source = _rubric(judge_prompt_file, "wise")
+    cache = JudgeCache(cache_path) if cache_path is not None else None
     opts = WiseOptions(
         data=list(data), out_dir=out_dir, images_dir=images, results=results, prompt_set=prompt_set,
         max_workers=max_workers, resume=resume, overwrite=overwrite, rubric=rubric, rubric_source=rubric_source,
-        max_side=max_side, jpeg_quality=jpeg_quality,
+        max_side=max_side, jpeg_quality=jpeg_quality, cache=cache,
     )
-    summary = _judge_all("WISE", evaluate_wise, opts, JudgeClient(
-        judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
+    try:
+        summary = _judge_all("WISE", evaluate_wise, opts, JudgeClient(
+            judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries, timeout=timeout, max_tokens=max_tokens))
+    finally:
+        if cache is not None:
+            cache.close()
     if summary["overall"] is not None:
         typer.echo(f"{PROTOCOL} overall WiScore {summary['overall']} (missing=0: {summary['overall_missing_zero']})")
     else:
@@ -232,8 +251,8 @@ def register(app: typer.Typer) -> None:
         resume: Resume = False,
         overwrite: Overwrite = False,
         judge_prompt_file: PromptFile = None,
-        judge_cache: Annotated[Path | None, typer.Option("--judge-cache", help="SQLite file of judge replies to reuse and extend (default: OUT/judge_cache.sqlite).")] = None,
-        no_judge_cache: Annotated[bool, typer.Option("--no-judge-cache", help="Ask the judge for every item, even when a stored reply fits.")] = False,
+        judge_cache: JudgeCachePath = None,
+        no_judge_cache: NoJudgeCache = False,
         max_retries: MaxRetries = 5,
         timeout: Timeout = 300.0,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Cap on judge reply tokens (default: the endpoint's; wise: 2000).")] = None,
@@ -256,7 +275,8 @@ def register(app: typer.Typer) -> None:
                            prompt_set=prompt_set, judge_base_url=judge_base_url, judge_api_key=judge_api_key,
                            max_workers=max_workers, rpm=rpm, resume=resume, overwrite=overwrite,
                            judge_prompt_file=judge_prompt_file, max_retries=max_retries, timeout=timeout,
-                           max_tokens=max_tokens if max_tokens is not None else 2000, max_side=max_side, jpeg_quality=jpeg_quality)
+                           max_tokens=max_tokens if max_tokens is not None else 2000, max_side=max_side, jpeg_quality=jpeg_quality,
+                           cache_path=_cache_path(out_dir, judge_cache, no_judge_cache))
             return
         if results is None:
             raise _fail(f"--benchmark {benchmark} needs --results (the stage-2 results to judge)")
@@ -268,7 +288,7 @@ def register(app: typer.Typer) -> None:
         if benchmark == "kscore" and data_file is not None:
             raise _fail("--benchmark kscore reads everything from --results (stage-2 rows carry the GenEvolve-Bench fields); drop --data")
         out = Path(out_dir).expanduser().resolve() if out_dir else Path(results).expanduser().resolve().parent
-        cache_path = None if no_judge_cache else (Path(judge_cache).expanduser() if judge_cache else out / "judge_cache.sqlite")
+        cache_path = _cache_path(out, judge_cache, no_judge_cache)
         from genevolve_graph.evaluation.judge_client import JudgeClient
 
         client = JudgeClient(judge_base_url, judge_model, judge_api_key, rpm=rpm or None, max_retries=max_retries,
@@ -313,6 +333,8 @@ def register(app: typer.Typer) -> None:
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Cap on judge reply tokens (the protocol: 2000).")] = 2000,
         max_side: MaxSide = DEFAULT_MAX_SIDE,
         jpeg_quality: JpegQuality = DEFAULT_JPEG_QUALITY,
+        judge_cache: JudgeCachePath = None,
+        no_judge_cache: NoJudgeCache = False,
     ) -> None:
         """Score images on WISE with the original protocol (WiScore; the original judge: gpt-4o-2024-05-13).
         The same as ``evaluate --benchmark wise``."""
@@ -322,7 +344,8 @@ def register(app: typer.Typer) -> None:
                        prompt_set=prompt_set, judge_base_url=judge_base_url, judge_api_key=judge_api_key,
                        max_workers=max_workers, rpm=rpm, resume=resume, overwrite=overwrite,
                        judge_prompt_file=judge_prompt_file, max_retries=max_retries, timeout=timeout,
-                       max_tokens=max_tokens, max_side=max_side, jpeg_quality=jpeg_quality)
+                       max_tokens=max_tokens, max_side=max_side, jpeg_quality=jpeg_quality,
+                       cache_path=_cache_path(out_dir, judge_cache, no_judge_cache))
 
     @app.command("report")
     def report_command(
