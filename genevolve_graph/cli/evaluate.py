@@ -285,6 +285,8 @@ def register(app: typer.Typer) -> None:
         if data and len(data) > 1:
             raise _fail(f"--benchmark {benchmark} takes one --data file")
         data_file = data[0] if data else None
+        if benchmark == "factip" and data_file is None:
+            raise _fail("FactIP needs its prompt file: pass --data test.json (the ground truth is found by its categories)")
         if benchmark == "kscore" and data_file is not None:
             raise _fail("--benchmark kscore reads everything from --results (stage-2 rows carry the GenEvolve-Bench fields); drop --data")
         out = Path(out_dir).expanduser().resolve() if out_dir else Path(results).expanduser().resolve().parent

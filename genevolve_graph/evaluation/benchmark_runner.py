@@ -33,6 +33,7 @@ from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
     OutsideRoot,
+    benchmark_fields,
     load_rows,
     resolve_path,
     sample_ids,
@@ -49,13 +50,6 @@ from genevolve_graph.evaluation.runner import (
     run_samples,
 )
 from genevolve_graph.util.jsonl import unencodable
-
-STAGE2_FIELDS = frozenset({
-    "gen_prompt", "reference_images", "messages", "termination", "rounds", "error", "thread_id", "output_path",
-    "success", "render_error", "backend", "gt_image_path", "program", "trajectory",
-})
-"""Fields our stages add to a row; the rest of a results row is the benchmark's item."""
-
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -137,7 +131,7 @@ def _items(bench: Benchmark, opts: BenchmarkOptions, results: Path) -> tuple[lis
     rows = load_rows(results)
     by_id = dict(zip(sample_ids(rows, results), rows, strict=True))
     if opts.data is None:
-        return [_Item(sid, {k: v for k, v in row.items() if k not in STAGE2_FIELDS}, row) for sid, row in by_id.items()], []
+        return [_Item(sid, benchmark_fields(row), row) for sid, row in by_id.items()], []
     items = bench.read_items(Path(opts.data))
     seen: set[str] = set()
     out = []

@@ -26,6 +26,7 @@ from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
     OutsideRoot,
+    benchmark_fields,
     load_rows,
     resolve_path,
     sample_ids,
@@ -183,6 +184,7 @@ async def evaluate_kscore_results(
             "raw": None,
             "judge_model": client.model,
             "error": None,
+            "item": benchmark_fields(row),  # every field of the benchmark row, kept
         }
 
         def stop(status: str, error: str) -> dict[str, Any]:

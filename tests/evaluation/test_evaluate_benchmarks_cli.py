@@ -42,6 +42,9 @@ def test_kscore_is_the_default_and_a_rerun_costs_no_judge_call(app, judge: Scrip
     assert first.exit_code == 0, first.output
     summary = json.loads((results.parent / "summary.json").read_text())
     assert summary["protocol"] == "KScore (GenEvolve-Bench)" and summary["temperature"] == 0.0
+    record = json.loads((results.parent / "results_eval.jsonl").read_text().splitlines()[0])
+    assert record["item"]["question"] == "case-a1: draw it" and record["item"]["difficulty"] == "hard"  # the row's own fields
+    assert "gen_prompt" not in record["item"] and "output_path" not in record["item"]
     calls = len(judge.requests)
     again = invoke(app, *base, "--benchmark", "kscore", "--overwrite")
     assert again.exit_code == 0, again.output

@@ -168,3 +168,18 @@ def test_rerun_is_answered_from_the_cache(app: typer.Typer, judge: ScriptedJudge
     # and --no-judge-cache asks for everything
     assert evaluate(app, judge, data, results, "--overwrite", "--no-judge-cache").exit_code == 0
     assert len(judge.requests) == 2 * calls + 1
+
+
+def test_without_the_data_file_the_results_rows_are_the_items(app: typer.Typer, judge: ScriptedJudge, tmp_path: Path) -> None:
+    """Stage 2 keeps every benchmark field, so the results alone give the same numbers (ground
+    truth found beside the results or under --gt-root)."""
+    data, results = build_knowgen(tmp_path)
+    script_knowgen(judge)
+    args = ["evaluate", "--benchmark", "knowgen", "--results", str(results), "--gt-root", str(data.parent), "--judge-model", "judge-kg",
+            "--judge-base-url", judge.base_url, "--judge-api-key", "k"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((results.parent / "knowgen_summary.json").read_text())
+    assert summary["all"]["overall"] == 0.6625 and summary["data"] is None
+    record = json.loads((results.parent / "knowgen_eval.jsonl").read_text().splitlines()[0])
+    assert record["item"]["source"] == "web" and "gen_prompt" not in record["item"] and "output_path" not in record["item"]
