@@ -120,14 +120,16 @@ def _scored(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r["scores"] for r in records if r.get("status") == "scored" and isinstance(r.get("scores"), dict)]
 
 
-def group_means(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Dimension means and overall of one set of records, KnowGen's way (4 dp, 0.0 when empty)."""
+def group_means(records: list[dict[str, Any]], *, empty: float | None = 0.0) -> dict[str, Any]:
+    """Dimension means and overall of one set of records, KnowGen's way (4 dp). With nothing
+    scored every metric is ``empty``: 0.0 for a group, as the released evaluator; a category
+    (which the released evaluator does not report) shows None instead."""
     scores = _scored(records)
     out: dict[str, Any] = {"count": len(records), "scored": len(scores), "missing_or_failed": len(records) - len(scores)}
     applicable = [float(s["text_accuracy"]) for s in scores if not s.get("text_accuracy_na")]
     out["text_applicable"] = len(applicable)
     if not scores:
-        out.update({m: 0.0 for m in METRICS})
+        out.update({m: empty for m in METRICS})
         out["overall_missing_zero"] = 0.0
         return out
     for dim in ("faithfulness", "visual_correctness", "aesthetics"):
@@ -161,7 +163,8 @@ def build_knowgen_summary(records: list[dict[str, Any]], **header: Any) -> dict[
     headline["missing_or_failed"] = headline["count"] - headline["scored"]
     summary["all"] = headline
     summary["by_group"] = groups
-    summary["by_category"] = {name: {"group": group_of(name), **group_means(by_category[name])} for name in sorted(by_category)}
+    summary["by_category"] = {name: {"group": group_of(name), **group_means(by_category[name], empty=None)}
+                              for name in sorted(by_category)}
     summary["empty_groups"] = [g for g in GROUPS if groups[g]["scored"] == 0]
     summary["outside_groups"] = outside
     summary["missing"] = {str(r["id"]): r.get("error") or "" for r in records if r.get("status") == "missing"}

@@ -133,7 +133,7 @@ def test_knowgen_fixture_end_to_end(app: typer.Typer, judge: ScriptedJudge, tmp_
     assert cats["biology"]["overall"] == 0.75 and cats["biology"]["text_applicable"] == 0  # T = .5: .05 + .4 + .2 + .1
     assert (cats["film"]["count"], cats["film"]["overall"]) == (1, 0.4)  # a category with one item: 0 + .2 + .2 + 0
     assert (cats["anime"]["overall"], cats["anime"]["overall_missing_zero"]) == (0.55, 0.275)
-    assert cats["physics"]["scored"] == 0 and "cooking" not in cats
+    assert cats["physics"]["scored"] == 0 and cats["physics"]["overall"] is None and "cooking" not in cats
     assert summary["missing"] == {"k6": "render_failed: CUDA out of memory"}
     assert list(summary["failed"]) == ["k5"] and "judge_failed" in summary["failed"]["k5"]
     assert summary["judge_model"] == "judge-kg" and summary["temperature"] == 0.0

@@ -67,6 +67,7 @@ def test_report_compares_two_result_sets_on_knowgen_and_factip(judge: ScriptedJu
             # anime, agent: k3 (1,1,1,1), k5 (.5,.5,.5,.5): every mean .75 -> overall .75
             assert "| anime | 0.5500 (n=2) | 0.7500 (n=2) | +0.2000 |" in md
             assert "| film | 0.4000 (n=1) | 0.4000 (n=1) | +0.0000 |" in md
+            assert "| physics | – (n=1) | – (n=1) | – |" in md  # nothing scored in that category
         else:
             # agent f2: 10 everywhere -> 10; f3: 5 everywhere -> 5; Animation (8.45 + 10 + 5) / 3 x 10 = 78.2
             # total (8.45 + 10 + 5 + 9.1) / 4 x 10 = 81.375 -> 81.4; baseline 76.8
