@@ -248,8 +248,9 @@ def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: 
             lines += [f"{kind} aggregation: {get(present[0]).get('aggregation', '')}", ""]
             judges = sorted({str(get(r).get("judge_model")) for r in present})
             if len(judges) > 1:
-                lines += [f"**Warning**: the {kind} runs were judged by different models ({', '.join(judges)}); "
-                          "their numbers are not comparable.", ""]
+                warning = (f"**Warning**: the {kind} runs were judged by different models ({', '.join(judges)}); "
+                           "their numbers are not comparable.")
+                lines += [warning, ""]
     for table in tables:
         lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(table.headers) - 1)) + "|"]

@@ -77,3 +77,23 @@ def test_report_compares_two_result_sets_on_knowgen_and_factip(judge: ScriptedJu
             assert "| Landmark | 91.0 (n=1) | 91.0 (n=1) | +0.0 |" in md
             assert "| Celebrity | – (n=1) | – (n=1) | – |" in md
         assert "Δ agent − baseline" in md
+
+
+def test_report_warns_when_one_benchmark_was_judged_by_different_models(tmp_path: Path) -> None:
+    import json
+
+    from genevolve_graph.evaluation.factip import build_factip_summary
+
+    record = {"id": "f1", "category": "Animation", "status": "scored",
+              "scores": {"clarity": 10, "content_quality": 10, "aesthetics": 10, "text_relevance_ip": 10, "overall": 10.0}}
+    for name, model in (("a", "gpt-4o"), ("b", "qwen-vl")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "factip_summary.json").write_text(json.dumps(build_factip_summary([record], judge_model=model)))
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "the FactIP runs were judged by different models (gpt-4o, qwen-vl)" in md
+    assert "| Animation | 100.0 (n=1) | 100.0 (n=1) | +0.0 |" in md
