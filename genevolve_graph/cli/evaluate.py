@@ -267,6 +267,8 @@ def register(app: typer.Typer) -> None:
         if benchmark == "wise":
             if not data:
                 raise _fail("--benchmark wise needs --data (the WISE data folder or its .json files)")
+            if gt_root:
+                raise _fail("--benchmark wise has no ground-truth images; drop --gt-root")
             if out_dir is None:
                 if results is None:
                     raise _fail("--benchmark wise needs --out-dir (or --results, beside which the outputs go)")

@@ -80,6 +80,7 @@ def test_wise_through_evaluate_benchmark_and_its_cache(app, judge: ScriptedJudge
         (["--benchmark", "factip"], "FactIP needs its prompt file: pass --data test.json"),
         (["--benchmark", "kscore", "--data", "x.json"], "drop --data"),
         (["--benchmark", "wise"], "--benchmark wise needs --data"),
+        (["--benchmark", "wise", "--data", "d", "--gt-root", "g"], "drop --gt-root"),
         (["--benchmark", "knowgen", "--images", "imgs"], "--images is for --benchmark wise"),
         (["--benchmark", "knowgen", "--judge-cache", "c.sqlite", "--no-judge-cache"], "exclude each other"),
     ],
