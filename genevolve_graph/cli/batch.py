@@ -1,4 +1,4 @@
-"""Command-line front end of the batch stages: ``batch``, ``render``, ``bench genevolve``, ``merge``.
+"""Command-line front end of the batch stages: ``batch``, ``render``, ``bench genevolve|knowgen|factip``, ``merge``.
 
 ``register(app)`` adds them to the ``genevolve-graph`` Typer app. The policy and tool
 options of ``batch`` and ``bench genevolve`` are those of ``run`` (same names, defaults and
@@ -399,79 +399,177 @@ def render(
 bench_app = typer.Typer(help="Run a benchmark end to end: rollouts, then rendering, into one run folder.", no_args_is_help=True)
 
 
-@_with_options(_POLICY_OPTIONS, _RENDER_OPTIONS)
-def bench_genevolve(
-    data: Path = typer.Option(..., "--data", help="Local copy of the data set: the folder holding GenEvolve-Bench/test.jsonl."),
-    out: Path = typer.Option(Path("genevolve-bench-run"), "--out", help="Run folder: rollouts/ (stage 1) and renders/ (stage 2)."),
-    concurrency: int = typer.Option(16, help="Trajectories in flight at once.", rich_help_panel="Run"),
-    workers: int = typer.Option(1, help="Processes sharing --concurrency for stage 1, each with its own event loop.", rich_help_panel="Run"),
-    durability: str = typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run"),
-    server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run"),
-    assistant: str = typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run"),
-    render_assistant: str = typer.Option(RENDER_ASSISTANT, help="With --server: assistant or graph id of the render graph (stage 2 runs on the server too).", rich_help_panel="Run"),
-    server_output_dir: Optional[str] = typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run"),
-    render_concurrency: int = typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run"),
-    max_samples: Optional[int] = typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run"),
-    shard: Optional[str] = typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run"),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue a run in --out (default: on when it exists).", rich_help_panel="Run"),
-    force_input: bool = typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the rollouts recorded with termination 'error'.", rich_help_panel="Run"),
-    grace: float = typer.Option(30.0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.", rich_help_panel="Run"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.", rich_help_panel="Run"),
-    preflight: bool = typer.Option(True, "--preflight/--no-preflight", help="Check that the policy endpoint answers before starting.", rich_help_panel="Run"),
-    **values: Any,
-) -> None:
-    """GenEvolve-Bench (594 prompts): stage 1 into OUT/rollouts, then stage 2 into OUT/renders."""
-    from genevolve_graph.batch.bench import read_bench
-    from genevolve_graph.batch.rows import InputError
+_BENCH_RUN_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("concurrency", int, typer.Option(16, help="Trajectories in flight at once.", rich_help_panel="Run")),
+    ("workers", int, typer.Option(1, help="Processes sharing --concurrency for stage 1, each with its own event loop.", rich_help_panel="Run")),
+    ("durability", str, typer.Option("async", help="When checkpoints are written: sync (before the next step), async (while it runs) or exit (once, at the end: no per-step trace). See docs/batch.md for what a SIGKILL can lose in each.", rich_help_panel="Run")),
+    ("server", Optional[str], typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run")),
+    ("assistant", str, typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run")),
+    ("render_assistant", str, typer.Option(RENDER_ASSISTANT, help="With --server: assistant or graph id of the render graph (stage 2 runs on the server too).", rich_help_panel="Run")),
+    ("server_output_dir", Optional[str], typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run")),
+    ("render_concurrency", int, typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run")),
+    ("max_samples", Optional[int], typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run")),
+    ("shard", Optional[str], typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run")),
+    ("resume", Optional[bool], typer.Option(None, "--resume/--no-resume", help="Continue a run in --out (default: on when it exists).", rich_help_panel="Run")),
+    ("force_input", bool, typer.Option(False, "--force-input", help="Continue a run folder that was started on another input (the inputs are listed in run.json).", rich_help_panel="Run")),
+    ("retry_failed", bool, typer.Option(False, "--retry-failed", help="Run again the rollouts recorded with termination 'error'.", rich_help_panel="Run")),
+    ("grace", float, typer.Option(30.0, help="Seconds rows in flight get to finish after Ctrl-C / SIGTERM.", rich_help_panel="Run")),
+    ("progress", bool, typer.Option(True, "--progress/--no-progress", help="Show progress bars.", rich_help_panel="Run")),
+    ("preflight", bool, typer.Option(True, "--preflight/--no-preflight", help="Check that the policy endpoint answers before starting.", rich_help_panel="Run")),
+]
+"""The run options every ``bench`` command shares."""
+
+_JUDGE_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("evaluate", bool, typer.Option(True, "--evaluate/--no-evaluate", help="Judge the renders after stage 2 (stage 3).", rich_help_panel="Judge")),
+    ("judge_model", Optional[str], typer.Option(None, "--judge-model", envvar="GENEVOLVE_JUDGE_MODEL", help="Judge model name at the judge endpoint.", rich_help_panel="Judge")),
+    ("judge_base_url", str, typer.Option("https://api.openai.com/v1", "--judge-base-url", envvar="GENEVOLVE_JUDGE_BASE_URL", help="OpenAI-compatible base URL of the judge.", rich_help_panel="Judge")),
+    ("judge_api_key", Optional[str], typer.Option(None, "--judge-api-key", envvar="GENEVOLVE_JUDGE_API_KEY", help="API key of the judge (default: OPENAI_API_KEY, else 'EMPTY'). Never recorded.", show_default=False, rich_help_panel="Judge")),
+    ("judge_rpm", float, typer.Option(0.0, "--judge-rpm", min=0, help="Judge requests per minute across workers and retries; 0 = no limit.", rich_help_panel="Judge")),
+    ("judge_max_workers", int, typer.Option(8, "--judge-max-workers", min=1, help="Items judged concurrently.", rich_help_panel="Judge")),
+    ("judge_max_retries", int, typer.Option(5, "--judge-max-retries", min=0, help="Retries per judge request on 429, 5xx and timeouts.", rich_help_panel="Judge")),
+    ("judge_timeout", float, typer.Option(300.0, "--judge-timeout", min=1, help="Seconds per judge request.", rich_help_panel="Judge")),
+    ("judge_max_tokens", Optional[int], typer.Option(None, "--judge-max-tokens", help="Cap on judge reply tokens (default: the endpoint's).", rich_help_panel="Judge")),
+    ("judge_cache", Optional[Path], typer.Option(None, "--judge-cache", help="SQLite file of judge replies to reuse (default: OUT/eval/judge_cache.sqlite).", rich_help_panel="Judge")),
+]
+
+
+def _bench_stages(rows: list[Any], bench_file: Path, *, out: Path, hint: str, values: dict[str, Any]) -> Optional[Path]:
+    """Stage 1 into OUT/rollouts, then stage 2 into OUT/renders (resumable); returns the stage-2
+    results file, or None when ``--renderer none`` stopped after stage 1. Exits on interruption."""
+    from genevolve_graph.batch.rows import BatchRow, InputError
     from genevolve_graph.batch.shards import parse_shard, select_shard
 
-    _check_concurrency(concurrency, "--concurrency")
-    _check_concurrency(render_concurrency, "--render-concurrency")
+    _check_concurrency(values["concurrency"], "--concurrency")
+    _check_concurrency(values["render_concurrency"], "--render-concurrency")
+    max_samples, shard, server = values["max_samples"], values["shard"], values["server"]
     if max_samples is not None and max_samples < 1:
         fail(f"--max-samples {max_samples} is too small; pass a positive number of prompts")
     try:
-        bench_file, rows, notes = read_bench(data)
         shard_spec = parse_shard(shard) if shard else None
     except InputError as exc:
         fail(str(exc))
-    for note in notes:
-        typer.echo(note, err=True)
     if max_samples is not None:
         rows = rows[:max_samples]
     if shard_spec:
         rows = select_shard(rows, *shard_spec)
-    if server_output_dir and not server:
+    if values["server_output_dir"] and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     render_ctx = renderer = None
     if values["renderer"] != "none":  # configuration errors show before any rollout
         render_ctx = _render_context(values, out / "renders" / "images")
         renderer = None if server else _make_renderer(render_ctx)  # with --server stage 2 renders there
     ctx = _rollout_context(values, out / "rollouts")
-    if preflight and not server:
+    if values["preflight"] and not server:
         _preflight(ctx)
     digest = _digest(bench_file)
     report = _run_rollout_stage(rows, ctx, out=out / "rollouts", values=values, input_path=bench_file, digest=digest,
-                                concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
-                                run_id=None, shard=shard,
-                                grace=grace, progress=progress, max_samples=max_samples, force_input=force_input,
-                                durability=durability, server=server, assistant=assistant)
-    hint = f"genevolve-graph bench genevolve --data {data} --out {out} (with the same options)"
+                                concurrency=values["concurrency"], workers=values["workers"], resume=values["resume"],
+                                retry_failed=values["retry_failed"], run_id=None, shard=shard, grace=values["grace"],
+                                progress=values["progress"], max_samples=max_samples, force_input=values["force_input"],
+                                durability=values["durability"], server=server, assistant=values["assistant"])
     if report.interrupted is not None or report.fatal is not None or values["renderer"] == "none":
         _finish(report, resume_hint=hint)
-        return
+        return None
     for line in report.summary_lines():
         typer.echo(line)
-    from genevolve_graph.batch.rows import BatchRow
-
     stage2_rows = [BatchRow(key=row.key, position=row.position, data=report.folder.records[row.key]) for row in rows]
     rollouts_file = out / "rollouts" / "results.jsonl"
     rendered = _run_render_stage(stage2_rows, values, render_ctx, renderer, out=out / "renders", input_path=rollouts_file,
-                                 digest=_digest(rollouts_file), concurrency=render_concurrency, resume=resume, grace=grace,
-                                 progress=progress, force_input=True,  # stage 1 of this same run is its input by construction
-                                 server=server, assistant=render_assistant, server_output_dir=server_output_dir)
+                                 digest=_digest(rollouts_file), concurrency=values["render_concurrency"], resume=values["resume"],
+                                 grace=values["grace"], progress=values["progress"],
+                                 force_input=True,  # stage 1 of this same run is its input by construction
+                                 server=server, assistant=values["render_assistant"], server_output_dir=values["server_output_dir"])
     _finish(rendered, resume_hint=hint)
-    typer.echo(f"run folder: {out} (judge with the render results: {out / 'renders' / 'results.json'})")
+    return out / "renders" / "results.jsonl"
+
+
+@_with_options(_BENCH_RUN_OPTIONS, _POLICY_OPTIONS, _RENDER_OPTIONS)
+def bench_genevolve(
+    data: Path = typer.Option(..., "--data", help="Local copy of the data set: the folder holding GenEvolve-Bench/test.jsonl."),
+    out: Path = typer.Option(Path("genevolve-bench-run"), "--out", help="Run folder: rollouts/ (stage 1) and renders/ (stage 2)."),
+    **values: Any,
+) -> None:
+    """GenEvolve-Bench (594 prompts): stage 1 into OUT/rollouts, then stage 2 into OUT/renders."""
+    from genevolve_graph.batch.bench import read_bench
+    from genevolve_graph.batch.rows import InputError
+
+    try:
+        bench_file, rows, notes = read_bench(data)
+    except InputError as exc:
+        fail(str(exc))
+    for note in notes:
+        typer.echo(note, err=True)
+    hint = f"genevolve-graph bench genevolve --data {data} --out {out} (with the same options)"
+    if _bench_stages(rows, bench_file, out=out, hint=hint, values=values) is not None:
+        typer.echo(f"run folder: {out} (judge with the render results: {out / 'renders' / 'results.json'})")
+
+
+def _bench_with_judge(benchmark: str, data: Path, out: Path, gt_root: Optional[Path], values: dict[str, Any], read: Callable[[], Any]) -> None:
+    """``bench knowgen|factip``: stages 1 and 2, then the benchmark's judge into OUT/eval (all resumable)."""
+    from genevolve_graph.batch.rows import InputError
+
+    if values["evaluate"] and not values["judge_model"]:
+        fail(f"bench {benchmark} judges the renders: pass --judge-model (or set GENEVOLVE_JUDGE_MODEL), or --no-evaluate to stop after stage 2")
+    if gt_root is not None and not gt_root.expanduser().is_dir():
+        fail(f"--gt-root {gt_root} is not a folder; pass the folder of the ground-truth images")
+    try:
+        bench_file, rows, notes = read()
+    except InputError as exc:
+        fail(str(exc))
+    for note in notes:
+        typer.echo(note, err=True)
+    hint = f"genevolve-graph bench {benchmark} --data {data} --out {out} (with the same options)"
+    stage2 = _bench_stages(rows, bench_file, out=out, hint=hint, values=values)
+    if stage2 is None:
+        return
+    if not values["evaluate"]:
+        typer.echo(f"run folder: {out}; judge later with: genevolve-graph evaluate --benchmark {benchmark} --data {bench_file} --results {stage2}")
+        return
+    from genevolve_graph.cli.evaluate import _judge_benchmark, summary_lines
+    from genevolve_graph.evaluation.benchmark_runner import BENCHMARKS
+    from genevolve_graph.evaluation.judge_client import JudgeClient
+
+    spec = BENCHMARKS[benchmark]
+    eval_dir = (out / "eval").expanduser().resolve()
+    cache = Path(values["judge_cache"]).expanduser() if values["judge_cache"] else eval_dir / "judge_cache.sqlite"
+    client = JudgeClient(values["judge_base_url"], values["judge_model"], values["judge_api_key"], rpm=values["judge_rpm"] or None,
+                         max_retries=values["judge_max_retries"], timeout=values["judge_timeout"], max_tokens=values["judge_max_tokens"])
+    summary = _judge_benchmark(benchmark, client, results=stage2, data=bench_file, out_dir=eval_dir,
+                               gt_roots=[gt_root] if gt_root is not None else [], max_workers=values["judge_max_workers"],
+                               resume=(eval_dir / spec.log_name).exists(), overwrite=False, rubric=None, rubric_source=f"builtin:{spec.rubric}",
+                               max_side=4096, jpeg_quality=100, cache_path=cache)
+    for line in summary_lines(benchmark, summary):
+        typer.echo(line)
+    typer.echo(f"run folder: {out}; scores in {eval_dir / spec.summary_json}")
+
+
+@_with_options(_BENCH_RUN_OPTIONS, _JUDGE_OPTIONS, _POLICY_OPTIONS, _RENDER_OPTIONS)
+def bench_knowgen(
+    data: Path = typer.Option(..., "--data", help="Local copy of KnowGen-Bench: the folder holding KnowGen-Bench.json and its images (or the file)."),
+    out: Path = typer.Option(Path("knowgen-bench-run"), "--out", help="Run folder: rollouts/ (stage 1), renders/ (stage 2), eval/ (the judge)."),
+    **values: Any,
+) -> None:
+    """KnowGen (Gen-Searcher): stage 1, stage 2, then the KnowGen judge, into one resumable run folder."""
+    from genevolve_graph.batch.bench import read_knowgen_bench
+
+    _bench_with_judge("knowgen", data, out, None, values, lambda: read_knowgen_bench(data))
+
+
+@_with_options(_BENCH_RUN_OPTIONS, _JUDGE_OPTIONS, _POLICY_OPTIONS, _RENDER_OPTIONS)
+def bench_factip(
+    data: Path = typer.Option(..., "--data", help="Local copy of FactIP: the folder holding test.json (or the file)."),
+    out: Path = typer.Option(Path("factip-bench-run"), "--out", help="Run folder: rollouts/ (stage 1), renders/ (stage 2), eval/ (the judge)."),
+    split: str = typer.Option("test", "--split", help="test (test.json) or mini (test_mini.json)."),
+    gt_root: Optional[Path] = typer.Option(None, "--gt-root", help="Folder of the ground truth, <category>/<id>/seed1.* and seed2.* (default: the data folder)."),
+    **values: Any,
+) -> None:
+    """FactIP (Unify-Agent): stage 1, stage 2, then the FactIP judge, into one resumable run folder."""
+    from genevolve_graph.batch.bench import read_factip_bench
+
+    if split not in ("test", "mini"):
+        fail(f"--split {split!r} is not test or mini")
+    root = gt_root if gt_root is not None else (data if data.expanduser().is_dir() else data.expanduser().parent)
+    _bench_with_judge("factip", data, out, root, values, lambda: read_factip_bench(data, split))
 
 
 def merge(
@@ -502,8 +600,10 @@ def register(app: typer.Typer) -> None:
     app.command("batch")(batch)
     app.command("render")(render)
     bench_app.command("genevolve")(bench_genevolve)
+    bench_app.command("knowgen")(bench_knowgen)
+    bench_app.command("factip")(bench_factip)
     app.add_typer(bench_app, name="bench")
     app.command("merge")(merge)
 
 
-__all__ = ["register", "batch", "render", "bench_genevolve", "merge"]
+__all__ = ["register", "batch", "render", "bench_genevolve", "bench_knowgen", "bench_factip", "merge"]

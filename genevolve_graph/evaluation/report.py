@@ -1,8 +1,10 @@
 """Side-by-side comparison of evaluation runs: terminal tables, a Markdown file, PNG bar charts.
 
-A run is a directory holding ``summary.json`` (KScore) and/or ``wise_summary.json``
-(WISE); a path straight to one of those files works too. Every table puts the runs in the
-columns (or rows) in the order given, so the first run reads as the baseline.
+A run is a directory holding ``summary.json`` (KScore), ``knowgen_summary.json``,
+``factip_summary.json`` and/or ``wise_summary.json``; a path straight to one of those
+files works too. Every table puts the runs in the columns (or rows) in the order given, so
+the first run reads as the baseline; the KnowGen and FactIP tables by group and category
+add each other run's difference from it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from genevolve_graph.evaluation.wise import CATEGORIES as WISE_CATEGORIES
 
 KSCORE_FILE = "summary.json"
 WISE_FILE = "wise_summary.json"
+KNOWGEN_FILE = "knowgen_summary.json"
+FACTIP_FILE = "factip_summary.json"
+SUMMARY_FILES = (KSCORE_FILE, KNOWGEN_FILE, FACTIP_FILE, WISE_FILE)
+CHART_FILES = ("kscore_all.png", "kscore_by_eval_type.png", "kscore_by_category.png", "knowgen_by_category.png",
+               "factip_by_category.png", "wise_by_category.png")
 SHORT = {"faithfulness": "F", "visual_correctness": "V", "text_accuracy": "T", "aesthetics": "A", "overall": "overall"}
 
 
@@ -30,6 +37,8 @@ class Run:
     path: Path
     kscore: dict[str, Any] | None = None
     wise: dict[str, Any] | None = None
+    knowgen: dict[str, Any] | None = None
+    factip: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,20 +72,24 @@ def load_runs(paths: list[Path], labels: list[str] | None = None) -> list[Run]:
         if path.is_file():
             directory, files = path.parent, [path]
         elif path.is_dir():
-            directory, files = path, [p for p in (path / KSCORE_FILE, path / WISE_FILE) if p.is_file()]
+            directory, files = path, [path / name for name in SUMMARY_FILES if (path / name).is_file()]
         else:
-            raise EvalInputError(f"run not found: {path} (pass a directory holding {KSCORE_FILE} or {WISE_FILE})")
+            raise EvalInputError(f"run not found: {path} (pass a directory holding one of {', '.join(SUMMARY_FILES)})")
         if not files:
-            raise EvalInputError(f"{path} holds neither {KSCORE_FILE} nor {WISE_FILE}; run `genevolve-graph evaluate` first")
+            raise EvalInputError(f"{path} holds none of {', '.join(SUMMARY_FILES)}; run `genevolve-graph evaluate` first")
         run = Run(label=labels[index] if labels else directory.resolve().name, path=directory)
         for file in files:
             data = _read(file)
             if str(data.get("protocol", "")).startswith("WISE"):
                 run.wise = data
+            elif data.get("benchmark") == "knowgen":
+                run.knowgen = data
+            elif data.get("benchmark") == "factip":
+                run.factip = data
             elif "all" in data:
                 run.kscore = data
             else:
-                raise EvalInputError(f"{file} is neither a KScore nor a WISE summary")
+                raise EvalInputError(f"{file} is not a KScore, KnowGen, FactIP or WISE summary")
         runs.append(run)
     seen: dict[str, int] = {}
     for run in runs:  # keep labels distinct: a/b/results and c/d/results must not collide
@@ -132,8 +145,70 @@ def wise_tables(runs: list[Run]) -> list[Table]:
     return [table]
 
 
+def _diff(value: Any, base: Any, digits: int) -> str:
+    if value is None or base is None:
+        return "–"
+    return f"{value - base:+.{digits}f}"
+
+
+def _compare(title: str, key: str, names: list[str], runs: list[Run], get: Any, digits: int) -> Table:
+    """One row per name: each run's ``key`` (with n), then each later run minus the first."""
+    headers = [key, *(r.label for r in runs), *(f"Δ {r.label} − {runs[0].label}" for r in runs[1:])]
+    table = Table(title, headers)
+    for name in names:
+        metrics = [get(r).get(name) for r in runs]
+        values = [m.get("overall") if m else None for m in metrics]
+        cells = ["–" if not m else f"{_fmt_n(m.get('overall'), digits)} (n={m['count']})" for m in metrics]
+        table.rows.append([name, *cells, *(_diff(v, values[0], digits) for v in values[1:])])
+    return table
+
+
+def _fmt_n(value: Any, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+KNOWGEN_DIMS = ("faithfulness", "visual_correctness", "text_accuracy", "aesthetics")
+FACTIP_DIMS = ("clarity", "content_quality", "aesthetics", "text_relevance_ip")
+
+
+def knowgen_tables(runs: list[Run]) -> list[Table]:
+    """Headline (macro over the two groups), overall by group and by category, with differences."""
+    kg = [r for r in runs if r.knowgen]
+    if not kg:
+        return []
+    main = Table("KnowGen (macro over the two category groups)",
+                 ["run", "judge", "count", "scored", "missing/failed", "F", "V", "T", "A", "overall", "overall (failures=0)"])
+    for run in kg:
+        a = run.knowgen["all"]  # type: ignore[index]
+        main.rows.append([run.label, str(run.knowgen.get("judge_model", "")), str(a["count"]), str(a["scored"]),  # type: ignore[union-attr]
+                          str(a["missing_or_failed"]), *(_fmt_n(a.get(d), 4) for d in KNOWGEN_DIMS),
+                          _fmt_n(a.get("overall"), 4), _fmt_n(a.get("overall_missing_zero"), 4)])
+    groups = list(kg[0].knowgen["by_group"])  # type: ignore[index]
+    categories = sorted({n for r in kg for n in r.knowgen.get("by_category", {})})  # type: ignore[union-attr]
+    return [main,
+            _compare("KnowGen overall by group", "group", groups, kg, lambda r: r.knowgen["by_group"], 4),
+            _compare("KnowGen overall by category", "category", categories, kg, lambda r: r.knowgen.get("by_category", {}), 4)]
+
+
+def factip_tables(runs: list[Run]) -> list[Table]:
+    """Total (micro over items, 0-100) and overall by category, with differences."""
+    fi = [r for r in runs if r.factip]
+    if not fi:
+        return []
+    main = Table("FactIP (0-100, mean over all items)",
+                 ["run", "judge", "count", "scored", "missing/failed", "clarity", "content", "aesthetics", "identity (IP)",
+                  "overall", "overall (failures=0)"])
+    for run in fi:
+        a = run.factip["all"]  # type: ignore[index]
+        main.rows.append([run.label, str(run.factip.get("judge_model", "")), str(a["count"]), str(a["scored"]),  # type: ignore[union-attr]
+                          str(a["missing_or_failed"]), *(_fmt_n(a.get(d), 1) for d in FACTIP_DIMS),
+                          _fmt_n(a.get("overall"), 1), _fmt_n(a.get("overall_missing_zero"), 1)])
+    categories = sorted({n for r in fi for n in r.factip.get("by_category", {})})  # type: ignore[union-attr]
+    return [main, _compare("FactIP overall by category", "category", categories, fi, lambda r: r.factip.get("by_category", {}), 1)]
+
+
 def all_tables(runs: list[Run]) -> list[Table]:
-    return kscore_tables(runs) + wise_tables(runs)
+    return kscore_tables(runs) + knowgen_tables(runs) + factip_tables(runs) + wise_tables(runs)
 
 
 def print_tables(tables: list[Table], console: Any = None) -> None:
@@ -159,13 +234,23 @@ def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: 
     """The Markdown report: the runs, the tables, the charts."""
     lines = ["# Evaluation report", "", "Runs compared (in this order):", ""]
     for run in runs:
-        kinds = [k for k, v in (("KScore", run.kscore), ("WISE (original)", run.wise)) if v]
+        kinds = [k for k, v in (("KScore", run.kscore), ("KnowGen", run.knowgen), ("FactIP", run.factip),
+                                ("WISE (original)", run.wise)) if v]
         lines.append(f"- **{run.label}**: `{run.path}` ({', '.join(kinds)})")
     lines.append("")
     if any(r.kscore for r in runs):
         lines += ["KScore aggregation: dimension means over scored samples (text accuracy over text-applicable "
                   "samples, 0.5 if none); overall = 0.1F + 0.4V + 0.4T + 0.1A of those means; "
                   "\"missing=0\" counts missing or failed samples as 0.", ""]
+    for kind, get in (("KnowGen", lambda r: r.knowgen), ("FactIP", lambda r: r.factip)):
+        present = [r for r in runs if get(r)]
+        if present:
+            lines += [f"{kind} aggregation: {get(present[0]).get('aggregation', '')}", ""]
+            judges = sorted({str(get(r).get("judge_model")) for r in present})
+            if len(judges) > 1:
+                warning = (f"**Warning**: the {kind} runs were judged by different models ({', '.join(judges)}); "
+                           "their numbers are not comparable.")
+                lines += [warning, ""]
     for table in tables:
         lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(table.headers) - 1)) + "|"]
@@ -181,7 +266,8 @@ def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: 
 # --------------------------------------------------------------------------- charts
 
 
-def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float | None]]], title: str) -> None:
+def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float | None]]], title: str, *,
+                 top: float = 1.15, digits: int = 2) -> None:
     """Bars per group, one colour per run; absent values are left out (no bar), labelled '–'."""
     width = 0.8 / max(1, len(series))
     for index, (label, values) in enumerate(series):
@@ -189,13 +275,13 @@ def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float
         heights = [v if v is not None else 0.0 for v in values]
         bars = ax.bar(xs, heights, width=width, label=label)
         for bar, value in zip(bars, values, strict=True):
-            text = "–" if value is None else f"{value:.2f}"
+            text = "–" if value is None else f"{value:.{digits}f}"
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7,
                         xytext=(0, 2), textcoords="offset points")
     slanted = len(groups) > 4 and max(len(g) for g in groups) > 6
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
-    ax.set_ylim(0, 1.15)
+    ax.set_ylim(0, top)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
 
@@ -239,6 +325,27 @@ def draw_charts(runs: list[Run], out_dir: Path) -> list[Path]:
                 _grouped_bars(ax, names, series, f"{metric} by {group}")
             legend(axes[0])
             save(fig, f"kscore_by_{group}.png")
+    for kind, get, top, digits in (("knowgen", lambda r: r.knowgen, 1.15, 2), ("factip", lambda r: r.factip, 115.0, 1)):
+        present = [r for r in runs if get(r)]
+        if not present:
+            continue
+        groups = list(get(present[0]).get("by_group", {}))
+        names = sorted({n for r in present for n in get(r).get("by_category", {})})
+        columns = ["all", *groups, *names]
+
+        def value(run: Run, column: str, get: Any = get, groups: list[str] = groups) -> float | None:
+            summary = get(run)
+            if column == "all":
+                return summary["all"].get("overall")
+            source = summary.get("by_group", {}) if column in groups else summary.get("by_category", {})
+            return (source.get(column) or {}).get("overall")
+
+        fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(columns) * len(present) + 3), 4.5), layout="constrained")
+        label = "KnowGen" if kind == "knowgen" else "FactIP (0-100)"
+        _grouped_bars(ax, columns, [(r.label, [value(r, c) for c in columns]) for r in present],
+                      f"{label}: overall, all items, by group and by category", top=top, digits=digits)
+        legend(ax)
+        save(fig, f"{kind}_by_category.png")
     ws = [r for r in runs if r.wise]
     if ws:
         names = [c.name for c in WISE_CATEGORIES] + ["overall"]

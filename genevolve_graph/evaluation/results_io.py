@@ -17,6 +17,18 @@ from typing import Any
 from genevolve_graph.util.jsonl import dumps_safe
 
 
+STAGE2_FIELDS = frozenset({
+    "gen_prompt", "reference_images", "messages", "termination", "rounds", "error", "thread_id", "output_path",
+    "success", "render_error", "backend", "gt_image_path", "program", "trajectory",
+})
+"""Fields our stages add to a row; the rest of a results row is the benchmark's item."""
+
+
+def benchmark_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's own fields of a stage-2 row (every field but those our stages add)."""
+    return {k: v for k, v in row.items() if k not in STAGE2_FIELDS}
+
+
 class EvalInputError(ValueError):
     """Bad input to an evaluation command; the message names the input and the fix."""
 

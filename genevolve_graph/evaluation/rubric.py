@@ -6,11 +6,11 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-BUILTIN_RUBRICS = ("kscore", "sufficiency", "wise")
+BUILTIN_RUBRICS = ("kscore", "sufficiency", "wise", "factip")
 
 
 def builtin_rubric(name: str) -> str:
-    """The text of a built-in rubric: ``kscore``, ``sufficiency`` or ``wise``."""
+    """The text of a built-in rubric: ``kscore``, ``sufficiency``, ``wise`` or ``factip``."""
     if name not in BUILTIN_RUBRICS:
         raise ValueError(f"unknown rubric {name!r}; the built-in ones are {', '.join(BUILTIN_RUBRICS)}")
     return resources.files("genevolve_graph.evaluation").joinpath("rubrics", f"{name}.md").read_text(encoding="utf-8").strip()

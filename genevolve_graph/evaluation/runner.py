@@ -19,12 +19,14 @@ from typing import Any
 from genevolve_graph.util.jsonl import unencodable
 from genevolve_graph.evaluation.aggregate import build_summary, summary_csv
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
+from genevolve_graph.evaluation.judge_cache import JudgeCache, ask_cached, rubric_version
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError
 from genevolve_graph.evaluation.kscore import kscore_messages, parse_kscore
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
     OutsideRoot,
+    benchmark_fields,
     load_rows,
     resolve_path,
     sample_ids,
@@ -138,6 +140,8 @@ class EvaluateOptions:
     max_side: int = DEFAULT_MAX_SIDE
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     parse_attempts: int = 3
+    cache: JudgeCache | None = None
+    """Judge replies by (benchmark, item, image bytes, judge model, rubric version); None = no cache."""
 
 
 async def evaluate_kscore_results(
@@ -160,6 +164,7 @@ async def evaluate_kscore_results(
     log = EvalLog(out_dir / EVAL_LOG_NAME)
     existing = open_log(log, resume=opts.resume, overwrite=opts.overwrite)
     rubric = opts.rubric if opts.rubric is not None else builtin_rubric("kscore")
+    version = rubric_version(rubric, "kscore-v1")
     gen_roots = [results.parent, Path.cwd()]
     # With --gt-root, relative ground truths resolve only there: falling back to the run's
     # directory could silently pair a generated image with itself.
@@ -179,6 +184,7 @@ async def evaluate_kscore_results(
             "raw": None,
             "judge_model": client.model,
             "error": None,
+            "item": benchmark_fields(row),  # every field of the benchmark row, kept
         }
 
         def stop(status: str, error: str) -> dict[str, Any]:
@@ -208,13 +214,17 @@ async def evaluate_kscore_results(
             )
         except ImageLoadError as exc:
             return stop("missing", f"unreadable_image: {exc}")
+        key = {"benchmark": "kscore", "item": sid, "images": [generated, truth], "rubric_version": version,
+               "prompt": record["prompt"], "view": f"max_side={opts.max_side};jpeg_quality={opts.jpeg_quality}"}
         try:
-            score = await ask_parsed(client, messages, parse_kscore, attempts=opts.parse_attempts, what="KScore judge output")
+            score, cached = await ask_cached(client, opts.cache, key, messages, parse_kscore, attempts=opts.parse_attempts,
+                                             what="KScore judge output")
         except JudgeError as exc:
             if exc.is_configuration_error:
                 raise JudgeConfigurationError(str(exc)) from exc
             return stop("failed", f"judge_failed: {exc}")
-        record.update(status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, evaluated_at=now_iso())
+        record.update(status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, cached=cached,
+                      evaluated_at=now_iso())
         return record
 
     todo = [(sid, row) for sid, row in zip(ids, rows, strict=True) if existing.get(sid, {}).get("status") != "scored"]
@@ -233,8 +243,10 @@ async def evaluate_kscore_results(
     summary = build_summary(
         records,
         judge_model=client.model,
+        temperature=client.temperature,
         results=str(results),
-        rubric=rubric_id(rubric, opts.rubric_source),
+        rubric={**rubric_id(rubric, opts.rubric_source), "version": version},
+        cache=opts.cache.stats() if opts.cache else None,
         created_at=now_iso(),
     )
     write_json_atomic(out_dir / SUMMARY_JSON, summary)

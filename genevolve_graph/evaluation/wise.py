@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field, field_validator
 
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError, image_part
+from genevolve_graph.evaluation.judge_cache import JudgeCache, ask_cached, rubric_version
 from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
@@ -359,6 +360,8 @@ class WiseOptions:
     max_side: int = DEFAULT_MAX_SIDE
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     parse_attempts: int = 3
+    cache: JudgeCache | None = None
+    """Judge replies by (benchmark, item, image bytes, judge model, rubric version); None = no cache."""
 
 
 async def evaluate_wise(
@@ -380,6 +383,7 @@ async def evaluate_wise(
     log = EvalLog(out_dir / EVAL_LOG_NAME)
     existing = open_log(log, resume=opts.resume, overwrite=opts.overwrite)
     rubric = opts.rubric if opts.rubric is not None else builtin_rubric("wise")
+    version = rubric_version(rubric, "wise-v1")
 
     async def judge_one(sid: str, item: WisePrompt) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -412,7 +416,10 @@ async def evaluate_wise(
             record.update(error=f"unreadable_image: {exc}", evaluated_at=now_iso())
             return record
         try:
-            score = await ask_parsed(client, messages, parse_wise, attempts=opts.parse_attempts, what="WISE judge output")
+            key = {"benchmark": f"wise-{opts.prompt_set}", "item": sid, "images": [image], "rubric_version": version,
+                   "prompt": f"{item.prompt}\n{item.explanation}", "view": f"max_side={opts.max_side};jpeg_quality={opts.jpeg_quality}"}
+            score, cached = await ask_cached(client, opts.cache, key, messages, parse_wise, attempts=opts.parse_attempts,
+                                             what="WISE judge output")
         except JudgeError as exc:
             if exc.is_configuration_error:
                 raise JudgeConfigurationError(str(exc)) from exc
@@ -420,7 +427,7 @@ async def evaluate_wise(
             return record
         scores = {"consistency": score.consistency, "realism": score.realism,
                   "aesthetic_quality": score.aesthetic_quality, "wiscore": score.wiscore}
-        record.update(status="scored", scores=scores, raw=score.raw, evaluated_at=now_iso())
+        record.update(status="scored", scores=scores, raw=score.raw, cached=cached, evaluated_at=now_iso())
         return record
 
     items = [(str(p.prompt_id), p) for p in prompts]
@@ -434,10 +441,12 @@ async def evaluate_wise(
     summary = build_wise_summary(
         records,
         judge_model=client.model,
+        temperature=client.temperature,
         original_judge_model=ORIGINAL_JUDGE_MODEL,
         prompt_set=opts.prompt_set,
         data=[str(f) for f in files],
-        rubric=rubric_id(rubric, opts.rubric_source),
+        rubric={**rubric_id(rubric, opts.rubric_source), "version": version},
+        cache=opts.cache.stats() if opts.cache else None,
         created_at=now_iso(),
     )
     write_json_atomic(out_dir / SUMMARY_JSON, summary)

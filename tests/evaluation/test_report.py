@@ -76,4 +76,4 @@ def test_report_labels_and_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = CliRunner().invoke(app, ["report", str(empty), "--out", str(out)])
-    assert missing.exit_code == 2 and "neither summary.json nor wise_summary.json" in missing.output
+    assert missing.exit_code == 2 and "holds none of summary.json, knowgen_summary.json, factip_summary.json, wise_summary.json" in missing.output
