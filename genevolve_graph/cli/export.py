@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from genevolve_graph.cli.common import trace_database_inputs
+
 from genevolve_graph.cli.train_group import get_train_app
 
 
@@ -32,7 +34,7 @@ def _check_export_paths(out: Path, *, format: str, checkpoint: str | None, eval_
 
     inputs = [("--checkpoint", Path(checkpoint).expanduser() if checkpoint else None), ("--eval", eval_file)]
     try:
-        check_outputs([("--out", out)], inputs)
+        check_outputs([("--out", out)], inputs + trace_database_inputs())
         if format == "trl":
             folder = (dataset_dir or _dataset_dir_for(out)).expanduser()
             check_replaced_folder("--dataset-dir", folder, inputs + [("--out", out)])
@@ -172,7 +174,8 @@ def import_sft(
     except SFTDataError as exc:
         _fail(f"{exc} (--data)")
     try:  # the record files are read by now, but --out and --report must not replace them
-        check_outputs([("--out", out), ("--report", report_file)], [("--data", data)] + [("--data", f) for f in result.files])
+        check_outputs([("--out", out), ("--report", report_file)],
+                      [("--data", data)] + [("--data", f) for f in result.files] + trace_database_inputs())
     except OutputOverwritesInput as exc:
         _fail(str(exc))
     if not quiet:
@@ -223,7 +226,7 @@ def train_sft_command(
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
     try:  # the trained model is saved into --out: it must not be the base model's folder
-        check_outputs([("--out", out)], [("--model", model), ("--data", data)])
+        check_outputs([("--out", out)], [("--model", model), ("--data", data)] + trace_database_inputs())
     except OutputOverwritesInput as exc:
         _fail(str(exc))
     options = SFTOptions(

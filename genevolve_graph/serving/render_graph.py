@@ -10,15 +10,20 @@ Input (``RenderInput``): ``program`` = ``{gen_prompt, reference_images}``, ``ref
 (``{img_id: data URI}``, references sent inline), ``row_id`` and ``batch_run``. Output:
 ``render`` (a ``RenderResult``) and ``program`` with the server's reference paths.
 
-Where the image goes: ``<output_dir>/<batch_run>/<row id>.png`` on the server's file system,
-``output_dir`` being the run's context (``render --server-output-dir``) or the server's
-default render folder; ``batch_run`` and the row id are cleaned into file names
-(``batch.rows.file_stem``), so they cannot name another folder. Without a row id the file
-is named as the agent's render node names it (``output_name``, else ``<thread id>.png``).
+Where the image goes, on the server's file system: for a caller's run (the served graph
+confines every run) ``<renders folder>/<run folder>/<row id>.png``. The renders folder is
+the operator's (``GENEVOLVE_RENDERS_DIR``, default the cache's ``renders``; a caller's
+``output_dir``, ``render --server-output-dir``, may only name a folder inside it), the run
+folder is named by the server after the run's thread (one row of one batch run), and the
+row id is cleaned into a file name (``util.paths.file_stem``). The file is created
+exclusively, replacing at most an earlier image of the same thread. Unconfined (an
+in-process graph with ``confine=False``): ``<output_dir>/<batch_run>/<row id>.png``. Without
+a row id the file is named as the agent's render node names it (``output_name``, else
+``<thread id>.png``).
 
 Everything a caller sends is hostile (docs/security.md). A served graph confines every run:
-the context is checked (``guard.check_caller_context``), the output file must land under
-``GENEVOLVE_ALLOWED_ROOTS``, and so must a reference the caller names by ``local_path``,
+the context is checked (``guard.check_caller_context``), the output file lands as above,
+and a reference the caller names by ``local_path``,
 which must also be a regular file that decodes as an image under the download caps. An
 inline reference is decoded under the same caps before its bytes are written (as they are)
 to ``<output_dir>/<batch_run>/references/<row id>/``. URLs are never fetched, there are at
@@ -43,10 +48,10 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 fo
 from genevolve_graph.core.context import AgentContext
 from genevolve_graph.safety.file_guard import same_file
 from genevolve_graph.util.file_modes import write_bytes_atomic
-from genevolve_graph.core.guard import ContextRefused, OperatorSettings, check_output_path, is_caller_context
+from genevolve_graph.core.guard import ContextRefused, OperatorSettings, is_caller_context, served_output_path
 from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, read_image_file
 from genevolve_graph.nodes.common import checked_context, dual_node
-from genevolve_graph.nodes.render import output_path, render_program
+from genevolve_graph.nodes.render import output_path, render_program, served_image_name
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import Program, RenderResult
 
@@ -89,10 +94,15 @@ class InputRefused(ValueError):
     """The run's input cannot be rendered; the message names the field and the fix."""
 
 
-def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str) -> Path:
-    """Where the row's image goes (see the module docstring)."""
+def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str,
+               settings: OperatorSettings | None = None) -> Path:
+    """Where the row's image goes (see the module docstring); ``settings``: a caller's run,
+    confined to the renders folder (blocking then: it resolves paths)."""
     from genevolve_graph.batch.rows import file_stem
 
+    if settings is not None:
+        name = f"{file_stem(row_id)}.png" if row_id else served_image_name(ctx, thread_id)
+        return served_output_path(ctx, thread_id, name, settings)
     default = output_path(ctx, thread_id)
     if not row_id:
         return default
@@ -107,12 +117,10 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
 
     settings = OperatorSettings.from_env() if confined else None
     row_id, batch_run = _text(state, "row_id"), _text(state, "batch_run")
-    path = image_file(ctx, thread_id, row_id, batch_run)
-    if settings is not None:
-        try:
-            check_output_path(path, settings)
-        except ContextRefused as exc:
-            raise InputRefused(str(exc)) from None
+    try:
+        path = image_file(ctx, thread_id, row_id, batch_run, settings)
+    except ContextRefused as exc:
+        raise InputRefused(str(exc)) from None
     raw = state.get("program")
     if not isinstance(raw, dict):
         raise InputRefused("input 'program' must be an object {gen_prompt, reference_images}")
@@ -195,7 +203,7 @@ def make_render_program_node(services: Services):
             program, path = await asyncio.to_thread(admit, dict(state), ctx, thread_id, confined=confined)
         except InputRefused as exc:
             return {"render": RenderResult(success=False, backend=ctx.renderer, error=str(exc))}
-        return {"program": program, "render": await render_program(services, ctx, program, path)}
+        return {"program": program, "render": await render_program(services, ctx, program, path, exclusive=confined)}
 
     return render
 
