@@ -12,8 +12,10 @@ With ``render --server URL`` every row is a background run of the render-only gr
 ``batch.server.ServerExecutor``: ``RenderStage`` is also a ``RemoteStage``. References this
 machine holds travel inline (data URIs, scaled as for a render service); the others are left
 to the server to find by ``local_path`` (under its allowed roots). The image is written on
-the server, in ``<server output dir>/<run id>/<row id>.png``; the record's ``output_path``
-is that path on the server's disk, and ``render_server`` / ``render_thread`` say where.
+the server, in ``<server renders folder>/<row's thread>/<row id>.png`` (the renders folder
+is the server operator's ``GENEVOLVE_RENDERS_DIR``; ``--server-output-dir`` may name a folder
+inside it); the record's ``output_path`` is that path on the server's disk, and
+``render_server`` / ``render_thread`` say where.
 """
 
 from __future__ import annotations
@@ -209,8 +211,8 @@ class RenderStage:
 
     def report_lines(self, folder: RunFolder) -> list[str]:
         if self.server_url:
-            where = self.server_output_dir or "its default render folder"
-            return [f"images: on the LangGraph Server {redact_url(self.server_url)}, in {where}/{file_stem(self.run_id)}/ "
+            where = self.server_output_dir or "its renders folder"
+            return [f"images: on the LangGraph Server {redact_url(self.server_url)}, in {where}/<thread of each row>/ "
                     "(each record's output_path is the file on the server)"]
         return [f"images: {folder.path / 'images'}"]
 

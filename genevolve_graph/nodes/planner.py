@@ -36,10 +36,16 @@ from genevolve_graph.core.protocol import (
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.safety.protocol_tags import neutralize_tags
 
 
 def request_content(request: str, images: list[str] | None = None) -> str | list[dict[str, Any]]:
-    """The request turn: the text, then the user's reference images as ``image_url`` parts."""
+    """The request turn: the text, then the user's reference images as ``image_url`` parts.
+
+    The request is a caller's text: protocol tags and chat-template tokens in it are defused
+    as in observations (``safety.protocol_tags``), so it cannot close the user turn or forge
+    a tool response; a request without them keeps its bytes."""
+    request = neutralize_tags(request)
     if not images:
         return request
     return [{"type": "text", "text": request}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
