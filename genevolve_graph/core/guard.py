@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from genevolve_graph.core.context import AgentContext, is_caller_context, mark_caller
 from genevolve_graph.util.paths import cache_root, default_output_dir, file_stem, trace_databases
@@ -73,6 +73,10 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> "Endpoint | None":
+        """The endpoint, or ``None`` when ``url`` is not a plain http(s) endpoint: a path with
+        dot segments (also percent-encoded), empty segments (``//``), encoded slashes or
+        backslashes is refused, since a client or a proxy may resolve it to another path
+        than the prefix it seems to be under."""
         try:
             parts = urlsplit(url.strip())
             port = parts.port
@@ -81,7 +85,10 @@ class Endpoint:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             return None
-        return cls(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), parts.path.rstrip("/"))
+        path = parts.path.rstrip("/")
+        if not _plain_path(path):
+            return None
+        return cls(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), path)
 
     def within(self, allowed: "Endpoint") -> bool:
         """Same origin, and the path is the allowed one or below it."""
@@ -124,6 +131,18 @@ class OperatorSettings:
         """The resolved folder when it is the renders folder or inside it, else ``None``."""
         resolved = Path(path).expanduser().resolve()
         return resolved if resolved == self.renders or resolved.is_relative_to(self.renders) else None
+
+
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c|25)", re.I)
+
+
+def _plain_path(path: str) -> bool:
+    """No segment of ``path`` is empty, ``.`` or ``..`` (after decoding ``%2e``), and no
+    separator hides behind an escape (``%2f``, ``%5c``, a double-encoded ``%25``)."""
+    if "\\" in path or _ENCODED_SEPARATOR.search(path):
+        return False
+    segments = unquote(path).split("/")[1:] if path else []
+    return all(segment not in ("", ".", "..") for segment in segments)
 
 
 def _refuse(what: str, value: Any, fix: str) -> ContextRefused:

@@ -25,9 +25,13 @@ ORDINAL_PHRASE = re.compile(
 )
 IMG_TOKEN = re.compile(r"\(?\s*\bIMG[_\- ]?\d{1,}\b\s*\)?", re.I)
 URL_TOKEN = re.compile(
-    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):)[^\s)\]]+\)?", re.I
+    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):"
+    r"|(?<![\w:/\\])//(?=[\w\[%])|(?<![\w\\])\\\\(?=[\w.?\[%$]))(?:\[[0-9a-f:.%]*\]|[^\s)\]])+\)?",
+    re.I,
 )
-"""Any URL (every scheme, ``www.``, and the scheme-only forms ``data:``/``file:``/...)."""
+"""Any URL (every scheme, ``www.``, the scheme-only forms ``data:``/``file:``/..., a
+scheme-relative ``//host/path``) and any UNC path (``\\\\host\\share``, ``\\\\?\\...``): a renderer
+or a viewer would fetch or open each of them."""
 
 
 def ordinal_phrase(index: int) -> str:
