@@ -160,12 +160,12 @@ def export(
 
 def import_sft(
     data: Path = typer.Option(..., "--data", help="Local copy of GenEvolve-Data-SFT: a folder of JSONL/JSON/parquet records, or one file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the valid records here as JSONL (image paths rebased to its folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the valid records here as JSONL (their images copied into images/ beside it, so the data set names nothing outside its folder)."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Write every problem as JSONL {where, problem}."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary."),
 ) -> None:
     """Read and validate SFT records; report bad ones (and skip them)."""
-    from genevolve_graph.training.sft_data import JsonlWriter, SFTDataError, load_sft, rebase_images
+    from genevolve_graph.training.sft_data import JsonlWriter, SFTDataError, load_sft
 
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
@@ -178,12 +178,15 @@ def import_sft(
                       [("--data", data)] + [("--data", f) for f in result.files] + trace_database_inputs())
     except OutputOverwritesInput as exc:
         _fail(str(exc))
+    kept = result.records
+    if out is not None:  # the images travel with the records: the imported data set names nothing outside its folder
+        kept = _copy_record_images(result, out.expanduser().parent)
     if not quiet:
         for where, problem in result.problems:
             typer.echo(f"skipped {where}: {problem}", err=True)
     bad_records = len({where for where, _ in result.problems})
     typer.echo(
-        f"{len(result.records)} valid record(s), {bad_records} skipped, from {len(result.files) - len(result.ignored_files)} file(s) under {result.root}"
+        f"{len(kept)} valid record(s), {bad_records} skipped, from {len(result.files) - len(result.ignored_files)} file(s) under {result.root}"
         + (f" ({len(result.ignored_files)} JSON file(s) without records ignored)" if result.ignored_files else "")
     )
     if report_file is not None:
@@ -193,11 +196,29 @@ def import_sft(
     if out is not None:
         out = out.expanduser()
         with JsonlWriter(out) as writer:
-            for loaded in result.records:
-                writer.write(rebase_images(loaded.record, result.root, out.parent).to_json())
+            for record in kept:
+                writer.write(record.to_json())
         typer.echo(f"records: {out}")
-    if not result.records:
+    if not kept:
         raise typer.Exit(1)
+
+
+def _copy_record_images(result, folder: Path) -> list:
+    """The valid records with their images copied into ``folder/images`` (content-addressed,
+    each decoded under the image caps first), paths relative to ``folder``. A record whose
+    image cannot be copied is dropped, and its reason added to ``result.problems``."""
+    from genevolve_graph.training.export import ImageCopier, MissingImage
+
+    copier = ImageCopier(folder / "images", folder)
+    kept = []
+    for loaded in result.records:
+        try:
+            images = [copier.copy(str(result.root / image)) for image in loaded.record.images]
+        except MissingImage as exc:
+            result.problems.append((loaded.where, f"image {exc}"))
+            continue
+        kept.append(loaded.record.model_copy(update={"images": images}))
+    return kept
 
 
 def train_sft_command(

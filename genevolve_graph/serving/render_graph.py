@@ -176,9 +176,13 @@ def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
 
 
 def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> Path:
-    """A reference the caller names by path: under a root (when confined), a regular image file."""
+    """A reference the caller names by path: under a read root or in the bundled image folder
+    that the server's own ``local`` image search returns (when confined), a regular image file."""
+    from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
+
     resolved = Path(local_path).expanduser().resolve()
-    if settings is not None and settings.path_allowed(resolved) is None:
+    bundled = resolved.is_relative_to(DEFAULT_IMAGE_DIR)  # the server's own image search folder (package data)
+    if settings is not None and settings.path_allowed(resolved) is None and not bundled:
         roots = ", ".join(str(r) for r in settings.roots)
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} is refused: caller paths must stay under {roots}; "
                            "send the image inline in reference_data, or the server's operator can widen GENEVOLVE_ALLOWED_ROOTS")

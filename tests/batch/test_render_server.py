@@ -164,9 +164,9 @@ def test_the_render_stage_sends_held_references_inline_and_never_its_own_folder(
     bad = BatchRow(key="b", position=2, data={"id": "b", "question": "q", "gen_prompt": 5})
     assert "bad program in the input" in stage.remote_skip(bad)["render_error"]
 
-    record = stage.remote_record(row, "thread-1", {"render": {"success": True, "output_path": "/srv/images/renders-1/k.png",
+    record = stage.remote_record(row, "thread-1", {"render": {"success": True, "output_path": "/srv/images/thread-1/k.png",
                                                               "backend": "preview"}}, 1.5)
-    assert record["output_path"] == "/srv/images/renders-1/k.png" and record["render_thread"] == "thread-1"
+    assert record["output_path"] == "/srv/images/thread-1/k.png" and record["render_thread"] == "thread-1"
     assert record["render_server"] == "http://u:***@127.0.0.1:9" and record["render_seconds"] == 1.5
     assert record["render_source"] == "program"
     assert stage.remote_record(row, "t", {}, 0.1)["render_error"] == "the server's run ended without a render result"

@@ -85,10 +85,13 @@ def test_hostile_inputs_fail_their_row_naming_the_field_and_write_nothing(root, 
     program: dict = {"gen_prompt": "the first reference image", "reference_images": [dict(cat)]}
     extra: dict = {}
     output_dir: Path = out
+    outside = tmp_path / "outside" / "cat.png"  # a host image outside the roots (the bundled folder is the server's own)
+    outside.parent.mkdir()
+    shutil.copy(DATA / "cat.png", outside)
     if case == "outside_root":
-        program["reference_images"][0]["local_path"] = str(DATA / "cat.png")
+        program["reference_images"][0]["local_path"] = str(outside)
     elif case == "symlink_out":
-        os.symlink(DATA / "cat.png", root / "refs" / "link.png")
+        os.symlink(outside, root / "refs" / "link.png")
         program["reference_images"][0]["local_path"] = str(root / "refs" / "link.png")
     elif case == "not_an_image":
         (root / "refs" / "notes.png").write_text("operator notes, not an image")
