@@ -55,6 +55,7 @@ def export(
     experiment: Optional[str] = typer.Option(None, help="Only threads tagged with this experiment."),
     thread: list[str] = typer.Option([], "--thread", help="Only these thread ids (repeat the option)."),
     images_dir: Optional[Path] = typer.Option(None, help="Where reference images are copied (sft; default: OUT's folder/images)."),
+    image_root: list[Path] = typer.Option([], "--image-root", help="A folder the runs' reference images may be read from, besides the trace database's folder, the cache and the bundled images (repeat; e.g. the --image-dir of the runs)."),
     dataset_dir: Optional[Path] = typer.Option(None, help="Where the trl dataset is saved (default: OUT without its suffix)."),
     termination: list[str] = typer.Option(["answer"], "--termination", help="Kept termination reasons (repeat; default: answer)."),
     any_termination: bool = typer.Option(False, "--any-termination", help="Keep every termination reason."),
@@ -74,6 +75,7 @@ def export(
         ExportFilters,
         ExportReport,
         ScoreTable,
+        default_image_roots,
         export_threads,
         write_trl_dataset,
     )
@@ -137,6 +139,7 @@ def export(
                 data_root=out.parent,
                 report=report,
                 on_problem=on_problem,
+                image_roots=default_image_roots(Path(target) if kind == "sqlite" else None) + [r.expanduser().resolve() for r in image_root],
             ):
                 if format == "sft":
                     writer.write(record.to_json())
