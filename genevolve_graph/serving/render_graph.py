@@ -53,7 +53,7 @@ from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, dec
 from genevolve_graph.nodes.common import checked_context, dual_node
 from genevolve_graph.nodes.render import output_path, render_program, served_image_name
 from genevolve_graph.nodes.services import Services
-from genevolve_graph.core.state import Program, RenderResult
+from genevolve_graph.core.state import MAX_NOTE_CHARS, Program, RenderResult
 
 if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
@@ -132,6 +132,9 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
         raise InputRefused(f"input program.{where}: {first['msg']}") from None
     if len(program.reference_images) > MAX_REFERENCES:
         raise InputRefused(f"input program has {len(program.reference_images)} reference images; at most {MAX_REFERENCES} are rendered")
+    for ref in program.reference_images:
+        if len(ref.note) > MAX_NOTE_CHARS:
+            raise InputRefused(f"reference {ref.img_id}: its note has {len(ref.note):,} characters; at most {MAX_NOTE_CHARS} are accepted")
     inline = state.get("reference_data") or {}
     if not isinstance(inline, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inline.items()):
         raise InputRefused("input 'reference_data' must map img_id to a data URI")
