@@ -230,11 +230,13 @@ class GuideUse(BaseModel):
 
 
 def memory_for(ctx: "AgentContext", store: "BaseStore | None") -> StoreGuideMemory | ExperienceBuffer | None:
-    """Where guides come from for this run: the graph's store, else ``ctx.guide_dir``."""
-    if store is not None:
-        return StoreGuideMemory(store, namespace=tuple(ctx.guide_namespace.split("/")), gate=ctx.guide_gate)
+    """Where guides come from for this run: ``ctx.guide_dir`` when it is set (a named folder
+    is a deliberate choice: under ``langgraph dev`` the server always brings a store, which
+    would otherwise win silently), else the graph's store."""
     if ctx.guide_dir:
         return open_folder_memory(ctx.guide_dir, ctx.embedding_model, ctx.guide_gate)
+    if store is not None:
+        return StoreGuideMemory(store, namespace=tuple(ctx.guide_namespace.split("/")), gate=ctx.guide_gate)
     return None
 
 

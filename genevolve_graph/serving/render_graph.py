@@ -49,7 +49,7 @@ from genevolve_graph.core.context import AgentContext
 from genevolve_graph.safety.file_guard import same_file
 from genevolve_graph.util.file_modes import write_bytes_atomic
 from genevolve_graph.core.guard import ContextRefused, OperatorSettings, is_caller_context, served_output_path
-from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, read_image_file
+from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, probe_size, read_image_file
 from genevolve_graph.nodes.common import checked_context, dual_node
 from genevolve_graph.nodes.render import output_path, render_program, served_image_name
 from genevolve_graph.nodes.services import Services
@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 RENDER_GRAPH_NAME = "genevolve_render"
 MAX_REFERENCES = 8
 """References one program may bring: a caller cannot make the server decode an unbounded number."""
+MAX_TOTAL_PIXELS = 48_000_000
+"""Pixels all references of one run may hold together (the render service's default too),
+checked from the headers of inline references before any is decoded or stored."""
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
 
 
@@ -143,12 +146,19 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
     if unknown:
         raise InputRefused(f"input reference_data names {unknown[0]!r}, which is not a reference of the program")
     stored = path.parent / "references" / path.stem
+    spent = 0
+    blobs: dict[str, bytes] = {}
+    for ref in program.reference_images:  # headers first: nothing is decoded or written past the budget
+        if ref.img_id in inline:
+            blobs[ref.img_id], pixels = _inline_bytes(ref.img_id, inline[ref.img_id])
+            spent = _spend(spent, pixels, ref.img_id)
     references = []
     for ref in program.reference_images:
         if ref.img_id in inline:
-            local = _store_inline(ref.img_id, inline[ref.img_id], stored / file_stem(ref.img_id))
+            local = _store_inline(ref.img_id, blobs[ref.img_id], stored / file_stem(ref.img_id))
         elif ref.local_path:
-            local = _check_local(ref.img_id, ref.local_path, settings)
+            local, pixels = _check_local(ref.img_id, ref.local_path, settings)
+            spent = _spend(spent, pixels, ref.img_id)
         else:
             raise InputRefused(f"reference {ref.img_id}: no image; send it inline in reference_data or name a file on the server in local_path")
         if same_file(local, path):
@@ -166,10 +176,28 @@ def _text(state: dict[str, Any], name: str) -> str:
     return str(value)
 
 
-def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
-    """An inline reference, decoded under the download caps, written as it came."""
+def _spend(spent: int, pixels: int, img_id: str) -> int:
+    """The run's pixel budget after one more reference (``MAX_TOTAL_PIXELS`` in all)."""
+    spent += pixels
+    if spent > MAX_TOTAL_PIXELS:
+        raise InputRefused(f"reference {img_id}: the references hold more than {MAX_TOTAL_PIXELS:,} pixels together; "
+                           "send fewer or smaller references")
+    return spent
+
+
+def _inline_bytes(img_id: str, uri: str) -> tuple[bytes, int]:
+    """An inline reference's bytes and its pixel count from the header (nothing decoded yet)."""
     try:
         data = data_uri_bytes(uri)
+        width, height = probe_size(data)
+    except UnsafeImageError as exc:
+        raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
+    return data, width * height
+
+
+def _store_inline(img_id: str, data: bytes, stem: Path) -> Path:
+    """An inline reference, decoded under the download caps, written as it came."""
+    try:
         fmt = decode_image(data, upright=False).format
     except UnsafeImageError as exc:
         raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
@@ -178,7 +206,7 @@ def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
     return target
 
 
-def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> Path:
+def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> tuple[Path, int]:
     """A reference the caller names by path: under a read root or in the bundled image folder
     that the server's own ``local`` image search returns (when confined), a regular image file."""
     from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
@@ -190,12 +218,12 @@ def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} is refused: caller paths must stay under {roots}; "
                            "send the image inline in reference_data, or the server's operator can widen GENEVOLVE_ALLOWED_ROOTS")
     try:
-        read_image_file(resolved)
+        width, height = probe_size(read_image_file(resolved))
     except FileNotFoundError:
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} does not exist on the server; send the image inline in reference_data") from None
     except (OSError, UnsafeImageError) as exc:
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} is not a usable image: {exc}") from None
-    return resolved
+    return resolved, width * height
 
 
 def make_render_program_node(services: Services):
@@ -241,5 +269,5 @@ def make_render_graph(runtime: ServerRuntime) -> CompiledStateGraph:
     return for_run(render_graph, runtime)
 
 
-__all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",
+__all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "MAX_TOTAL_PIXELS", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",
            "render_graph", "image_file", "admit", "InputRefused"]
