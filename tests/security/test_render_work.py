@@ -32,13 +32,13 @@ def test_a_run_s_references_share_one_pixel_budget(tmp_path, monkeypatch):
     assert len(ids) * 8_000_000 > MAX_TOTAL_PIXELS
     program = {"gen_prompt": "p", "reference_images": [{"img_id": i} for i in ids]}
     result = render_graph.invoke({"program": program, "reference_data": {i: big for i in ids}, "row_id": "r"},
-                                 {"configurable": {"thread_id": "t"}}, context={"renderer": "preview"})
+                                 {"configurable": {"thread_id": "t"}}, context={"renderer": "preview", "output_dir": str(tmp_path / "renders")})
     assert result["render"].success is False
     assert f"more than {MAX_TOTAL_PIXELS:,} pixels together" in result["render"].error
     assert not (tmp_path / "renders").exists() or not [p for p in (tmp_path / "renders").rglob("*") if p.is_file()]
     few = {i: big for i in ids[:2]}  # 16 MP: fine
     done = render_graph.invoke({"program": {"gen_prompt": "p", "reference_images": [{"img_id": i} for i in few]},
-                                "reference_data": few, "row_id": "r"}, {"configurable": {"thread_id": "t2"}}, context={"renderer": "preview"})
+                                "reference_data": few, "row_id": "r"}, {"configurable": {"thread_id": "t2"}}, context={"renderer": "preview", "output_dir": str(tmp_path / "renders")})
     assert done["render"].success, done["render"].error
 
 
