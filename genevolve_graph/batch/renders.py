@@ -12,8 +12,10 @@ With ``render --server URL`` every row is a background run of the render-only gr
 ``batch.server.ServerExecutor``: ``RenderStage`` is also a ``RemoteStage``. References this
 machine holds travel inline (data URIs, scaled as for a render service); the others are left
 to the server to find by ``local_path`` (under its allowed roots). The image is written on
-the server, in ``<server output dir>/<run id>/<row id>.png``; the record's ``output_path``
-is that path on the server's disk, and ``render_server`` / ``render_thread`` say where.
+the server, in ``<server renders folder>/<row's thread>/<row id>.png`` (the renders folder
+is the server operator's ``GENEVOLVE_RENDERS_DIR``; ``--server-output-dir`` may name a folder
+inside it); the record's ``output_path`` is that path on the server's disk, and
+``render_server`` / ``render_thread`` say where.
 """
 
 from __future__ import annotations
@@ -175,6 +177,12 @@ class RenderStage:
             program = program_of(row.data)
         except ProgramError as exc:
             return None, None, render_record(row, RenderResult(success=False, backend=name, error=f"bad program in the input: {exc}"), None, seed)
+        if program is not None and server_made(row) and not self.server_url:
+            held = [ref.img_id for ref in program.reference_images if ref.local_path]
+            if held:
+                why = (f"reference {held[0]} was found by a LangGraph Server run (batch --server): its local_path is a file "
+                       "on that server, which this machine does not read; render these rows there with render --server URL")
+                return None, None, render_record(row, RenderResult(success=False, backend=name, error=why), None, seed)
         if program is None:
             if self.fallback == "skip":
                 why = f"no program (termination: {row.data.get('termination')}); --fallback prompt renders the request instead"
@@ -209,8 +217,8 @@ class RenderStage:
 
     def report_lines(self, folder: RunFolder) -> list[str]:
         if self.server_url:
-            where = self.server_output_dir or "its default render folder"
-            return [f"images: on the LangGraph Server {redact_url(self.server_url)}, in {where}/{file_stem(self.run_id)}/ "
+            where = self.server_output_dir or "its renders folder"
+            return [f"images: on the LangGraph Server {redact_url(self.server_url)}, in {where}/<thread of each row>/ "
                     "(each record's output_path is the file on the server)"]
         return [f"images: {folder.path / 'images'}"]
 
@@ -227,7 +235,8 @@ class RenderStage:
         """The render graph's input (blocking: it reads the reference files)."""
         program, _, _ = self.program_for(row)
         assert program is not None  # remote_skip took the others
-        inline = {ref.img_id: uri for ref in program.reference_images if (uri := inline_reference(ref))}
+        # a server's record names files on the server: sent by path, for the server to check under its roots
+        inline = {} if server_made(row) else {ref.img_id: uri for ref in program.reference_images if (uri := inline_reference(ref))}
         return {"program": program.model_dump(), "reference_data": inline, "row_id": row.key, "batch_run": self.run_id}
 
     def remote_context(self) -> dict[str, Any]:
@@ -243,9 +252,40 @@ class RenderStage:
                   RenderResult(success=False, backend=self.backend, error="the server's run ended without a render result"))
         if result.seconds is None:
             result = result.model_copy(update={"seconds": seconds})
+        problem = self.foreign_output(row, thread_id, result.output_path) if result.success else None
+        if problem:
+            result = RenderResult(success=False, backend=result.backend, error=problem, seconds=result.seconds)
         record = render_record(row, result, source, self.ctx.seed)
         record.update(render_server=redact_url(self.server_url), render_thread=thread_id)
         return record
+
+    def foreign_output(self, row: BatchRow, thread_id: str, output_path: str | None) -> str | None:
+        """Why the server's ``output_path`` is not this row's image (None when it is).
+
+        A server's reply is checked like a caller's input: the path must be the file the
+        render graph makes for this row (``<folder>/<thread>/<row id>.png``, inside
+        ``--server-output-dir`` when given), or ``evaluate`` would later read, score and send
+        to a judge whatever file the server named."""
+        from pathlib import PurePath
+
+        expected = f"<{self.server_output_dir or 'renders folder'}>/{file_stem(thread_id)}/{file_stem(row.key)}.png"
+        if not output_path:
+            return f"the server reported success without an output_path; expected {expected}"
+        path = PurePath(output_path)
+        fine = (path.is_absolute() and ".." not in path.parts and path.name == f"{file_stem(row.key)}.png"
+                and path.parent.name == file_stem(thread_id))
+        if fine and self.server_output_dir:
+            fine = path.parent.parent == PurePath(self.server_output_dir)
+        if fine:
+            return None
+        return (f"the server's reply names output_path {output_path!r}, which is not this row's image ({expected}); "
+                "the record is refused, check the server at --server")
+
+
+def server_made(row: BatchRow) -> bool:
+    """A stage-1 record that a LangGraph Server made (``batch --server``): its references'
+    ``local_path`` are paths on that server, data from the server, never files to read here."""
+    return bool(row.data.get("server_thread"))
 
 
 def inline_reference(reference: Reference) -> str | None:

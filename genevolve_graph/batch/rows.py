@@ -10,11 +10,12 @@ rows. Problems are reported with the file and line (or array item) so they can b
 from __future__ import annotations
 
 import json
-import re
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from genevolve_graph.util.paths import file_stem
 
 PROMPT_FIELDS = ("question", "prompt")
 
@@ -47,19 +48,6 @@ def prompt_of(data: dict[str, Any]) -> str | None:
 
 def row_key(value: Any) -> str:
     return str(value)
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def file_stem(key: str) -> str:
-    """A file name for a row id: the id itself when it is safe, else a cleaned form plus a
-    short hash, so that two different ids never share a file."""
-    cleaned = _UNSAFE.sub("_", key).strip("._") or "row"
-    if cleaned == key and len(key) <= 120:
-        return key
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
-    return f"{cleaned[:100]}-{digest}"
 
 
 def _where(path: Path, line: int | None, item: int | None) -> str:

@@ -16,7 +16,8 @@ submits, waits and records. Through langgraph-sdk:
 
 A stopped session leaves the rows in flight running on the server (they are background
 runs); the next session joins or collects them. The policy key is never sent: the server
-uses its own environment.
+uses its own environment. The server's replies are data: each is capped in size and each
+join in time (``net.langgraph_api``), and a row that breaks a limit fails alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController, run_stage
 from genevolve_graph.batch.progress import StageProgress
 from genevolve_graph.batch.rows import BatchRow
+from genevolve_graph.net.langgraph_api import DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_REPLY_BYTES, capped_client, within_deadline
 
 THREAD_NAMESPACE = uuid.UUID("5b0c1f3e-6f0a-4d59-9a55-2c61c7e0b6a1")
 ACTIVE = ("pending", "running")
@@ -67,14 +69,16 @@ class ServerExecutor:
     assistant: str = "genevolve"
     api_key: str | None = None
     durability: str | None = None
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT
+    """Seconds one row's run may take, joined; past it the row fails (its run may go on there)."""
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    """Largest reply (a thread's state) accepted from the server."""
 
     async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: dict[str, dict[str, Any]],
                       controller: StopController, progress: StageProgress | None) -> StageSession:
         if not hasattr(stage, "remote_input"):
             raise ValueError(f"the {stage.name} stage cannot run on a LangGraph Server; run it without --server")
-        from langgraph_sdk import get_client
-
-        client = get_client(url=self.url, api_key=self.api_key)
+        client = capped_client(self.url, self.api_key, max_reply_bytes=self.max_reply_bytes)
         known = await self._threads_of_run(client, stage)  # type: ignore[arg-type]
 
         skip = getattr(stage, "remote_skip", None)
@@ -141,7 +145,7 @@ class ServerExecutor:
             await asyncio.sleep(0.2)
 
     async def _join(self, client: Any, thread_id: str, run_id: str) -> dict[str, Any]:
-        await client.runs.join(thread_id, run_id)
+        await within_deadline(client.runs.join(thread_id, run_id), self.join_timeout, f"server run {run_id} of thread {thread_id}")
         run = await client.runs.get(thread_id, run_id)
         state = await client.threads.get_state(thread_id)
         if run.get("status") != "success":

@@ -370,7 +370,7 @@ def render(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar.", rich_help_panel="Run"),
     server: Optional[str] = typer.Option(None, "--server", help="URL of a LangGraph Server serving the render graph: every row becomes a background run there and the images are written on the server. See docs/batch.md.", rich_help_panel="Run"),
     assistant: str = typer.Option(RENDER_ASSISTANT, help="Assistant or graph id of the render graph on --server.", rich_help_panel="Run"),
-    server_output_dir: Optional[str] = typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (under its GENEVOLVE_ALLOWED_ROOTS; default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run"),
+    server_output_dir: Optional[str] = typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server, inside its renders folder (GENEVOLVE_RENDERS_DIR on the server; default: that folder). Images go to DIR/<row's thread>/<id>.png there.", rich_help_panel="Run"),
     **values: Any,
 ) -> None:
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
@@ -406,7 +406,7 @@ _BENCH_RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("server", Optional[str], typer.Option(None, "--server", help="URL of a LangGraph Server running this graph: every row becomes a background run there (one thread per row, found again on resume). See docs/batch.md.", rich_help_panel="Run")),
     ("assistant", str, typer.Option("genevolve", help="Assistant or graph id on --server.", rich_help_panel="Run")),
     ("render_assistant", str, typer.Option(RENDER_ASSISTANT, help="With --server: assistant or graph id of the render graph (stage 2 runs on the server too).", rich_help_panel="Run")),
-    ("server_output_dir", Optional[str], typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server (default: the server's render folder). Images go to DIR/<run id>/<id>.png there.", rich_help_panel="Run")),
+    ("server_output_dir", Optional[str], typer.Option(None, "--server-output-dir", help="With --server: the image folder on the server, inside its renders folder (GENEVOLVE_RENDERS_DIR on the server; default: that folder). Images go to DIR/<row's thread>/<id>.png there.", rich_help_panel="Run")),
     ("render_concurrency", int, typer.Option(4, help="Renders in flight at once.", rich_help_panel="Run")),
     ("max_samples", Optional[int], typer.Option(None, help="Only the first K prompts (a smoke test).", rich_help_panel="Run")),
     ("shard", Optional[str], typer.Option(None, help="i/n: only shard i of n, for several machines; join each stage with 'merge'.", rich_help_panel="Run")),

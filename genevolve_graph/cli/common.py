@@ -193,14 +193,24 @@ def sqlite_file(url: str) -> Optional[Path]:
     return Path(target).expanduser() if kind == "sqlite" else None
 
 
+def trace_database_inputs() -> list[tuple[str, Path]]:
+    """The user's trace databases (default and ``$GENEVOLVE_TRACE_DB``), as inputs that no
+    command's output may be, whatever the command reads."""
+    from genevolve_graph.util.paths import trace_databases
+
+    return [("the trace database", path) for path in trace_databases()]
+
+
 def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, Any]]) -> None:
-    """Exit 2 when a file the command will write is one it reads (see ``file_guard``)."""
+    """Exit 2 when a file the command will write is one it reads, or a trace database (or
+    its ``-wal``/``-shm`` file) that the command does not record into (see ``file_guard``)."""
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
     try:
         check_outputs(outputs, inputs)
+        check_outputs([item for item in outputs if item[0] != "--checkpoint"], trace_database_inputs())
     except OutputOverwritesInput as exc:
         fail(str(exc))
 
 
-__all__ = ["backend_options", "check_checkpoint_url", "check_run_outputs", "fail", "parse_option_pairs", "policy_context", "sqlite_file"]
+__all__ = ["backend_options", "check_checkpoint_url", "check_run_outputs", "fail", "trace_database_inputs", "parse_option_pairs", "policy_context", "sqlite_file"]

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from genevolve_graph.cli.common import trace_database_inputs
+
 # The judge stack (openai, PIL, pydantic models) is imported inside the commands so that
 # registering them keeps `genevolve-graph --help` quick.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -63,7 +65,7 @@ def _check_outputs(out_dir: Path, names: tuple[str, ...], inputs: list[tuple[str
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
     try:
-        check_outputs([("--out-dir", Path(out_dir).expanduser() / name) for name in names], inputs)
+        check_outputs([("--out-dir", Path(out_dir).expanduser() / name) for name in names], inputs + trace_database_inputs())
     except OutputOverwritesInput as exc:
         raise _fail(str(exc)) from None
 

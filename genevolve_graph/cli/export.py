@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from genevolve_graph.cli.common import trace_database_inputs
+
 from genevolve_graph.cli.train_group import get_train_app
 
 
@@ -32,7 +34,7 @@ def _check_export_paths(out: Path, *, format: str, checkpoint: str | None, eval_
 
     inputs = [("--checkpoint", Path(checkpoint).expanduser() if checkpoint else None), ("--eval", eval_file)]
     try:
-        check_outputs([("--out", out)], inputs)
+        check_outputs([("--out", out)], inputs + trace_database_inputs())
         if format == "trl":
             folder = (dataset_dir or _dataset_dir_for(out)).expanduser()
             check_replaced_folder("--dataset-dir", folder, inputs + [("--out", out)])
@@ -53,6 +55,7 @@ def export(
     experiment: Optional[str] = typer.Option(None, help="Only threads tagged with this experiment."),
     thread: list[str] = typer.Option([], "--thread", help="Only these thread ids (repeat the option)."),
     images_dir: Optional[Path] = typer.Option(None, help="Where reference images are copied (sft; default: OUT's folder/images)."),
+    image_root: list[Path] = typer.Option([], "--image-root", help="A folder the runs' reference images may be read from, besides the trace database's folder, the cache and the bundled images (repeat; e.g. the --image-dir of the runs)."),
     dataset_dir: Optional[Path] = typer.Option(None, help="Where the trl dataset is saved (default: OUT without its suffix)."),
     termination: list[str] = typer.Option(["answer"], "--termination", help="Kept termination reasons (repeat; default: answer)."),
     any_termination: bool = typer.Option(False, "--any-termination", help="Keep every termination reason."),
@@ -72,6 +75,7 @@ def export(
         ExportFilters,
         ExportReport,
         ScoreTable,
+        default_image_roots,
         export_threads,
         write_trl_dataset,
     )
@@ -135,6 +139,7 @@ def export(
                 data_root=out.parent,
                 report=report,
                 on_problem=on_problem,
+                image_roots=default_image_roots(Path(target) if kind == "sqlite" else None) + [r.expanduser().resolve() for r in image_root],
             ):
                 if format == "sft":
                     writer.write(record.to_json())
@@ -158,12 +163,12 @@ def export(
 
 def import_sft(
     data: Path = typer.Option(..., "--data", help="Local copy of GenEvolve-Data-SFT: a folder of JSONL/JSON/parquet records, or one file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the valid records here as JSONL (image paths rebased to its folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the valid records here as JSONL (their images copied into images/ beside it, so the data set names nothing outside its folder)."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Write every problem as JSONL {where, problem}."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary."),
 ) -> None:
     """Read and validate SFT records; report bad ones (and skip them)."""
-    from genevolve_graph.training.sft_data import JsonlWriter, SFTDataError, load_sft, rebase_images
+    from genevolve_graph.training.sft_data import JsonlWriter, SFTDataError, load_sft
 
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
@@ -172,15 +177,19 @@ def import_sft(
     except SFTDataError as exc:
         _fail(f"{exc} (--data)")
     try:  # the record files are read by now, but --out and --report must not replace them
-        check_outputs([("--out", out), ("--report", report_file)], [("--data", data)] + [("--data", f) for f in result.files])
+        check_outputs([("--out", out), ("--report", report_file)],
+                      [("--data", data)] + [("--data", f) for f in result.files] + trace_database_inputs())
     except OutputOverwritesInput as exc:
         _fail(str(exc))
+    kept = result.records
+    if out is not None:  # the images travel with the records: the imported data set names nothing outside its folder
+        kept = _copy_record_images(result, out.expanduser().parent)
     if not quiet:
         for where, problem in result.problems:
             typer.echo(f"skipped {where}: {problem}", err=True)
     bad_records = len({where for where, _ in result.problems})
     typer.echo(
-        f"{len(result.records)} valid record(s), {bad_records} skipped, from {len(result.files) - len(result.ignored_files)} file(s) under {result.root}"
+        f"{len(kept)} valid record(s), {bad_records} skipped, from {len(result.files) - len(result.ignored_files)} file(s) under {result.root}"
         + (f" ({len(result.ignored_files)} JSON file(s) without records ignored)" if result.ignored_files else "")
     )
     if report_file is not None:
@@ -190,11 +199,29 @@ def import_sft(
     if out is not None:
         out = out.expanduser()
         with JsonlWriter(out) as writer:
-            for loaded in result.records:
-                writer.write(rebase_images(loaded.record, result.root, out.parent).to_json())
+            for record in kept:
+                writer.write(record.to_json())
         typer.echo(f"records: {out}")
-    if not result.records:
+    if not kept:
         raise typer.Exit(1)
+
+
+def _copy_record_images(result, folder: Path) -> list:
+    """The valid records with their images copied into ``folder/images`` (content-addressed,
+    each decoded under the image caps first), paths relative to ``folder``. A record whose
+    image cannot be copied is dropped, and its reason added to ``result.problems``."""
+    from genevolve_graph.training.export import ImageCopier, MissingImage
+
+    copier = ImageCopier(folder / "images", folder)
+    kept = []
+    for loaded in result.records:
+        try:
+            images = [copier.copy(str(result.root / image)) for image in loaded.record.images]
+        except MissingImage as exc:
+            result.problems.append((loaded.where, f"image {exc}"))
+            continue
+        kept.append(loaded.record.model_copy(update={"images": images}))
+    return kept
 
 
 def train_sft_command(
@@ -223,7 +250,7 @@ def train_sft_command(
     from genevolve_graph.safety.file_guard import OutputOverwritesInput, check_outputs
 
     try:  # the trained model is saved into --out: it must not be the base model's folder
-        check_outputs([("--out", out)], [("--model", model), ("--data", data)])
+        check_outputs([("--out", out)], [("--model", model), ("--data", data)] + trace_database_inputs())
     except OutputOverwritesInput as exc:
         _fail(str(exc))
     options = SFTOptions(

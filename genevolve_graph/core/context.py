@@ -86,11 +86,11 @@ class AgentContext:
     experiment: str = field(default="", metadata={"description": "Experiment tag recorded in checkpoint metadata."})
     guidance: Guidance = field(
         default="off",
-        metadata={"description": "'off': the released protocol. 'retrieve': look up the top Decision Guide for the request (long-term memory: the graph's store, else guide_dir) and append it to the system prompt, as the SDL teacher reads it."},
+        metadata={"description": "'off': the released protocol. 'retrieve': look up the top Decision Guide for the request (long-term memory: guide_dir when set, else the graph's store) and append it to the system prompt, as the SDL teacher reads it."},
     )
     guide_gate: float = field(default=0.84, metadata={"description": "Minimum cosine similarity for a retrieved guide to be used (the training gate)."})
     guide_namespace: str = field(default="genevolve/guides", metadata={"description": "Store namespace of the guides, '/'-separated."})
-    guide_dir: str = field(default="", metadata={"description": "Experience buffer folder (guides.jsonl + embeddings.npy) used when the graph has no store."})
+    guide_dir: str = field(default="", metadata={"description": "Experience buffer folder (guides.jsonl + embeddings.npy) used for guidance=retrieve; when set it wins over the graph's store (under langgraph dev the server always brings one)."})
     embedding_model: str = field(default="Qwen/Qwen3-Embedding-0.6B", metadata={"description": "sentence-transformers model (hub id or local path) that embeds requests for guide_dir."})
     options: dict[str, Any] = field(default_factory=dict, metadata={"description": "Backend-specific options (for example service URLs or a pipeline path)."})
 

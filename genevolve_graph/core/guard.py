@@ -10,9 +10,14 @@ environment:
   may receive the server's credentials, besides those the server's environment already
   names (``GENEVOLVE_BASE_URL``, ``OPENAI_BASE_URL``, ``SERPER_BASE_URL``,
   ``TAVILY_BASE_URL``, ``SEARXNG_URL``).
-- ``GENEVOLVE_ALLOWED_ROOTS``: folders (``os.pathsep``-separated) that caller paths must
-  stay under. Default: the server's working directory and the genevolve-graph cache folder
-  (default renders, downloads and traces).
+- ``GENEVOLVE_ALLOWED_ROOTS``: folders (``os.pathsep``-separated) that the files a caller
+  names to *read* must stay under. Default: the server's working directory and the
+  genevolve-graph cache folder (default renders, downloads and traces).
+- ``GENEVOLVE_RENDERS_DIR``: the one folder a caller's run *writes* into (default: the
+  cache's ``renders`` folder, never the working directory). Each run writes in a subfolder
+  the server names after the run's thread (:func:`served_output_path`), a caller's
+  ``output_dir`` may only pick a folder inside it, ``output_name`` is a plain name with an
+  image suffix, and a trace database is never an output.
 
 A context built in Python (an ``AgentContext`` object, the command line) is the operator's
 own and is not checked: that caller already runs code in the process. See docs/security.md.
@@ -26,17 +31,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from genevolve_graph.core.context import AgentContext, is_caller_context, mark_caller
-from genevolve_graph.util.paths import cache_root
+from genevolve_graph.util.paths import cache_root, default_output_dir, file_stem, trace_databases
 
 ALLOWED_BASE_URLS_ENV = "GENEVOLVE_ALLOWED_BASE_URLS"
 ALLOWED_ROOTS_ENV = "GENEVOLVE_ALLOWED_ROOTS"
+RENDERS_DIR_ENV = "GENEVOLVE_RENDERS_DIR"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+"""What a caller's ``output_name`` may end in: it names an image, never a file of another kind."""
 CONFIGURED_URL_ENVS = ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "SERPER_BASE_URL", "TAVILY_BASE_URL", "SEARXNG_URL")
 
-PATH_FIELDS = ("output_dir", "corpus", "image_dir", "skills_dir", "system_prompt_file", "guide_dir")
-"""Context fields that name files or folders on the server."""
+PATH_FIELDS = ("corpus", "image_dir", "skills_dir", "system_prompt_file", "guide_dir")
+"""Context fields that name files or folders on the server that a run reads."""
+WRITE_FIELDS = ("output_dir",)
+"""Context fields that name a folder a run writes into: only inside the renders folder."""
 PATH_OPTIONS = ("image_download_dir", "pipeline", "t2i_pipeline")
 """Options that name files or folders (``pipeline`` may also be a hub id)."""
 URL_OPTIONS = ("serper_base_url", "tavily_base_url", "gemini_base_url", "searxng_url")
@@ -63,6 +73,10 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> "Endpoint | None":
+        """The endpoint, or ``None`` when ``url`` is not a plain http(s) endpoint: a path with
+        dot segments (also percent-encoded), empty segments (``//``), encoded slashes or
+        backslashes is refused, since a client or a proxy may resolve it to another path
+        than the prefix it seems to be under."""
         try:
             parts = urlsplit(url.strip())
             port = parts.port
@@ -71,7 +85,10 @@ class Endpoint:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             return None
-        return cls(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), parts.path.rstrip("/"))
+        path = parts.path.rstrip("/")
+        if not _plain_path(path):
+            return None
+        return cls(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), path)
 
     def within(self, allowed: "Endpoint") -> bool:
         """Same origin, and the path is the allowed one or below it."""
@@ -81,10 +98,12 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    """What the operator allows callers: credentialed endpoints and file-system roots."""
+    """What the operator allows callers: credentialed endpoints, the roots a caller's run
+    reads under, and the one folder it writes into."""
 
     endpoints: tuple[str, ...]
     roots: tuple[Path, ...]
+    renders: Path = Path()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -93,7 +112,9 @@ class OperatorSettings:
         configured = [env[name] for name in CONFIGURED_URL_ENVS if env.get(name, "").strip()]
         raw_roots = [r for r in env.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if r.strip()]
         roots = [Path(r).expanduser() for r in raw_roots] if raw_roots else [Path.cwd(), cache_root()]
-        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots))
+        raw_renders = env.get(RENDERS_DIR_ENV, "").strip()
+        renders = Path(raw_renders).expanduser() if raw_renders else default_output_dir()
+        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots), renders.resolve())
 
     def endpoint_allowed(self, url: str) -> bool:
         wanted = Endpoint.parse(url)
@@ -105,6 +126,23 @@ class OperatorSettings:
         """The resolved path when it lies under a root (symlinks followed), else ``None``."""
         resolved = Path(path).expanduser().resolve()
         return resolved if any(resolved == root or resolved.is_relative_to(root) for root in self.roots) else None
+
+    def write_dir_allowed(self, path: str | Path) -> Path | None:
+        """The resolved folder when it is the renders folder or inside it, else ``None``."""
+        resolved = Path(path).expanduser().resolve()
+        return resolved if resolved == self.renders or resolved.is_relative_to(self.renders) else None
+
+
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c|25)", re.I)
+
+
+def _plain_path(path: str) -> bool:
+    """No segment of ``path`` is empty, ``.`` or ``..`` (after decoding ``%2e``), and no
+    separator hides behind an escape (``%2f``, ``%5c``, a double-encoded ``%25``)."""
+    if "\\" in path or _ENCODED_SEPARATOR.search(path):
+        return False
+    segments = unquote(path).split("/")[1:] if path else []
+    return all(segment not in ("", ".", "..") for segment in segments)
 
 
 def _refuse(what: str, value: Any, fix: str) -> ContextRefused:
@@ -148,6 +186,10 @@ def check_caller_context(ctx: "AgentContext", settings: OperatorSettings | None 
         value = getattr(ctx, name)
         if value:
             _check_path(name, value, settings)
+    for name in WRITE_FIELDS:
+        value = getattr(ctx, name)
+        if value and settings.write_dir_allowed(str(value)) is None:
+            raise _refuse(name, str(value), _renders_fix(settings))
     embedding_model = getattr(ctx, "embedding_model", "")
     if embedding_model and not _looks_like_hub_id(str(embedding_model)):  # a hub id, or a local path under the roots
         _check_path("embedding_model", embedding_model, settings)
@@ -171,8 +213,19 @@ def check_caller_context(ctx: "AgentContext", settings: OperatorSettings | None 
         if value and not (name != "image_download_dir" and _looks_like_hub_id(str(value))):
             _check_path(f"options[{name!r}]", value, settings)
     name = options.get("output_name")
-    if name is not None and (not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..")):
-        raise _refuse("options['output_name']", name, "it must be a plain file name, without folders")
+    if name is not None and not _plain_image_name(name):
+        raise _refuse("options['output_name']", name,
+                      f"it must be a plain file name without folders, ending in {', '.join(IMAGE_SUFFIXES)}")
+
+
+def _plain_image_name(name: Any) -> bool:
+    return (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..") and not name.startswith(".")
+            and "\\" not in name and "\x00" not in name and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _renders_fix(settings: OperatorSettings) -> str:
+    return (f"a caller's run writes only inside the server's renders folder {settings.renders} (leave output_dir empty, "
+            f"or name a folder inside it); the server's operator sets that folder with {RENDERS_DIR_ENV}")
 
 
 def _looks_like_hub_id(value: str) -> bool:
@@ -188,20 +241,56 @@ def _service_urls(options: Mapping[str, Any]) -> Iterable[str]:
         raise ContextRefused(str(exc)) from None
 
 
-def check_output_path(path: Path, settings: OperatorSettings | None = None) -> None:
-    """An output file of a caller's run must land under a root (blocking)."""
+def run_folder_name(thread_id: str) -> str:
+    """The subfolder of a caller's run, named by the server: its thread (a fresh name when
+    the run has none), cleaned into a folder name."""
+    import uuid
+
+    return file_stem(thread_id) if thread_id else f"run-{uuid.uuid4().hex}"
+
+
+def served_output_path(ctx: "AgentContext", thread_id: str, name: str, settings: OperatorSettings | None = None) -> Path:
+    """Where a caller's run writes its image (blocking: it resolves paths):
+    ``<renders folder or the caller's folder inside it>/<run folder>/<name>``.
+
+    ``name`` is the caller's ``output_name`` or a name the server made; both are checked here
+    again, and the file may be neither outside the renders folder nor a trace database.
+    """
     settings = settings or OperatorSettings.from_env()
-    if settings.path_allowed(path.parent) is None or Path(path.name).name != path.name:
-        raise _refuse("output path", str(path), _roots_fix(settings))
+    base = settings.renders
+    if ctx.output_dir:
+        allowed = settings.write_dir_allowed(ctx.output_dir)
+        if allowed is None:
+            raise _refuse("output_dir", ctx.output_dir, _renders_fix(settings))
+        base = allowed
+    if not _plain_image_name(name):
+        raise _refuse("output name", name, f"it must be a plain file name ending in {', '.join(IMAGE_SUFFIXES)}")
+    path = base / run_folder_name(thread_id) / name
+    check_not_trace_database(path)
+    return path
+
+
+def check_not_trace_database(path: Path) -> None:
+    """No output is ever a trace database or one of its ``-wal``/``-shm``/``-journal`` files."""
+    from genevolve_graph.safety.file_guard import same_file, sqlite_family
+
+    for db in trace_databases():
+        for protected in sqlite_family(db):
+            if same_file(path, protected):
+                raise _refuse("output path", str(path), f"it is the trace database file {protected}; choose another output")
 
 
 __all__ = [
     "ALLOWED_BASE_URLS_ENV",
     "ALLOWED_ROOTS_ENV",
     "ContextRefused",
+    "IMAGE_SUFFIXES",
     "OperatorSettings",
+    "RENDERS_DIR_ENV",
     "check_caller_context",
-    "check_output_path",
+    "check_not_trace_database",
+    "run_folder_name",
+    "served_output_path",
     "is_caller_context",
     "mark_caller",
 ]

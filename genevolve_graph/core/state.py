@@ -29,6 +29,11 @@ REQUEST_EXAMPLE = 'A 1990s travel-magazine cover in front of the Eiffel Tower, t
 
 
 
+MAX_NOTE_CHARS = 1000
+"""A reference's ``note`` says what to take from the image in a sentence or two; the emitter
+cuts a longer one (a repair) and the render graph refuses it, so a note is never megabytes."""
+
+
 class Reference(BaseModel):
     """One retrieved image, known to the trajectory by its ``IMG_###`` id."""
 

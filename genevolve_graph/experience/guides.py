@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from genevolve_graph.safety.protocol_tags import neutralize_tags
+
 
 GUIDANCE_KINDS: tuple[str, ...] = (
     "tool_plan",
@@ -110,7 +112,9 @@ class DecisionGuide(BaseModel):
         return f"{self.retrieval_key.trigger}: {self.retrieval_key.summary}"
 
     def render(self) -> str:
-        """The guide as the teacher reads it, appended to its system prompt."""
+        """The guide as the teacher reads it, appended to its system prompt. A guide is data (a
+        judge wrote it, a store or a folder holds it): protocol tags and chat-template tokens in
+        it are defused exactly as in observations (``safety.protocol_tags``)."""
         lines = [
             "## Experience from similar requests",
             f"Applies to: {self.retrieval_key.trigger}.",
@@ -120,4 +124,4 @@ class DecisionGuide(BaseModel):
             if bullets:
                 lines.append(f"{_KIND_TITLES[kind]}:")
                 lines += [f"- {b}" for b in bullets]
-        return "\n".join(lines)
+        return neutralize_tags("\n".join(lines))

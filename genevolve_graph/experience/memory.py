@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 from genevolve_graph.experience.buffer import DEFAULT_GATE, ExperienceBuffer, Retrieval
 from genevolve_graph.experience.embedders import Embedder, EmbedderEmbeddings
 from genevolve_graph.experience.guides import DecisionGuide
+from genevolve_graph.safety.protocol_tags import neutralize_tags
 
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore
@@ -53,7 +54,11 @@ class GuideMemoryError(ValueError):
 
 
 def guided_system_prompt(system_prompt: str, guide_text: str) -> str:
-    """The SDL teacher's system prompt: the plain one, a blank line, the rendered guide."""
+    """The SDL teacher's system prompt: the plain one, a blank line, the rendered guide.
+
+    The guide is defused here too (``safety.protocol_tags``), whoever rendered it: a guide from
+    a store or a folder is data, and must not close the system turn or forge a tool call."""
+    guide_text = neutralize_tags(guide_text)
     return system_prompt + "\n\n" + guide_text if system_prompt else guide_text
 
 
@@ -225,11 +230,13 @@ class GuideUse(BaseModel):
 
 
 def memory_for(ctx: "AgentContext", store: "BaseStore | None") -> StoreGuideMemory | ExperienceBuffer | None:
-    """Where guides come from for this run: the graph's store, else ``ctx.guide_dir``."""
-    if store is not None:
-        return StoreGuideMemory(store, namespace=tuple(ctx.guide_namespace.split("/")), gate=ctx.guide_gate)
+    """Where guides come from for this run: ``ctx.guide_dir`` when it is set (a named folder
+    is a deliberate choice: under ``langgraph dev`` the server always brings a store, which
+    would otherwise win silently), else the graph's store."""
     if ctx.guide_dir:
         return open_folder_memory(ctx.guide_dir, ctx.embedding_model, ctx.guide_gate)
+    if store is not None:
+        return StoreGuideMemory(store, namespace=tuple(ctx.guide_namespace.split("/")), gate=ctx.guide_gate)
     return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from genevolve_graph.core.context import AgentContext
 from genevolve_graph.nodes.binder import id_number, normalise_id
 from genevolve_graph.nodes.common import current_context
-from genevolve_graph.core.state import AgentState, Program, Reference
+from genevolve_graph.core.state import MAX_NOTE_CHARS, AgentState, Program, Reference
 
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 _ORDINAL_INDEX = {w: i for i, w in enumerate(ORDINAL_WORDS)} | {"1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4}
@@ -25,9 +25,13 @@ ORDINAL_PHRASE = re.compile(
 )
 IMG_TOKEN = re.compile(r"\(?\s*\bIMG[_\- ]?\d{1,}\b\s*\)?", re.I)
 URL_TOKEN = re.compile(
-    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):)[^\s)\]]+\)?", re.I
+    r"\(?\s*(?:\b[a-z][a-z0-9+.\-]{0,30}://|\bwww\.|\b(?:data|file|javascript|mailto|blob):"
+    r"|(?<![\w:/\\])//(?=[\w\[%])|(?<![\w\\])\\\\(?=[\w.?\[%$]))(?:\[[0-9a-f:.%]*\]|[^\s)\]])+\)?",
+    re.I,
 )
-"""Any URL (every scheme, ``www.``, and the scheme-only forms ``data:``/``file:``/...)."""
+"""Any URL (every scheme, ``www.``, the scheme-only forms ``data:``/``file:``/..., a
+scheme-relative ``//host/path``) and any UNC path (``\\\\host\\share``, ``\\\\?\\...``): a renderer
+or a viewer would fetch or open each of them."""
 
 
 def ordinal_phrase(index: int) -> str:
@@ -47,6 +51,7 @@ def emit_program(
     if len(kept) > max_refs:
         repairs.append(f"kept the first {max_refs} of {len(kept)} references (the limit is {max_refs})")
         kept = kept[:max_refs]
+    kept = [_bounded_note(r, repairs) for r in kept]
     ordered = sorted(kept, key=lambda r: id_number(r.img_id))
     if [r.img_id for r in ordered] != [r.img_id for r in kept]:
         repairs.append("sorted references by id: " + ", ".join(r.img_id for r in ordered))
@@ -73,6 +78,14 @@ def emit_program(
         repairs.append(f"cut gen_prompt from {len(prompt)} to {len(cut)} characters (the limit is {max_prompt_chars}: max_prompt_chars)")
         prompt = cut
     return Program(gen_prompt=prompt, reference_images=ordered), repairs, ""
+
+
+def _bounded_note(reference: Reference, repairs: list[str]) -> Reference:
+    if len(reference.note) <= MAX_NOTE_CHARS:
+        return reference
+    cut = _cut_at_word(reference.note, MAX_NOTE_CHARS)
+    repairs.append(f"cut the note of {reference.img_id} from {len(reference.note)} to {len(cut)} characters (the limit is {MAX_NOTE_CHARS})")
+    return reference.model_copy(update={"note": cut})
 
 
 def _cut_at_word(text: str, limit: int) -> str:

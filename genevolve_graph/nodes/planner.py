@@ -36,10 +36,16 @@ from genevolve_graph.core.protocol import (
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.safety.protocol_tags import neutralize_tags
 
 
 def request_content(request: str, images: list[str] | None = None) -> str | list[dict[str, Any]]:
-    """The request turn: the text, then the user's reference images as ``image_url`` parts."""
+    """The request turn: the text, then the user's reference images as ``image_url`` parts.
+
+    The request is a caller's text: protocol tags and chat-template tokens in it are defused
+    as in observations (``safety.protocol_tags``), so it cannot close the user turn or forge
+    a tool response; a request without them keeps its bytes."""
+    request = neutralize_tags(request)
     if not images:
         return request
     return [{"type": "text", "text": request}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
@@ -178,6 +184,9 @@ def make_planner(services: Services):
         except PolicyError as exc:
             return {**first_update, "messages": new, "termination": "error", "error": str(exc)}
         rounds += 1
+        oversized = reply_too_long(reply, ctx)
+        if oversized:  # not stored: every later stage would copy it (data build, export)
+            return {**first_update, "rounds": rounds, "messages": new, "termination": "error", "error": oversized}
         parsed = interpret(reply, ctx.protocol)
         update: dict[str, Any] = {**first_update, "rounds": rounds}
         stored = AIMessage(
@@ -206,6 +215,24 @@ def make_planner(services: Services):
         return update
 
     return planner
+
+
+CHARS_PER_TOKEN_CAP = 16
+"""A reply may hold at most this many characters per token of ``max_tokens`` (at least
+``MIN_REPLY_CHARS``): far above any tokenizer's average, far below a runaway endpoint's."""
+MIN_REPLY_CHARS = 65536
+
+
+def reply_too_long(reply: AIMessage, ctx: AgentContext) -> str:
+    """Why the policy's reply is too long to keep ("" when it is not): an endpoint that
+    ignores ``max_tokens`` must not put megabytes into the trajectory."""
+    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    size = len(text) + sum(len(str(call.get("args", ""))) for call in reply.tool_calls or [])
+    limit = max(MIN_REPLY_CHARS, ctx.max_tokens * CHARS_PER_TOKEN_CAP)
+    if size <= limit:
+        return ""
+    return (f"the policy's reply has {size:,} characters, more than max_tokens={ctx.max_tokens} could produce "
+            f"(limit {limit:,}); the endpoint ignored max_tokens, so the reply was not kept")
 
 
 PLANNER_DESTINATIONS = ("tools", "planner", "binder")

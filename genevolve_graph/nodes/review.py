@@ -31,6 +31,7 @@ from genevolve_graph.nodes.common import current_context
 from genevolve_graph.nodes.emitter import emit_program
 from genevolve_graph.core.protocol import answer_shape_problem
 from genevolve_graph.core.state import AgentState, Program
+from genevolve_graph.safety.protocol_tags import neutralize_data
 
 ACTIONS = ("approve", "edit", "reject")
 HOW_TO_RESUME = (
@@ -68,7 +69,7 @@ def read_decision(value: Any, state: AgentState, ctx: AgentContext) -> tuple[dic
         reason = str(value.get("reason") or "").strip()
         error = "the reviewer rejected the program" + (f": {reason}" if reason else "")
         return {"review": {"action": "reject", "reason": reason}, "termination": "rejected", "error": error}, ""
-    edited = value.get("program")
+    edited = neutralize_data(value.get("program"))  # the reviewer's text goes into the render prompt and the trajectory
     problem = answer_shape_problem(edited)
     if problem:
         return None, f"the edited program is not usable: {problem.replace('<answer>', 'program')}"

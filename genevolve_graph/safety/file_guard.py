@@ -2,7 +2,9 @@
 
 Every command that reads files and writes files (run, batch, render, merge, export,
 import-sft, evaluate, evaluate-wise, report, train sft) names what it will write and what it
-reads; :func:`check_outputs` compares them. Two paths are the same file when ``os.stat``
+reads; :func:`check_outputs` compares them. An input that is a SQLite database brings its
+``-wal``, ``-shm`` and ``-journal`` files along (:func:`sqlite_family`): writing one of them
+corrupts the database as surely as writing the database itself. Two paths are the same file when ``os.stat``
 says so (same device and inode: symlinks and hard links included) or, when one does not
 exist yet, when they resolve to the same path. Opening an input for writing truncates it
 before a single byte is read back, so this check has to come first.
@@ -45,13 +47,26 @@ def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> b
     return f in p.parents
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def sqlite_family(path: str | os.PathLike[str]) -> list[Path]:
+    """A database file and the side files SQLite keeps beside it."""
+    base = Path(path)
+    return [base] + [base.with_name(base.name + suffix) for suffix in SQLITE_SIDE_FILES]
+
+
 def _present(items: Iterable[Named]) -> list[tuple[str, Path]]:
     return [(label, Path(path)) for label, path in items if path is not None and str(path) != ""]
 
 
+def _with_side_files(items: Iterable[Named]) -> list[tuple[str, Path]]:
+    return [(label, member) for label, path in _present(items) for member in sqlite_family(path)]
+
+
 def check_outputs(outputs: Iterable[Named], inputs: Iterable[Named]) -> None:
     """Raise :class:`OutputOverwritesInput` when an output is an input, or two outputs are one file."""
-    outs, ins = _present(outputs), _present(inputs)
+    outs, ins = _present(outputs), _with_side_files(inputs)
     for out_label, out in outs:
         for in_label, source in ins:
             if same_file(out, source):
@@ -74,4 +89,4 @@ def check_replaced_folder(label: str, folder: str | os.PathLike[str], inputs: It
             )
 
 
-__all__ = ["OutputOverwritesInput", "check_outputs", "check_replaced_folder", "is_within", "same_file"]
+__all__ = ["OutputOverwritesInput", "SQLITE_SIDE_FILES", "check_outputs", "sqlite_family", "check_replaced_folder", "is_within", "same_file"]

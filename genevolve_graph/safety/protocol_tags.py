@@ -39,4 +39,16 @@ def neutralize_observation(observation: Any) -> Any:
     return observation
 
 
-__all__ = ["PROTOCOL_TAGS", "neutralize_observation", "neutralize_tags"]
+def neutralize_data(value: Any) -> Any:
+    """Every string inside JSON-like data (dicts, lists), neutralised; keys and other values
+    as they are. For structured text from outside that enters a prompt (a reviewer's edit)."""
+    if isinstance(value, str):
+        return neutralize_tags(value)
+    if isinstance(value, dict):
+        return {key: neutralize_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [neutralize_data(item) for item in value]
+    return value
+
+
+__all__ = ["PROTOCOL_TAGS", "neutralize_data", "neutralize_observation", "neutralize_tags"]

@@ -10,15 +10,20 @@ Input (``RenderInput``): ``program`` = ``{gen_prompt, reference_images}``, ``ref
 (``{img_id: data URI}``, references sent inline), ``row_id`` and ``batch_run``. Output:
 ``render`` (a ``RenderResult``) and ``program`` with the server's reference paths.
 
-Where the image goes: ``<output_dir>/<batch_run>/<row id>.png`` on the server's file system,
-``output_dir`` being the run's context (``render --server-output-dir``) or the server's
-default render folder; ``batch_run`` and the row id are cleaned into file names
-(``batch.rows.file_stem``), so they cannot name another folder. Without a row id the file
-is named as the agent's render node names it (``output_name``, else ``<thread id>.png``).
+Where the image goes, on the server's file system: for a caller's run (the served graph
+confines every run) ``<renders folder>/<run folder>/<row id>.png``. The renders folder is
+the operator's (``GENEVOLVE_RENDERS_DIR``, default the cache's ``renders``; a caller's
+``output_dir``, ``render --server-output-dir``, may only name a folder inside it), the run
+folder is named by the server after the run's thread (one row of one batch run), and the
+row id is cleaned into a file name (``util.paths.file_stem``). The file is created
+exclusively, replacing at most an earlier image of the same thread. Unconfined (an
+in-process graph with ``confine=False``): ``<output_dir>/<batch_run>/<row id>.png``. Without
+a row id the file is named as the agent's render node names it (``output_name``, else
+``<thread id>.png``).
 
 Everything a caller sends is hostile (docs/security.md). A served graph confines every run:
-the context is checked (``guard.check_caller_context``), the output file must land under
-``GENEVOLVE_ALLOWED_ROOTS``, and so must a reference the caller names by ``local_path``,
+the context is checked (``guard.check_caller_context``), the output file lands as above,
+and a reference the caller names by ``local_path``,
 which must also be a regular file that decodes as an image under the download caps. An
 inline reference is decoded under the same caps before its bytes are written (as they are)
 to ``<output_dir>/<batch_run>/references/<row id>/``. URLs are never fetched, there are at
@@ -43,12 +48,12 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 fo
 from genevolve_graph.core.context import AgentContext
 from genevolve_graph.safety.file_guard import same_file
 from genevolve_graph.util.file_modes import write_bytes_atomic
-from genevolve_graph.core.guard import ContextRefused, OperatorSettings, check_output_path, is_caller_context
-from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, read_image_file
+from genevolve_graph.core.guard import ContextRefused, OperatorSettings, is_caller_context, served_output_path
+from genevolve_graph.safety.imaging import UnsafeImageError, data_uri_bytes, decode_image, probe_size, read_image_file
 from genevolve_graph.nodes.common import checked_context, dual_node
-from genevolve_graph.nodes.render import output_path, render_program
+from genevolve_graph.nodes.render import output_path, render_program, served_image_name
 from genevolve_graph.nodes.services import Services
-from genevolve_graph.core.state import Program, RenderResult
+from genevolve_graph.core.state import MAX_NOTE_CHARS, Program, RenderResult
 
 if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
@@ -56,6 +61,9 @@ if TYPE_CHECKING:
 RENDER_GRAPH_NAME = "genevolve_render"
 MAX_REFERENCES = 8
 """References one program may bring: a caller cannot make the server decode an unbounded number."""
+MAX_TOTAL_PIXELS = 48_000_000
+"""Pixels all references of one run may hold together (the render service's default too),
+checked from the headers of inline references before any is decoded or stored."""
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
 
 
@@ -89,10 +97,15 @@ class InputRefused(ValueError):
     """The run's input cannot be rendered; the message names the field and the fix."""
 
 
-def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str) -> Path:
-    """Where the row's image goes (see the module docstring)."""
+def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str,
+               settings: OperatorSettings | None = None) -> Path:
+    """Where the row's image goes (see the module docstring); ``settings``: a caller's run,
+    confined to the renders folder (blocking then: it resolves paths)."""
     from genevolve_graph.batch.rows import file_stem
 
+    if settings is not None:
+        name = f"{file_stem(row_id)}.png" if row_id else served_image_name(ctx, thread_id)
+        return served_output_path(ctx, thread_id, name, settings)
     default = output_path(ctx, thread_id)
     if not row_id:
         return default
@@ -107,12 +120,10 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
 
     settings = OperatorSettings.from_env() if confined else None
     row_id, batch_run = _text(state, "row_id"), _text(state, "batch_run")
-    path = image_file(ctx, thread_id, row_id, batch_run)
-    if settings is not None:
-        try:
-            check_output_path(path, settings)
-        except ContextRefused as exc:
-            raise InputRefused(str(exc)) from None
+    try:
+        path = image_file(ctx, thread_id, row_id, batch_run, settings)
+    except ContextRefused as exc:
+        raise InputRefused(str(exc)) from None
     raw = state.get("program")
     if not isinstance(raw, dict):
         raise InputRefused("input 'program' must be an object {gen_prompt, reference_images}")
@@ -124,6 +135,9 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
         raise InputRefused(f"input program.{where}: {first['msg']}") from None
     if len(program.reference_images) > MAX_REFERENCES:
         raise InputRefused(f"input program has {len(program.reference_images)} reference images; at most {MAX_REFERENCES} are rendered")
+    for ref in program.reference_images:
+        if len(ref.note) > MAX_NOTE_CHARS:
+            raise InputRefused(f"reference {ref.img_id}: its note has {len(ref.note):,} characters; at most {MAX_NOTE_CHARS} are accepted")
     inline = state.get("reference_data") or {}
     if not isinstance(inline, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inline.items()):
         raise InputRefused("input 'reference_data' must map img_id to a data URI")
@@ -132,12 +146,19 @@ def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined:
     if unknown:
         raise InputRefused(f"input reference_data names {unknown[0]!r}, which is not a reference of the program")
     stored = path.parent / "references" / path.stem
+    spent = 0
+    blobs: dict[str, bytes] = {}
+    for ref in program.reference_images:  # headers first: nothing is decoded or written past the budget
+        if ref.img_id in inline:
+            blobs[ref.img_id], pixels = _inline_bytes(ref.img_id, inline[ref.img_id])
+            spent = _spend(spent, pixels, ref.img_id)
     references = []
     for ref in program.reference_images:
         if ref.img_id in inline:
-            local = _store_inline(ref.img_id, inline[ref.img_id], stored / file_stem(ref.img_id))
+            local = _store_inline(ref.img_id, blobs[ref.img_id], stored / file_stem(ref.img_id))
         elif ref.local_path:
-            local = _check_local(ref.img_id, ref.local_path, settings)
+            local, pixels = _check_local(ref.img_id, ref.local_path, settings)
+            spent = _spend(spent, pixels, ref.img_id)
         else:
             raise InputRefused(f"reference {ref.img_id}: no image; send it inline in reference_data or name a file on the server in local_path")
         if same_file(local, path):
@@ -155,10 +176,28 @@ def _text(state: dict[str, Any], name: str) -> str:
     return str(value)
 
 
-def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
-    """An inline reference, decoded under the download caps, written as it came."""
+def _spend(spent: int, pixels: int, img_id: str) -> int:
+    """The run's pixel budget after one more reference (``MAX_TOTAL_PIXELS`` in all)."""
+    spent += pixels
+    if spent > MAX_TOTAL_PIXELS:
+        raise InputRefused(f"reference {img_id}: the references hold more than {MAX_TOTAL_PIXELS:,} pixels together; "
+                           "send fewer or smaller references")
+    return spent
+
+
+def _inline_bytes(img_id: str, uri: str) -> tuple[bytes, int]:
+    """An inline reference's bytes and its pixel count from the header (nothing decoded yet)."""
     try:
         data = data_uri_bytes(uri)
+        width, height = probe_size(data)
+    except UnsafeImageError as exc:
+        raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
+    return data, width * height
+
+
+def _store_inline(img_id: str, data: bytes, stem: Path) -> Path:
+    """An inline reference, decoded under the download caps, written as it came."""
+    try:
         fmt = decode_image(data, upright=False).format
     except UnsafeImageError as exc:
         raise InputRefused(f"reference {img_id}: reference_data is not a usable image: {exc}") from None
@@ -167,20 +206,24 @@ def _store_inline(img_id: str, uri: str, stem: Path) -> Path:
     return target
 
 
-def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> Path:
-    """A reference the caller names by path: under a root (when confined), a regular image file."""
+def _check_local(img_id: str, local_path: str, settings: OperatorSettings | None) -> tuple[Path, int]:
+    """A reference the caller names by path: under a read root or in the bundled image folder
+    that the server's own ``local`` image search returns (when confined), a regular image file."""
+    from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
+
     resolved = Path(local_path).expanduser().resolve()
-    if settings is not None and settings.path_allowed(resolved) is None:
+    bundled = resolved.is_relative_to(DEFAULT_IMAGE_DIR)  # the server's own image search folder (package data)
+    if settings is not None and settings.path_allowed(resolved) is None and not bundled:
         roots = ", ".join(str(r) for r in settings.roots)
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} is refused: caller paths must stay under {roots}; "
                            "send the image inline in reference_data, or the server's operator can widen GENEVOLVE_ALLOWED_ROOTS")
     try:
-        read_image_file(resolved)
+        width, height = probe_size(read_image_file(resolved))
     except FileNotFoundError:
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} does not exist on the server; send the image inline in reference_data") from None
     except (OSError, UnsafeImageError) as exc:
         raise InputRefused(f"reference {img_id}: local_path {local_path!r} is not a usable image: {exc}") from None
-    return resolved
+    return resolved, width * height
 
 
 def make_render_program_node(services: Services):
@@ -195,7 +238,7 @@ def make_render_program_node(services: Services):
             program, path = await asyncio.to_thread(admit, dict(state), ctx, thread_id, confined=confined)
         except InputRefused as exc:
             return {"render": RenderResult(success=False, backend=ctx.renderer, error=str(exc))}
-        return {"program": program, "render": await render_program(services, ctx, program, path)}
+        return {"program": program, "render": await render_program(services, ctx, program, path, exclusive=confined)}
 
     return render
 
@@ -226,5 +269,5 @@ def make_render_graph(runtime: ServerRuntime) -> CompiledStateGraph:
     return for_run(render_graph, runtime)
 
 
-__all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",
+__all__ = ["RENDER_GRAPH_NAME", "MAX_REFERENCES", "MAX_TOTAL_PIXELS", "RenderInput", "RenderOutput", "build_render_graph", "make_render_graph",
            "render_graph", "image_file", "admit", "InputRefused"]

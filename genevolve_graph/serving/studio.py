@@ -14,25 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 from typing import AsyncIterator
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from genevolve_graph.util.paths import default_trace_db
+from genevolve_graph.util.paths import TRACE_DB_ENV, default_trace_db, env_trace_db
 from genevolve_graph.persistence import serializer
 from genevolve_graph.safety.redaction import redact_text, redact_value
-
-TRACE_DB_ENV = "GENEVOLVE_TRACE_DB"
 
 
 def trace_db_path() -> Path:
     """Where Studio runs are recorded: ``$GENEVOLVE_TRACE_DB`` or the default trace database."""
-    raw = os.environ.get(TRACE_DB_ENV, "").strip()
-    if raw.startswith("sqlite:///"):  # accept the checkpoint-URL spelling too
-        raw = raw[len("sqlite:///") :]
-    return Path(raw).expanduser() if raw else default_trace_db()
+    return env_trace_db() or default_trace_db()
 
 
 class RedactingSqliteSaver(AsyncSqliteSaver):

@@ -3,7 +3,8 @@
 A guide is a Markdown file with a small front matter (name, summary, triggers) and the
 sections "When to use", "When not to use", "Constraints to write into the prompt" and
 "Example fragment". ``query_knowledge`` returns the guide's body; the rules policy also
-reads the triggers and the constraints.
+reads the triggers and the constraints. Guides from a user's ``skills_dir`` reach the
+policy's prompt, so their text goes through the protocol-tag neutraliser first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from genevolve_graph.core.protocol import SKILL_NAMES
+from genevolve_graph.safety.protocol_tags import neutralize_tags
 
 GUIDES_DIR = Path(__file__).parent / "guides"
 _FRONT_RE = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -70,8 +72,8 @@ class SkillLibrary:
             directory = Path(extra_dir).expanduser()
             if not directory.is_dir():
                 raise SkillError(f"skills directory {directory} does not exist; pass a folder of NAME.md guides")
-            for path in sorted(directory.glob("*.md")):
-                skill = parse_guide(path.read_text(encoding="utf-8"), str(path))
+            for path in sorted(directory.glob("*.md")):  # a user's file: defused as web text is
+                skill = parse_guide(neutralize_tags(path.read_text(encoding="utf-8")), str(path))
                 self.skills[skill.name] = skill
         missing = [n for n in SKILL_NAMES if n not in self.skills]
         if missing:

@@ -31,11 +31,12 @@ import shutil
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from genevolve_graph.safety.file_guard import is_within
 from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.nodes.binder import id_number
 from genevolve_graph.prompts import GENEVOLVE_CALL_LINE, GENEVOLVE_TOOLS_SECTION, NATIVE_CALL_LINE, NATIVE_TOOLS_SECTION
@@ -283,6 +284,26 @@ class MissingImage(RuntimeError):
     pass
 
 
+def default_image_roots(database: Path | None) -> list[Path]:
+    """Where a run's reference images legitimately are: the trace database's folder (a run
+    folder), the cache (downloads) and the bundled image folder. A path a trace database
+    names elsewhere is data, not a file to copy, unless the operator adds its folder."""
+    from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
+    from genevolve_graph.util.paths import cache_root
+
+    found = [cache_root(), DEFAULT_IMAGE_DIR]
+    return ([Path(database).expanduser().resolve().parent] if database else []) + found
+
+
+def outside_roots(path: Path, roots: Sequence[Path] | None) -> str:
+    """Why ``path`` (symlinks followed) is outside every root ("" when inside one, or when
+    ``roots`` is None: no confinement asked)."""
+    if roots is None or any(is_within(path, root) for root in roots):
+        return ""
+    shown = ", ".join(str(r) for r in roots)
+    return f"it lies outside the export's image roots ({shown}); if the run's images really are there, pass --image-root with their folder"
+
+
 class ImageCopier:
     """Copies reference images under ``images_dir`` with content-addressed names.
 
@@ -290,9 +311,10 @@ class ImageCopier:
     copies already there. Paths returned are relative to ``data_root`` (POSIX separators).
     """
 
-    def __init__(self, images_dir: Path, data_root: Path) -> None:
+    def __init__(self, images_dir: Path, data_root: Path, roots: Sequence[Path] | None = None) -> None:
         self.images_dir = Path(images_dir).expanduser().resolve()
         self.data_root = Path(data_root).expanduser().resolve()
+        self.roots = roots
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self._done: dict[str, str] = {}
 
@@ -300,6 +322,9 @@ class ImageCopier:
         if source in self._done:
             return self._done[source]
         path = Path(source).expanduser()
+        outside = outside_roots(path, self.roots)
+        if outside:
+            raise MissingImage(f"{source} is refused: {outside}")
         try:  # a trace database is input like any other: only real images are copied
             data = read_image_file(path)
         except OSError as exc:
@@ -387,13 +412,16 @@ def export_threads(
     report: ExportReport | None = None,
     on_problem: Callable[[str, str], None] | None = None,
     graph: Any = None,
+    image_roots: Sequence[Path] | None = None,
 ) -> Iterator[SFTRecord]:
     """Yield one training record per kept finished thread of ``saver``.
 
     ``thread_ids`` limits the export to those threads (else every thread, or those tagged
     ``experiment``). ``images_dir`` (``sft`` only) receives copies of the reference images,
     referenced relative to ``data_root`` (default: ``images_dir``'s parent); without it the
-    records list the images' original local paths. Problems go to ``report`` and
+    records list the images' original local paths. ``image_roots``: the folders a
+    reference image may be read from (``default_image_roots``); a path the database names
+    outside them is a reported problem (None: no confinement). Problems go to ``report`` and
     ``on_problem(thread_id, problem)``; filtered threads are counted in ``report.filtered``.
     """
     if format not in FORMATS:
@@ -403,7 +431,8 @@ def export_threads(
         raise ExportError("a minimum overall score needs an evaluation file (--eval results_eval.jsonl)")
     report = report if report is not None else ExportReport()
     scrubber = scrub if isinstance(scrub, Scrubber) else Scrubber() if scrub else None
-    copier = ImageCopier(Path(images_dir), Path(data_root) if data_root else Path(images_dir).expanduser().resolve().parent) if images_dir and format == "sft" else None
+    copier = (ImageCopier(Path(images_dir), Path(data_root) if data_root else Path(images_dir).expanduser().resolve().parent, image_roots)
+              if images_dir and format == "sft" else None)
     if graph is None:
         from genevolve_graph.agent.graph import build_graph
 
@@ -433,7 +462,7 @@ def export_threads(
     for group in groups.values():
         group.sort(key=lambda c: (-(c.score if c.score is not None else float("-inf")), c.order))
         for position, candidate in enumerate(group):
-            record = _read_record(graph, candidate, format, copier, scrubber, problem)
+            record = _read_record(graph, candidate, format, copier, scrubber, problem, image_roots)
             if record is not None:
                 report.exported += 1
                 yield record
@@ -449,6 +478,7 @@ def _read_record(
     copier: ImageCopier | None,
     scrubber: Scrubber | None,
     problem: Callable[[str, str], None],
+    image_roots: Sequence[Path] | None = None,
 ) -> SFTRecord | None:
     thread_id = candidate.thread_id
     try:
@@ -482,6 +512,10 @@ def _read_record(
     if format == "sft":
         for ref in ordered:
             if copier is None:
+                outside = outside_roots(Path(ref.local_path).expanduser(), image_roots)
+                if outside:
+                    problem(thread_id, f"reference image {ref.img_id} is refused: {ref.local_path}: {outside}")
+                    return None
                 try:  # listed, not copied: still only a real image may be named
                     read_image_file(Path(ref.local_path).expanduser())
                 except (OSError, UnsafeImageError) as exc:

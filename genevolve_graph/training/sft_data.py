@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genevolve_graph.nodes.binder import normalise_id
 from genevolve_graph.core.protocol import answer_shape_problem, loads_lenient, parse_reply
+from genevolve_graph.safety.file_guard import is_within
 
 RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
 IMAGE_BLOCK_MARK = "--- image search result for ["
@@ -149,7 +150,9 @@ def record_problems(record: SFTRecord, root: Path | None) -> list[str]:
 
     Checks: it has a user turn and an assistant turn; it ends in a parsable answer; every
     cited ``IMG_###`` id was returned by an ``image_search``; every listed image is a
-    relative path to an existing file under ``root`` (skipped when ``root`` is None).
+    relative path to an existing regular file that stays under ``root`` once ``..`` and
+    symlinks are resolved (skipped when ``root`` is None): a path inside data is confined
+    to the data set, like a caller's path.
     """
     problems: list[str] = []
     roles = [m.role for m in record.messages]
@@ -166,6 +169,8 @@ def record_problems(record: SFTRecord, root: Path | None) -> list[str]:
     for image in record.images:
         if not image or os.path.isabs(image) or image.startswith("~"):
             problems.append(f"image path {image!r} must be relative to the data root")
+        elif root is not None and not is_within(root / image, root):
+            problems.append(f"image path {image!r} leaves the data root {root} ('..' or a symlink); images must lie inside it")
         elif root is not None and not (root / image).is_file():
             problems.append(f"image {image} does not exist under {root}")
     return problems

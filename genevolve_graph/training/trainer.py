@@ -506,7 +506,7 @@ def teacher_messages(messages: Sequence[dict[str, Any]], guide_text: str) -> lis
     if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
         out[0]["content"] = guided_system_prompt(out[0]["content"], guide_text)
     else:
-        out.insert(0, {"role": "system", "content": guide_text})
+        out.insert(0, {"role": "system", "content": guided_system_prompt("", guide_text)})
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 FILE_MODE = 0o666
@@ -48,4 +49,19 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
         raise
 
 
-__all__ = ["FILE_MODE", "mkstemp", "write_bytes_atomic"]
+def publish_file(staging: Path, final: Path, *, replace_regular: bool = False) -> None:
+    """Give the finished file ``staging`` its name ``final`` without ever replacing another
+    file: ``os.link`` creates the name exclusively. Where a file already has that name, it is
+    replaced only with ``replace_regular`` and only when it is a regular file (never a
+    symlink, a folder or a device); otherwise ``FileExistsError``. ``staging`` is gone after."""
+    try:
+        os.link(staging, final)
+    except FileExistsError:
+        if not (replace_regular and stat.S_ISREG(os.lstat(final).st_mode)):
+            raise
+        os.replace(staging, final)
+        return
+    os.unlink(staging)
+
+
+__all__ = ["FILE_MODE", "mkstemp", "publish_file", "write_bytes_atomic"]

@@ -51,8 +51,8 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
     source = write_jsonl(tmp_path / "results.jsonl", rows)
     out = tmp_path / "renders"
     folder = server_folder(tmp_path)
-    server_images = folder / "images"  # the server's working directory is one of its allowed roots
-    env = server_env(tmp_path, "http://127.0.0.1:9/v1")
+    server_images = folder / "images"  # inside the server's renders folder
+    env = dict(server_env(tmp_path, "http://127.0.0.1:9/v1"), GENEVOLVE_RENDERS_DIR=str(folder))
     with langgraph_dev(folder, tmp_path / "dev.log", env) as server:
         args = ["--input", str(source), "--out", str(out), "--server", server.url, "--server-output-dir", str(server_images),
                 "--concurrency", "1", "--no-progress"]
@@ -71,7 +71,7 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
             if key == HOSTILE:
                 continue
             assert record["success"] is True, record
-            assert record["output_path"] == str(server_images / file_stem(run_id) / f"{file_stem(key)}.png")
+            assert record["output_path"] == str(server_images / record["render_thread"] / f"{file_stem(key)}.png")
             with Image.open(record["output_path"]) as image:
                 assert image.format == "PNG" and image.width == 1024
         assert records["p1"]["render_source"] == "program" and records["no/program"]["render_source"] == "prompt"
@@ -79,7 +79,7 @@ def test_render_on_a_langgraph_server_stops_and_resumes_without_rendering_anythi
         hostile = records[HOSTILE]
         assert hostile["success"] is False and hostile["output_path"] is None
         assert "local_path" in hostile["render_error"] and "is refused: caller paths must stay under" in hostile["render_error"]
-        stored = sorted(p.name for p in (server_images / file_stem(run_id) / "references" / "p2").iterdir())
+        stored = sorted(p.name for p in (server_images / records["p2"]["render_thread"] / "references" / "p2").iterdir())
         assert stored == ["IMG_001.png", "IMG_002.png"]  # sent inline: this machine holds them, the server kept them
 
         client = langgraph_sdk.get_sync_client(url=server.url)
@@ -108,7 +108,8 @@ def test_bench_on_a_langgraph_server_runs_both_stages_there(cli, tmp_path, scrip
     make_bench(tmp_path / "data", ids)
     out = tmp_path / "bench-run"
     folder = server_folder(tmp_path)
-    with langgraph_dev(folder, tmp_path / "dev.log", server_env(tmp_path, policy.base_url)) as server:
+    env = dict(server_env(tmp_path, policy.base_url), GENEVOLVE_RENDERS_DIR=str(folder / "images"))
+    with langgraph_dev(folder, tmp_path / "dev.log", env) as server:
         result = cli("bench", "genevolve", "--data", tmp_path / "data", "--out", out, "--server", server.url,
                      "--server-output-dir", folder / "images", "--renderer", "preview", *policy_args(policy))
         assert result.exit_code == 0, result.stderr
@@ -117,7 +118,7 @@ def test_bench_on_a_langgraph_server_runs_both_stages_there(cli, tmp_path, scrip
         records = read_results(out / "renders" / "results.jsonl")
         for record in records:
             assert record["success"] and record["render_server"] == server.url and record["render_source"] == "program"
-            assert record["output_path"] == str(folder / "images" / file_stem(run_id) / f"{record['id']}.png")
+            assert record["output_path"] == str(folder / "images" / record["render_thread"] / f"{record['id']}.png")
             assert Path(record["output_path"]).is_file() and record["reference_images"][0]["img_id"] == "IMG_001"
         assert not (out / "renders" / "images").exists()  # the images are on the server
         client = langgraph_sdk.get_sync_client(url=server.url)
@@ -163,10 +164,10 @@ def test_the_render_stage_sends_held_references_inline_and_never_its_own_folder(
     bad = BatchRow(key="b", position=2, data={"id": "b", "question": "q", "gen_prompt": 5})
     assert "bad program in the input" in stage.remote_skip(bad)["render_error"]
 
-    record = stage.remote_record(row, "thread-1", {"render": {"success": True, "output_path": "/srv/images/renders-1/k.png",
+    record = stage.remote_record(row, "thread-1", {"render": {"success": True, "output_path": "/srv/images/thread-1/k.png",
                                                               "backend": "preview"}}, 1.5)
-    assert record["output_path"] == "/srv/images/renders-1/k.png" and record["render_thread"] == "thread-1"
+    assert record["output_path"] == "/srv/images/thread-1/k.png" and record["render_thread"] == "thread-1"
     assert record["render_server"] == "http://u:***@127.0.0.1:9" and record["render_seconds"] == 1.5
     assert record["render_source"] == "program"
     assert stage.remote_record(row, "t", {}, 0.1)["render_error"] == "the server's run ended without a render result"
-    assert "/srv/images/renders-1/" in stage.report_lines(None)[0]  # type: ignore[arg-type]
+    assert "/srv/images/<thread of each row>/" in stage.report_lines(None)[0]  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
@@ -19,6 +21,7 @@ def root(tmp_path, monkeypatch):
     folder = tmp_path / "root"
     folder.mkdir()
     monkeypatch.setenv("GENEVOLVE_ALLOWED_ROOTS", str(folder))
+    monkeypatch.setenv("GENEVOLVE_RENDERS_DIR", str(folder))  # the one folder a caller's run writes into
     monkeypatch.delenv("GENEVOLVE_ALLOWED_BASE_URLS", raising=False)
     for name in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "SERPER_BASE_URL", "TAVILY_BASE_URL", "SEARXNG_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -51,12 +54,15 @@ def test_paths_stay_under_the_roots(root, tmp_path):
     (root / "corpus.jsonl").write_text("{}\n")
     check_caller_context(AgentContext.coerce({"corpus": str(root / "corpus.jsonl"), "output_dir": str(root / "new" / "dir")}))
     (root / "escape").symlink_to(tmp_path, target_is_directory=True)
-    for field, value in (("output_dir", str(tmp_path)), ("corpus", "/etc/passwd"), ("image_dir", str(root / "..")),
+    with pytest.raises(ContextRefused, match=rf"output_dir = .* is refused: a caller's run writes only inside the server's renders folder {root}.*GENEVOLVE_RENDERS_DIR"):
+        check_caller_context(AgentContext.coerce({"output_dir": str(tmp_path)}))
+    for field, value in (("corpus", "/etc/passwd"), ("image_dir", str(root / "..")),
                          ("skills_dir", str(root / "escape")), ("system_prompt_file", "~/.ssh/id_rsa")):
         with pytest.raises(ContextRefused, match=rf"{field} = .* is refused: caller paths must stay under {root}.*GENEVOLVE_ALLOWED_ROOTS"):
             check_caller_context(AgentContext.coerce({field: value}))
     for options in ({"image_download_dir": "/tmp"}, {"pipeline": "/opt/models/x"}, {"output_name": "../x.png"},
-                    {"output_name": "/tmp/x.png"}, {"allow_hosts": ["127.0.0.1:22"]}, {"langchain_search": "os:system"},
+                    {"output_name": "/tmp/x.png"}, {"output_name": "README.md"}, {"output_name": "traces.sqlite"},
+                    {"output_name": ".png"}, {"allow_hosts": ["127.0.0.1:22"]}, {"langchain_search": "os:system"},
                     {"pipeline_class": "subprocess:Popen"}):
         with pytest.raises(ContextRefused, match=next(iter(options))):
             check_caller_context(AgentContext.coerce({"options": options}))
@@ -98,7 +104,7 @@ def test_a_parent_passing_a_dict_context_to_the_subgraph_is_confined(root, tmp_p
         app.invoke({"request": PARIS}, context={"output_dir": str(tmp_path / "elsewhere")})
     assert not (tmp_path / "elsewhere").exists()
     done = app.invoke({"request": PARIS}, context={"output_dir": str(root)})
-    assert done["termination"] == "answer" and list(root.glob("*.png"))
+    assert done["termination"] == "answer" and list(root.rglob("*.png"))
 
 
 def test_a_served_graph_confines_every_context(root, tmp_path):
@@ -106,10 +112,12 @@ def test_a_served_graph_confines_every_context(root, tmp_path):
 
     with pytest.raises(ContextRefused, match="output_dir"):
         graph.invoke({"request": PARIS}, context=AgentContext(output_dir=str(tmp_path / "elsewhere")))
-    with pytest.raises(ContextRefused, match="output path"):
-        build_graph(confine=True).invoke({"request": PARIS}, {"configurable": {"thread_id": "../../escape"}},
-                                         context={"output_dir": str(root)})
+    # a hostile thread id only names the run's folder, cleaned, inside the renders folder
+    done = build_graph(confine=True).invoke({"request": PARIS}, {"configurable": {"thread_id": "../../escape"}},
+                                            context={"output_dir": str(root), "renderer": "preview"})
     assert not (tmp_path / "escape.png").exists()
+    written = Path(done["render"].output_path)
+    assert written.is_file() and written.parent.parent == root.resolve() and ".." not in written.parts
 
 
 

@@ -1,7 +1,7 @@
 """The render-only graph (``genevolve_render``): what a caller sends is hostile.
 
-The served graph confines every run: the output file and any reference named by path stay
-under ``GENEVOLVE_ALLOWED_ROOTS``; inline references are decoded under the download caps;
+The served graph confines every run: the output file lands in the run's folder under
+``GENEVOLVE_RENDERS_DIR`` and any reference named by path stays under ``GENEVOLVE_ALLOWED_ROOTS``; inline references are decoded under the download caps;
 a refused input is its row's failed ``RenderResult`` naming the field. Rendered with the
 preview renderer (Pillow, no GPU)."""
 
@@ -33,6 +33,7 @@ def root(tmp_path, monkeypatch) -> Path:
     (folder / "refs").mkdir(parents=True)
     shutil.copy(DATA / "cat.png", folder / "refs" / "cat.png")
     monkeypatch.setenv("GENEVOLVE_ALLOWED_ROOTS", str(folder))
+    monkeypatch.setenv("GENEVOLVE_RENDERS_DIR", str(folder))
     return folder
 
 
@@ -54,8 +55,8 @@ def test_renders_inline_and_rooted_references_into_the_row_s_file(root):
     result = run(render_graph, {"program": program, "reference_data": {"IMG_002": teapot}, "row_id": "../../row 1", "batch_run": "run/a"}, out)
     render = result["render"]
     assert render.success, render.error
-    # cleaned names: no other folder can be named through the row id or the run
-    assert render.output_path == str(out / file_stem("run/a") / f"{file_stem('../../row 1')}.png")
+    # the run's folder is the server's (its thread); the row id is cleaned into a file name
+    assert render.output_path == str(out / "t-1" / f"{file_stem('../../row 1')}.png")
     assert Path(render.output_path).parent.parent == out and Path(render.output_path).name.startswith("row_1-")
     with Image.open(render.output_path) as image:
         assert image.format == "PNG"
@@ -84,10 +85,13 @@ def test_hostile_inputs_fail_their_row_naming_the_field_and_write_nothing(root, 
     program: dict = {"gen_prompt": "the first reference image", "reference_images": [dict(cat)]}
     extra: dict = {}
     output_dir: Path = out
+    outside = tmp_path / "outside" / "cat.png"  # a host image outside the roots (the bundled folder is the server's own)
+    outside.parent.mkdir()
+    shutil.copy(DATA / "cat.png", outside)
     if case == "outside_root":
-        program["reference_images"][0]["local_path"] = str(DATA / "cat.png")
+        program["reference_images"][0]["local_path"] = str(outside)
     elif case == "symlink_out":
-        os.symlink(DATA / "cat.png", root / "refs" / "link.png")
+        os.symlink(outside, root / "refs" / "link.png")
         program["reference_images"][0]["local_path"] = str(root / "refs" / "link.png")
     elif case == "not_an_image":
         (root / "refs" / "notes.png").write_text("operator notes, not an image")
@@ -105,9 +109,9 @@ def test_hostile_inputs_fail_their_row_naming_the_field_and_write_nothing(root, 
     elif case == "no_prompt":
         del program["gen_prompt"]
     elif case == "overwrite":  # the caller names the row's own output file as its reference
-        (out / "r").mkdir(parents=True)
-        shutil.copy(DATA / "cat.png", out / "r" / "x.png")
-        program["reference_images"][0]["local_path"] = str(out / "r" / "x.png")
+        (out / "t-1").mkdir(parents=True)
+        shutil.copy(DATA / "cat.png", out / "t-1" / "x.png")
+        program["reference_images"][0]["local_path"] = str(out / "t-1" / "x.png")
     elif case == "output_outside":
         output_dir = tmp_path / "elsewhere"
     before = files_under(root) + files_under(tmp_path / "elsewhere")

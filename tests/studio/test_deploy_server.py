@@ -24,7 +24,7 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL", "GENEVOLVE_TRACE_DB")}
     env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", XDG_CACHE_HOME=str(tmp / "cache"),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-               GENEVOLVE_ALLOWED_ROOTS=str(tmp))  # the runs write their renders under the test's folder (docs/security.md)
+               GENEVOLVE_ALLOWED_ROOTS=str(tmp), GENEVOLVE_RENDERS_DIR=str(tmp))  # renders under the test's folder (docs/security.md)
     with langgraph_dev(ROOT, tmp / "dev.log", env, config="langgraph.json") as running:
         running.tmp = tmp
         yield running
@@ -82,7 +82,7 @@ def test_review_over_the_sdk_edit_then_render(client, server):
     assert final["termination"] == "answer" and final["review"] == {"action": "edit"}
     assert final["program"]["gen_prompt"] == 'A clean poster: the tower as in the first reference image, title "PARIS".'
     assert any(r.startswith("edit: replaced") for r in final["repairs"])
-    assert final["render"]["success"] and (out / f"{thread}.png").stat().st_size > 5_000
+    assert final["render"]["success"] and (out / thread / f"{thread}.png").stat().st_size > 5_000
 
 
 def test_remote_graph_example(server, capsys):

@@ -40,7 +40,7 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
     out_dir = tmp_path / "renders"
     policy = scripted_server({PARIS: PARIS_SCRIPT})
     # the operator allows its policy endpoint and the test's folder (docs/security.md)
-    env = dict(subprocess_env, GENEVOLVE_TRACE_DB=str(trace_db), GENEVOLVE_ALLOWED_ROOTS=str(tmp_path),
+    env = dict(subprocess_env, GENEVOLVE_TRACE_DB=str(trace_db), GENEVOLVE_ALLOWED_ROOTS=str(tmp_path), GENEVOLVE_RENDERS_DIR=str(out_dir),
                GENEVOLVE_ALLOWED_BASE_URLS=policy.base_url)
     with socket.socket() as busy:  # the requested port is taken: the server must move
         busy.bind(("127.0.0.1", 0))
@@ -78,7 +78,7 @@ def test_studio_dev_server_runs_a_thread_and_records_it(tmp_path, subprocess_env
             state = client.threads.get_state(thread["thread_id"])
             values = state["values"]
             assert values["termination"] == "answer" and values["render"]["success"]
-            assert (out_dir / f"{thread['thread_id']}.png").stat().st_size > 5_000
+            assert (out_dir / thread["thread_id"] / f"{thread['thread_id']}.png").stat().st_size > 5_000
             history = client.threads.get_history(thread["thread_id"], limit=100)
             steps = [h["metadata"]["step"] for h in history]
             assert steps == list(range(steps[0], -2, -1))  # newest first, every superstep down to the input

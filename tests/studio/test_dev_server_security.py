@@ -67,7 +67,8 @@ def test_a_cross_origin_caller_gets_neither_the_key_nor_the_file_system(tmp_path
     recorder = Recorder()
     with ServerThread(recorder.app) as evil_url:
         env = dict(subprocess_env, OPENAI_API_KEY=SERVER_KEY, GENEVOLVE_TRACE_DB=str(tmp_path / "traces.sqlite"),
-                   GENEVOLVE_ALLOWED_ROOTS=str(root), GENEVOLVE_ALLOWED_BASE_URLS=policy.base_url)
+                   GENEVOLVE_ALLOWED_ROOTS=str(root), GENEVOLVE_RENDERS_DIR=str(root / "renders"),
+                   GENEVOLVE_ALLOWED_BASE_URLS=policy.base_url)
         with langgraph_dev(ROOT, tmp_path / "dev.log", env) as server:
             # CORS: a foreign page may not even ask; Studio and loopback pages may.
             refused = preflight(server.url, FOREIGN)
@@ -76,7 +77,10 @@ def test_a_cross_origin_caller_gets_neither_the_key_nor_the_file_system(tmp_path
                 allowed = preflight(server.url, origin)
                 assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == origin, origin
 
-            client = langgraph_sdk.get_sync_client(url=server.url, headers={"Origin": FOREIGN})
+            # a foreign page's request is refused before anything runs (tests/security/test_served_requests.py);
+            # the context rules below hold for any client that gets past that, e.g. a tool on this host
+            assert httpx.post(f"{server.url}/threads", json={}, headers={"Origin": FOREIGN}, timeout=10).status_code == 403
+            client = langgraph_sdk.get_sync_client(url=server.url)
             # 1. The server's key never goes to an endpoint the caller chose.
             errors = run_errors(client, {"policy": "openai", "base_url": f"{evil_url}/v1", "model": "m", "renderer": "none"})
             assert errors and "GENEVOLVE_ALLOWED_BASE_URLS" in str(errors) and "base_url" in str(errors)
@@ -99,5 +103,5 @@ def test_a_cross_origin_caller_gets_neither_the_key_nor_the_file_system(tmp_path
     assert recorder.authorizations == [], recorder.paths  # nothing reached the caller's endpoint at all
     assert SERVER_KEY not in log
     assert list(outside.iterdir()) == []
-    assert [p.suffix for p in (root / "renders").iterdir()] == [".png"]
+    assert [p.suffix for p in (root / "renders").rglob("*") if p.is_file()] == [".png"]
     assert len(policy.successful_bodies()) == len(PARIS_SCRIPT)
