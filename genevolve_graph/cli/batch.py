@@ -36,7 +36,7 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("max_tool_calls", int, typer.Option(10, help="Maximum tool calls.", rich_help_panel="Policy")),
     ("max_retries", int, typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the row ends with termination 'error'.", rich_help_panel="Policy")),
     ("retry_delay", float, typer.Option(1.0, help="First retry backoff in seconds (doubles per retry, with jitter).", rich_help_panel="Policy")),
-    ("request_timeout", float, typer.Option(120.0, help="Seconds before one policy request times out.", rich_help_panel="Policy")),
+    ("request_timeout", float, typer.Option(120.0, help="Seconds one policy request may take in all, connect to last byte (the outbound total deadline).", rich_help_panel="Policy")),
     ("search", str, typer.Option("local", help="Text search backend.", rich_help_panel="Tools")),
     ("corpus", Optional[Path], typer.Option(None, help="JSONL corpus for --search local.", rich_help_panel="Tools")),
     ("image_search", str, typer.Option("local", help="Image search backend.", rich_help_panel="Tools")),

@@ -67,7 +67,7 @@ class AgentContext:
     n_max_reference_images: int = field(default=2, metadata={"description": "Maximum reference images in a program."})
     max_prompt_chars: int = field(default=4000, metadata={"description": "Longest gen_prompt in characters; a longer one is cut at a word boundary (a recorded repair)."})
     top_k: int = field(default=5, metadata={"description": "Default number of results per search when the policy gives none."})
-    request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
+    request_timeout: float = field(default=120.0, metadata={"description": "Seconds one policy request may take in all, connect to last byte (the outbound total deadline)."})
     max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})
     retry_initial_delay: float = field(default=1.0, metadata={"description": "First backoff delay in seconds; it doubles per retry, with jitter."})
     search: SearchName = field(default="local", metadata={"description": "Text search backend: 'local' (BM25 over a JSONL corpus) or a web backend."})
