@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import httpx
@@ -37,6 +38,21 @@ T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """HTTP statuses worth another try besides every 5xx."""
+
+
+_REPLY_MODEL: ContextVar[str | None] = ContextVar("genevolve_judge_reply_model", default=None)
+
+
+def reply_model() -> str | None:
+    """The model named in the last judge reply received by the current task (an endpoint
+    or gateway may answer with another model than the one configured), or None.
+    Recorded beside the configured model so that a report shows which model scored."""
+    return _REPLY_MODEL.get()
+
+
+def reply_models(records: list[dict[str, Any]]) -> list[str]:
+    """The distinct models named in the judge replies of ``records`` (``judge_reply_model``)."""
+    return sorted({str(r["judge_reply_model"]) for r in records if r.get("judge_reply_model")})
 
 
 class JudgeError(RuntimeError):
@@ -248,6 +264,8 @@ class JudgeClient:
             if exceeded is not None:
                 raise exceeded from None
             raise
+        named = (getattr(reply, "response_metadata", None) or {}).get("model_name")
+        _REPLY_MODEL.set(str(named)[:200] if named else None)
         text = message_text(reply.content)
         if not text.strip():
             raise _EmptyReply()

@@ -19,7 +19,7 @@ from typing import Any
 from genevolve_graph.util.jsonl import unencodable
 from genevolve_graph.evaluation.aggregate import build_summary, summary_csv
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed, reply_model, reply_models
 from genevolve_graph.evaluation.kscore import kscore_messages, parse_kscore
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
@@ -214,7 +214,7 @@ async def evaluate_kscore_results(
             if exc.is_configuration_error:
                 raise JudgeConfigurationError(str(exc)) from exc
             return stop("failed", f"judge_failed: {exc}")
-        record.update(status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, evaluated_at=now_iso())
+        record.update(judge_reply_model=reply_model(), status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, evaluated_at=now_iso())
         return record
 
     todo = [(sid, row) for sid, row in zip(ids, rows, strict=True) if existing.get(sid, {}).get("status") != "scored"]
@@ -237,6 +237,7 @@ async def evaluate_kscore_results(
         rubric=rubric_id(rubric, opts.rubric_source),
         created_at=now_iso(),
     )
+    summary["judge_reply_models"] = reply_models(records)  # beside judge_model: what actually answered
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     write_text_atomic(out_dir / SUMMARY_CSV, summary_csv(summary))
     return summary

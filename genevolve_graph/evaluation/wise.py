@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field, field_validator
 
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError, image_part
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed, reply_model, reply_models
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
@@ -420,7 +420,7 @@ async def evaluate_wise(
             return record
         scores = {"consistency": score.consistency, "realism": score.realism,
                   "aesthetic_quality": score.aesthetic_quality, "wiscore": score.wiscore}
-        record.update(status="scored", scores=scores, raw=score.raw, evaluated_at=now_iso())
+        record.update(judge_reply_model=reply_model(), status="scored", scores=scores, raw=score.raw, evaluated_at=now_iso())
         return record
 
     items = [(str(p.prompt_id), p) for p in prompts]
@@ -440,6 +440,7 @@ async def evaluate_wise(
         rubric=rubric_id(rubric, opts.rubric_source),
         created_at=now_iso(),
     )
+    summary["judge_reply_models"] = reply_models(records)  # beside judge_model: what actually answered
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     write_text_atomic(out_dir / SUMMARY_CSV, wise_summary_csv(summary))
     return summary
