@@ -13,6 +13,7 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.registry import GENERATORS, IMAGE_SEARCH, POLICIES, SEARCH
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -76,6 +77,8 @@ def policy_context(
         fail(f"unknown image search backend {image_search!r} (--image-search); choose one of {', '.join(sorted(IMAGE_SEARCH_BACKENDS))}")
     if renderer != "none" and renderer not in RENDERERS:
         fail(f"unknown renderer {renderer!r} (--renderer); choose one of {', '.join(sorted(RENDERERS) + ['none'])}")
+    check_plugins(((POLICIES, policy, "--policy"), (SEARCH, search, "--search"), (IMAGE_SEARCH, image_search, "--image-search"),
+                   (GENERATORS, renderer, "--renderer")))
     for value, ranges in ((max_rounds, "--max-rounds"), (max_refs, "--max-refs"), (max_tool_calls, "--max-tool-calls"), (max_tokens, "--max-tokens")):
         if value < (2 if ranges == "--max-rounds" else 0 if ranges == "--max-tool-calls" else 1):
             fail(f"{ranges} {value} is too small; pass a positive number")
@@ -128,6 +131,20 @@ def policy_context(
         seed=seed,
         options=dict(options or {}),
     )
+
+
+def check_plugins(choices: Any) -> None:
+    """Import each chosen backend that an installed package provides, before anything runs:
+    a plugin that raises or calls ``sys.exit`` on import is a one-line error (exit 2) naming
+    it and the flag, not a traceback or a silent exit. Built-ins are imported when used."""
+    from genevolve_graph.core.registry import PluginLoadError
+
+    for registry, name, flag in choices:
+        if name and registry.is_plugin(name):
+            try:
+                registry.factory(name)
+            except PluginLoadError as exc:
+                fail(f"{exc} ({flag})")
 
 
 def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
