@@ -23,6 +23,7 @@ def build_command(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpointer of the teacher's trajectories (default: the recipe's, else sqlite:///OUT/trajectories/trace.sqlite)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
     retry_infra: bool = typer.Option(False, "--retry-infra", help="Run again the items recorded as infrastructure failures (endpoint, renderer or judge outages)."),
+    allow_env: Optional[list[str]] = typer.Option(None, "--allow-env", help="An environment variable the recipe may read (${NAME} or api_key_env) besides GENEVOLVE_DATA_*; repeat for more."),
 ) -> None:
     """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output."""
     from genevolve_graph.data.batch_adapter import InputError, JournalError
@@ -34,7 +35,7 @@ def build_command(
     try:
         chosen = parse_stages(stages)
         path = bundled_recipe(str(recipes).split(":", 1)[1]) if str(recipes).startswith("bundled:") else recipes
-        recipe = load_recipe(path)
+        recipe = load_recipe(path, allow_env=allow_env or ())
     except RecipeError as exc:
         fail(str(exc))
     if checkpoint is not None:
