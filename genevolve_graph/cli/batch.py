@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, check_server_reachable, fail,
+                                        policy_context, sqlite_file)
 
 # --------------------------------------------------------------------------- shared options
 
@@ -237,6 +238,7 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
             import langgraph_sdk  # noqa: F401
         except ImportError:
             fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
+        check_server_reachable(server)
     options = RolloutOptions(
         out_dir=out, checkpoint=values["checkpoint"], concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
         run_id=run_id, shard=shard, input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
@@ -293,6 +295,7 @@ def _server_executor(server: str, *, concurrency: int, assistant: str, durabilit
         import langgraph_sdk  # noqa: F401
     except ImportError:
         fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
+    check_server_reachable(server)
     from genevolve_graph.batch.executors import executor_for
 
     return executor_for(concurrency=concurrency, server=server, assistant=assistant,
@@ -344,6 +347,7 @@ def batch(
 ) -> None:
     """Stage 1: run the agent on every row of --input and record the programs (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    check_out_folder("--out", out)
     checkpoint_file = sqlite_file(values["checkpoint"]) if values["checkpoint"] else None
     check_run_outputs(_folder_outputs(out) + [("--checkpoint", checkpoint_file or out.expanduser() / "trace.sqlite")],
                       [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
@@ -375,6 +379,7 @@ def render(
 ) -> None:
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    check_out_folder("--out", out)
     ctx = _render_context(values, out / "images")
     if server_output_dir and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")

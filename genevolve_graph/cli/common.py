@@ -196,6 +196,60 @@ def check_checkpoint_url(url: str) -> None:
         fail(str(exc))
     except CheckpointURLError as exc:
         fail(f"{exc} (--checkpoint)")
+    if url.startswith(("postgresql://", "postgres://")):
+        check_postgres_reachable(url)
+
+
+def check_postgres_reachable(url: str) -> None:
+    """Connect once (5 s at most) before anything runs: an unreachable database is one line
+    naming it (credentials masked), not a driver traceback after the run started."""
+    from genevolve_graph.safety.redaction import redact_url
+
+    try:
+        import psycopg
+    except ImportError:
+        fail("a postgresql:// checkpoint needs psycopg: pip install 'genevolve-graph[postgres]'")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())[:300]
+        fail(f"cannot reach the PostgreSQL checkpoint database {redact_url(url)} (--checkpoint): {reason}; "
+             "start the database or fix the URL")
+
+
+def check_server_reachable(server: str, flag: str = "--server") -> None:
+    """Fail fast (one line, exit 2) when a LangGraph Server answers nothing at all; any
+    HTTP status passes (the server may require a key for ``/ok``)."""
+    import httpx
+
+    from genevolve_graph.safety.redaction import redact_text
+
+    try:
+        httpx.get(server.rstrip("/") + "/ok", timeout=10.0)
+    except httpx.HTTPError as exc:
+        fail(redact_text(f"cannot reach the LangGraph Server {server} ({flag}): {type(exc).__name__}: {exc}; "
+                         "start it (langgraph dev, or make studio) or fix the URL"))
+
+
+def check_out_folder(flag: str, folder: Path) -> None:
+    """The folder a command writes into: not an existing file, and writable (probed with a
+    temporary file in it, or in its nearest existing parent), before any work is done."""
+    from genevolve_graph.util.file_modes import mkstemp
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        fail(f"{flag} {folder} is a file; pass a folder (it is created if missing)")
+    probe_in = folder
+    while not probe_in.exists() and probe_in.parent != probe_in:
+        probe_in = probe_in.parent
+    try:
+        handle, probe = mkstemp(dir=probe_in, prefix=".genevolve-write-check-")
+    except OSError as exc:
+        fail(f"cannot write in {probe_in} ({flag} {folder}): {exc.strerror or exc}; pass a folder you can write to")
+    import os
+
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
 
 
 def sqlite_file(url: str) -> Optional[Path]:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import fail
+from genevolve_graph.cli.common import check_out_folder, fail
 
 data_app = typer.Typer(help="Build GenEvolve-style training and benchmark data from recipes.", no_args_is_help=True)
 
@@ -32,6 +32,7 @@ def build_command(
 
     if max_samples is not None and max_samples < 1:
         fail(f"--max-samples {max_samples} is too small; pass a positive number of requests")
+    check_out_folder("--out", out)
     try:
         chosen = parse_stages(stages)
         path = bundled_recipe(str(recipes).split(":", 1)[1]) if str(recipes).startswith("bundled:") else recipes
