@@ -11,8 +11,8 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, check_server_reachable, fail,
-                                        policy_context, sqlite_file)
+from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, fail, policy_context,
+                                        sqlite_file)
 
 
 def register(app: typer.Typer) -> None:

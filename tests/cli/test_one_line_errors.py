@@ -75,7 +75,7 @@ def test_an_unreachable_postgresql_checkpoint(tmp_path):
     url = f"postgresql://user:secret@127.0.0.1:{closed_port()}/genevolve"
     result, lines = invoke("run", "a red fox", "--out", tmp_path / "out", "--checkpoint", url)
     assert result.exit_code == 2, result.output
-    assert lines[-1].startswith(f"error: cannot reach the PostgreSQL checkpoint database postgresql://user:***@127.0.0.1:")
+    assert lines[-1].startswith("error: cannot reach the PostgreSQL checkpoint database postgresql://user:***@127.0.0.1:")
     assert lines[-1].endswith("; start the database or fix the URL") and "secret" not in result.output
 
 
