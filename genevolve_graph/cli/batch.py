@@ -127,9 +127,11 @@ def _preflight(ctx: Any) -> None:
         return
     import httpx
 
+    from genevolve_graph.net.limits import probe
+
     url = ctx.base_url.rstrip("/") + "/models"
-    try:
-        httpx.get(url, timeout=10.0, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"})
+    try:  # under the outbound policy, reading no body: 10 s in all
+        event_loop.run(probe(url, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"}))
     except httpx.HTTPError as exc:
         from genevolve_graph.safety.redaction import redact_text
 

@@ -224,8 +224,11 @@ def check_server_reachable(server: str, flag: str = "--server") -> None:
 
     from genevolve_graph.safety.redaction import redact_text
 
+    from genevolve_graph.net.limits import probe
+    from genevolve_graph.util import event_loop
+
     try:
-        httpx.get(server.rstrip("/") + "/ok", timeout=10.0)
+        event_loop.run(probe(server.rstrip("/") + "/ok"))
     except httpx.HTTPError as exc:
         fail(redact_text(f"cannot reach the LangGraph Server {server} ({flag}): {type(exc).__name__}: {exc}; "
                          "start it (langgraph dev, or make studio) or fix the URL"))

@@ -293,6 +293,16 @@ def limited_client(outbound: OutboundLimits, *, connect_timeout: float | None = 
         event_hooks=event_hooks, **client_options)
 
 
+async def probe(url: str, *, deadline_s: float = 10.0, headers: dict[str, str] | None = None) -> int:
+    """The HTTP status of a GET of ``url`` within ``deadline_s`` in all, reading no body
+    (a reachability check: a hostile endpoint cannot make it read or wait for more).
+    Raises ``httpx.HTTPError`` (a timeout caused by :class:`DeadlineExceeded`) when no
+    status arrives in time."""
+    async with limited_client(OutboundLimits.resolve(total_deadline_s=deadline_s)) as client:
+        async with client.stream("GET", url, headers=headers) as response:
+            return response.status_code
+
+
 __all__ = ["DEFAULT_MAX_REPLY_BYTES", "DEFAULT_TOTAL_DEADLINE_S", "MAX_REPLY_ENV", "Deadline", "DeadlineExceeded",
            "LimitedTransport", "OutboundLimitExceeded", "OutboundLimits", "ReplyDecoder", "ReplyTooLarge", "aiohttp_chunks", "env_max_reply_bytes",
-           "limit_exceeded", "limited_client", "read_body"]
+           "limit_exceeded", "limited_client", "probe", "read_body"]

@@ -58,10 +58,12 @@ def describe_failure(exc: BaseException, endpoint: str = "") -> str:
     malformed = malformed_reply(exc)
     if malformed is not None:
         return redact_text(str(malformed))
-    exceeded = limit_exceeded(exc)
-    if exceeded is not None:
-        return redact_text(f"policy endpoint: {exceeded}")
     where = f" {endpoint}" if endpoint else ""
+    exceeded = limit_exceeded(exc)
+    if isinstance(exceeded, DeadlineExceeded):
+        return redact_text(f"the policy endpoint{where} timed out: no complete reply within the total deadline of {exceeded.limit:g} s")
+    if exceeded is not None:
+        return redact_text(f"the policy endpoint{where} sent too much: {exceeded}")
     if isinstance(exc, openai.APIStatusError):
         return redact_text(f"HTTP {exc.status_code} from the policy endpoint{where}: {str(exc.message)[:300]}")
     if isinstance(exc, openai.APITimeoutError):
