@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, check_server_reachable, fail,
+                                        policy_context, sqlite_file)
 
 # --------------------------------------------------------------------------- shared options
 
@@ -36,7 +37,7 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("max_tool_calls", int, typer.Option(10, help="Maximum tool calls.", rich_help_panel="Policy")),
     ("max_retries", int, typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the row ends with termination 'error'.", rich_help_panel="Policy")),
     ("retry_delay", float, typer.Option(1.0, help="First retry backoff in seconds (doubles per retry, with jitter).", rich_help_panel="Policy")),
-    ("request_timeout", float, typer.Option(120.0, help="Seconds before one policy request times out.", rich_help_panel="Policy")),
+    ("request_timeout", float, typer.Option(120.0, help="Seconds one policy request may take in all, connect to last byte (the outbound total deadline).", rich_help_panel="Policy")),
     ("search", str, typer.Option("local", help="Text search backend.", rich_help_panel="Tools")),
     ("corpus", Optional[Path], typer.Option(None, help="JSONL corpus for --search local.", rich_help_panel="Tools")),
     ("image_search", str, typer.Option("local", help="Image search backend.", rich_help_panel="Tools")),
@@ -126,9 +127,11 @@ def _preflight(ctx: Any) -> None:
         return
     import httpx
 
+    from genevolve_graph.net.limits import probe
+
     url = ctx.base_url.rstrip("/") + "/models"
-    try:
-        httpx.get(url, timeout=10.0, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"})
+    try:  # under the outbound policy, reading no body: 10 s in all
+        event_loop.run(probe(url, headers={"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY') or 'EMPTY'}"}))
     except httpx.HTTPError as exc:
         from genevolve_graph.safety.redaction import redact_text
 
@@ -237,6 +240,7 @@ def _run_rollout_stage(rows: list[Any], ctx: Any, *, out: Path, values: dict[str
             import langgraph_sdk  # noqa: F401
         except ImportError:
             fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
+        check_server_reachable(server)
     options = RolloutOptions(
         out_dir=out, checkpoint=values["checkpoint"], concurrency=concurrency, workers=workers, resume=resume, retry_failed=retry_failed,
         run_id=run_id, shard=shard, input_path=str(input_path.resolve()), input_digest=digest, grace=grace, progress=progress,
@@ -293,6 +297,7 @@ def _server_executor(server: str, *, concurrency: int, assistant: str, durabilit
         import langgraph_sdk  # noqa: F401
     except ImportError:
         fail("--server needs langgraph-sdk: pip install 'genevolve-graph[studio]'")
+    check_server_reachable(server)
     from genevolve_graph.batch.executors import executor_for
 
     return executor_for(concurrency=concurrency, server=server, assistant=assistant,
@@ -344,6 +349,7 @@ def batch(
 ) -> None:
     """Stage 1: run the agent on every row of --input and record the programs (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    check_out_folder("--out", out)
     checkpoint_file = sqlite_file(values["checkpoint"]) if values["checkpoint"] else None
     check_run_outputs(_folder_outputs(out) + [("--checkpoint", checkpoint_file or out.expanduser() / "trace.sqlite")],
                       [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
@@ -375,6 +381,7 @@ def render(
 ) -> None:
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
+    check_out_folder("--out", out)
     ctx = _render_context(values, out / "images")
     if server_output_dir and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from genevolve_graph.core.context import AgentContext
+from genevolve_graph.core.registry import GENERATORS, IMAGE_SEARCH, POLICIES, SEARCH
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -76,6 +77,8 @@ def policy_context(
         fail(f"unknown image search backend {image_search!r} (--image-search); choose one of {', '.join(sorted(IMAGE_SEARCH_BACKENDS))}")
     if renderer != "none" and renderer not in RENDERERS:
         fail(f"unknown renderer {renderer!r} (--renderer); choose one of {', '.join(sorted(RENDERERS) + ['none'])}")
+    check_plugins(((POLICIES, policy, "--policy"), (SEARCH, search, "--search"), (IMAGE_SEARCH, image_search, "--image-search"),
+                   (GENERATORS, renderer, "--renderer")))
     for value, ranges in ((max_rounds, "--max-rounds"), (max_refs, "--max-refs"), (max_tool_calls, "--max-tool-calls"), (max_tokens, "--max-tokens")):
         if value < (2 if ranges == "--max-rounds" else 0 if ranges == "--max-tool-calls" else 1):
             fail(f"{ranges} {value} is too small; pass a positive number")
@@ -130,6 +133,20 @@ def policy_context(
     )
 
 
+def check_plugins(choices: Any) -> None:
+    """Import each chosen backend that an installed package provides, before anything runs:
+    a plugin that raises or calls ``sys.exit`` on import is a one-line error (exit 2) naming
+    it and the flag, not a traceback or a silent exit. Built-ins are imported when used."""
+    from genevolve_graph.core.registry import PluginLoadError
+
+    for registry, name, flag in choices:
+        if name and registry.is_plugin(name):
+            try:
+                registry.factory(name)
+            except PluginLoadError as exc:
+                fail(f"{exc} ({flag})")
+
+
 def parse_option_pairs(pairs: list[str] | None) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs; VALUE is read as JSON when it parses (numbers, lists, true)."""
     from genevolve_graph.core.options import parse_option_pairs as parse
@@ -179,6 +196,63 @@ def check_checkpoint_url(url: str) -> None:
         fail(str(exc))
     except CheckpointURLError as exc:
         fail(f"{exc} (--checkpoint)")
+    if url.startswith(("postgresql://", "postgres://")):
+        check_postgres_reachable(url)
+
+
+def check_postgres_reachable(url: str) -> None:
+    """Connect once (5 s at most) before anything runs: an unreachable database is one line
+    naming it (credentials masked), not a driver traceback after the run started."""
+    from genevolve_graph.safety.redaction import redact_url
+
+    try:
+        import psycopg
+    except ImportError:
+        fail("a postgresql:// checkpoint needs psycopg: pip install 'genevolve-graph[postgres]'")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())[:300]
+        fail(f"cannot reach the PostgreSQL checkpoint database {redact_url(url)} (--checkpoint): {reason}; "
+             "start the database or fix the URL")
+
+
+def check_server_reachable(server: str, flag: str = "--server") -> None:
+    """Fail fast (one line, exit 2) when a LangGraph Server answers nothing at all; any
+    HTTP status passes (the server may require a key for ``/ok``)."""
+    import httpx
+
+    from genevolve_graph.safety.redaction import redact_text
+
+    from genevolve_graph.net.limits import probe
+    from genevolve_graph.util import event_loop
+
+    try:
+        event_loop.run(probe(server.rstrip("/") + "/ok"))
+    except httpx.HTTPError as exc:
+        fail(redact_text(f"cannot reach the LangGraph Server {server} ({flag}): {type(exc).__name__}: {exc}; "
+                         "start it (langgraph dev, or make studio) or fix the URL"))
+
+
+def check_out_folder(flag: str, folder: Path) -> None:
+    """The folder a command writes into: not an existing file, and writable (probed with a
+    temporary file in it, or in its nearest existing parent), before any work is done."""
+    from genevolve_graph.util.file_modes import mkstemp
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        fail(f"{flag} {folder} is a file; pass a folder (it is created if missing)")
+    probe_in = folder
+    while not probe_in.exists() and probe_in.parent != probe_in:
+        probe_in = probe_in.parent
+    try:
+        handle, probe = mkstemp(dir=probe_in, prefix=".genevolve-write-check-")
+    except OSError as exc:
+        fail(f"cannot write in {probe_in} ({flag} {folder}): {exc.strerror or exc}; pass a folder you can write to")
+    import os
+
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
 
 
 def sqlite_file(url: str) -> Optional[Path]:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import fail
+from genevolve_graph.cli.common import check_out_folder, fail
 
 data_app = typer.Typer(help="Build GenEvolve-style training and benchmark data from recipes.", no_args_is_help=True)
 
@@ -23,6 +23,7 @@ def build_command(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpointer of the teacher's trajectories (default: the recipe's, else sqlite:///OUT/trajectories/trace.sqlite)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
     retry_infra: bool = typer.Option(False, "--retry-infra", help="Run again the items recorded as infrastructure failures (endpoint, renderer or judge outages)."),
+    allow_env: Optional[list[str]] = typer.Option(None, "--allow-env", help="An environment variable the recipe may read (${NAME} or api_key_env) besides GENEVOLVE_DATA_*; repeat for more."),
 ) -> None:
     """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output."""
     from genevolve_graph.data.batch_adapter import InputError, JournalError
@@ -31,10 +32,11 @@ def build_command(
 
     if max_samples is not None and max_samples < 1:
         fail(f"--max-samples {max_samples} is too small; pass a positive number of requests")
+    check_out_folder("--out", out)
     try:
         chosen = parse_stages(stages)
         path = bundled_recipe(str(recipes).split(":", 1)[1]) if str(recipes).startswith("bundled:") else recipes
-        recipe = load_recipe(path)
+        recipe = load_recipe(path, allow_env=allow_env or ())
     except RecipeError as exc:
         fail(str(exc))
     if checkpoint is not None:

@@ -118,6 +118,8 @@ def export(
     )
     out = out.expanduser()
     images = (images_dir or out.parent / "images").expanduser() if format == "sft" else None
+    if images is not None and images.exists() and not images.is_dir():
+        _fail(f"--images-dir {images} is a file; pass a folder for the copied reference images")
     report = ExportReport()
 
     def on_problem(thread_id: str, problem: str) -> None:
@@ -148,6 +150,10 @@ def export(
                     writer.write(row if row["tools"] else {"messages": row["messages"]})
     except sqlite3.DatabaseError as exc:  # damage past what the opening check reads
         _fail(f"the checkpoint database {target} is damaged ({exc}); restore it from a copy, or export the threads another database holds")
+    except OSError as exc:  # a full disk, a read-only folder: the images written so far stay valid
+        where = exc.filename or out
+        _fail(f"cannot write {where} ({exc.strerror or exc}); free space or pass another --out / --images-dir, "
+              f"then export again ({report.exported} record(s) were written to {out})")
     typer.echo(report.summary())
     typer.echo(f"records: {out}")
     if format == "sft" and images is not None:

@@ -11,7 +11,8 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, fail, policy_context,
+                                        sqlite_file)
 
 
 def register(app: typer.Typer) -> None:
@@ -93,6 +94,14 @@ def run(
         fail(f"--guide-gate is a cosine similarity in [-1, 1], got {guide_gate}")
     ctx = ctx.with_updates(guidance=guidance, guide_dir=str(guide_dir.expanduser().resolve()) if guide_dir else "", guide_gate=guide_gate,
                            **({"embedding_model": embedding_model} if embedding_model else {}))
+    if guide_dir is not None:
+        from genevolve_graph.experience.buffer import read_guides
+
+        try:
+            read_guides(guide_dir.expanduser())
+        except ValueError as exc:
+            fail(f"{exc} (--guide-dir); fix or delete that line, or pass another buffer")
+    check_out_folder("--out", out)
     url = checkpoint or f"sqlite:///{(out / 'trace.sqlite').resolve()}"
     check_checkpoint_url(url)
     check_run_outputs(

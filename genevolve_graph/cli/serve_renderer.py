@@ -36,6 +36,7 @@ def serve_renderer(
     offload: Annotated[str, typer.Option(help="none | model | sequential CPU offload.")] = "none",
     max_queue: Annotated[int, typer.Option(help="Requests that may wait behind the running one; more get 503.")] = 8,
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included; then 504.")] = 1800.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds an admitted request's body may take to arrive; then 408 and its queue slot is free again.")] = 60.0,
     max_reference_images: Annotated[int, typer.Option(help="Most reference images per request.")] = 4,
     max_reference_mb: Annotated[float, typer.Option(help="Largest reference image, in MiB.")] = 12.0,
     max_prompt_chars: Annotated[int, typer.Option(help="Longest prompt, in characters.")] = 4000,
@@ -67,6 +68,8 @@ def serve_renderer(
         _fail(f"--max-total-reference-mp must be positive, not {max_total_reference_mp}")
     if request_timeout <= 0:
         _fail(f"--request-timeout must be positive, not {request_timeout}")
+    if body_timeout <= 0:
+        _fail(f"--body-timeout must be positive, not {body_timeout}")
     options = {
         "pipeline": pipeline,
         "pipeline_class": pipeline_class,
@@ -108,7 +111,7 @@ def serve_renderer(
     import uvicorn
 
     settings = ServiceSettings(max_queue=max_queue, request_timeout=request_timeout, limits=limits, default_long_side=default_long_side,
-                               decode_concurrency=decode_concurrency, token=token or None)
+                               decode_concurrency=decode_concurrency, token=token or None, body_timeout=body_timeout)
     app = create_app(settings, engine=engine)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 

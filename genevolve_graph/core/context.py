@@ -67,7 +67,7 @@ class AgentContext:
     n_max_reference_images: int = field(default=2, metadata={"description": "Maximum reference images in a program."})
     max_prompt_chars: int = field(default=4000, metadata={"description": "Longest gen_prompt in characters; a longer one is cut at a word boundary (a recorded repair)."})
     top_k: int = field(default=5, metadata={"description": "Default number of results per search when the policy gives none."})
-    request_timeout: float = field(default=120.0, metadata={"description": "Seconds before one policy request times out."})
+    request_timeout: float = field(default=120.0, metadata={"description": "Seconds one policy request may take in all, connect to last byte (the outbound total deadline)."})
     max_retries: int = field(default=3, metadata={"description": "Retries of a failed policy request (429, 5xx, timeouts, connection errors)."})
     retry_initial_delay: float = field(default=1.0, metadata={"description": "First backoff delay in seconds; it doubles per retry, with jitter."})
     search: SearchName = field(default="local", metadata={"description": "Text search backend: 'local' (BM25 over a JSONL corpus) or a web backend."})
@@ -95,6 +95,7 @@ class AgentContext:
     options: dict[str, Any] = field(default_factory=dict, metadata={"description": "Backend-specific options (for example service URLs or a pipeline path)."})
 
     def __post_init__(self) -> None:
+        check_value_types(self)
         if self.protocol not in ("genevolve", "native"):
             raise ValueError(f"unknown protocol {self.protocol!r} (context field 'protocol'); choose 'genevolve' or 'native'")
         for name, registry in REGISTRIES.items():
@@ -179,3 +180,40 @@ def with_defaults(ctx: "AgentContext | dict[str, Any] | None", defaults: dict[st
 
 _checked_init.__wrapped__ = _dataclass_init  # type: ignore[attr-defined]
 AgentContext.__init__ = _checked_init  # type: ignore[method-assign]
+
+
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {}
+"""Field name -> (accepted Python types, the kind in words), read once from the annotations."""
+
+
+def _kinds() -> dict[str, tuple[tuple[type, ...], str]]:
+    if not _KINDS:
+        import typing
+
+        hints = typing.get_type_hints(AgentContext)
+        for item in fields(AgentContext):
+            hint = hints[item.name]
+            origin = typing.get_origin(hint)
+            if hint is bool:
+                _KINDS[item.name] = ((bool,), "true or false")
+            elif hint is int:
+                _KINDS[item.name] = ((int,), "a whole number")
+            elif hint is float:
+                _KINDS[item.name] = ((int, float), "a number")
+            elif hint is str or origin is Literal:
+                _KINDS[item.name] = ((str,), "a string")
+            elif origin is dict or hint is dict:
+                _KINDS[item.name] = ((dict,), "a JSON object")
+    return _KINDS
+
+
+def check_value_types(ctx: Any) -> None:
+    """``ValueError`` naming the first field whose value has the wrong JSON type: a served
+    graph builds its context from a caller's JSON, where ``"max_rounds": "11"`` would
+    otherwise fail deep inside a node (``'<' not supported between 'int' and 'str'``)."""
+    for name, (types, kind) in _kinds().items():
+        value = getattr(ctx, name)
+        wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if wrong:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ValueError(f"context field {name!r} must be {kind}, not {shown} ({type(value).__name__}); fix the value in the run's context")

@@ -113,21 +113,58 @@ class Registry(Mapping[str, str]):
                 f"or install a package that registers it under the entry-point group '{self.group}'"
             )
 
+    def is_plugin(self, name: str) -> bool:
+        """Whether ``name`` comes from an installed entry point (not a built-in)."""
+        return name not in self.builtins and name in self.installed()
+
+    def _origin(self, name: str) -> str:
+        """``" (entry point of package P)"`` for an installed name, so a message says what to fix."""
+        entry = self.installed().get(name) if name not in self.builtins else None
+        if entry is None:
+            return ""
+        dist = getattr(entry, "dist", None)
+        package = getattr(dist, "name", None) if dist is not None else None
+        return f" (entry point in group '{self.group}'" + (f" of package {package!r})" if package else ")")
+
     def factory(self, name: str) -> Callable[[RunContext], Any]:
-        """The factory ``name`` points at, imported now."""
+        """The factory ``name`` points at, imported now.
+
+        Importing runs a plugin's module code: whatever it raises, ``sys.exit`` included,
+        becomes a ``PluginLoadError`` naming the plugin, its package and the error, so one
+        broken package neither takes the command line down (silently, for ``sys.exit(0)``)
+        nor affects the other backends, which are imported only when chosen."""
         self.check(name)
         target = self[name]
         try:
             obj = import_path(target)
         except (ImportError, AttributeError) as exc:
-            raise PluginLoadError(f"{self.kind} {name!r} points at {target!r}, which cannot be imported: {exc}") from exc
+            raise PluginLoadError(f"{self.kind} {name!r}{self._origin(name)} points at {target!r}, which cannot be imported: {exc}") from exc
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's import-time code may raise anything
+            raise PluginLoadError(
+                f"{self.kind} {name!r}{self._origin(name)} failed while importing {target!r}: {_describe(exc)}; "
+                "fix or uninstall that package, or choose another"
+            ) from exc
         if not callable(obj):
-            raise PluginLoadError(f"{self.kind} {name!r} points at {target!r}, which is not callable")
+            raise PluginLoadError(f"{self.kind} {name!r}{self._origin(name)} points at {target!r}, which is not callable")
         return obj
 
     def make(self, ctx: RunContext, name: str | None = None) -> Any:
-        """Build the object ``ctx.<field>`` (or ``name``) names, from the context."""
-        return self.factory(name if name is not None else getattr(ctx, self.field))(ctx)
+        """Build the object ``ctx.<field>`` (or ``name``) names, from the context. A factory
+        that calls ``sys.exit`` is a ``PluginLoadError``, not the end of the process."""
+        chosen = name if name is not None else getattr(ctx, self.field)
+        factory = self.factory(chosen)
+        try:
+            return factory(ctx)
+        except SystemExit as exc:
+            raise PluginLoadError(f"{self.kind} {chosen!r}{self._origin(chosen)} called sys.exit while building: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the error's type and message."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 WEB_BACKENDS: dict[str, str] = {

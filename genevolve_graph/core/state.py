@@ -12,10 +12,10 @@ a trajectory instead of quadratically (every message must carry an ``id``).
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 from langchain_core.messages import AnyMessage
-from langgraph.channels import DeltaChannel
+from langgraph.channels import DeltaChannel, LastValue
 from langgraph.graph.message import _messages_delta_reducer
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
@@ -71,6 +71,42 @@ class RenderResult(BaseModel):
     """What the backend changed without failing (a size rounded to the pipeline's multiple)."""
 
 
+def _model_value(model: type[BaseModel], field: str) -> LastValue:
+    """A last-value channel for ``field`` that reads what is written as ``model``: a client
+    that sets the state with plain JSON (``update_state`` over the LangGraph API, Studio's
+    state editor) stores the same model the nodes write, or gets an error naming the field,
+    instead of a dict that fails later inside a node. (A reducer would not do: LangGraph
+    stores the first write to an empty channel without calling it.)"""
+
+    class ModelValue(LastValue):
+        def update(self, values: Any) -> bool:
+            return super().update([v if v is None or isinstance(v, model) else _validated(model, field, v) for v in values])
+
+    ModelValue.__name__ = ModelValue.__qualname__ = f"{model.__name__}Value"
+    return ModelValue(Optional[model])
+
+
+def _merge_references(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any]:
+    """The IMG_### registry's merge (``old | new``), with plain JSON references read as ``Reference``."""
+    if not isinstance(new, dict):
+        raise ValueError(f"state field 'images' must be an object of IMG_### id -> reference, not {type(new).__name__}")
+    merged = dict(old or {})
+    for key, value in new.items():
+        merged[key] = value if isinstance(value, Reference) else _validated(Reference, f"images.{key}", value)
+    return merged
+
+
+def _validated(model: type[BaseModel], field: str, value: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in (field, *error.get("loc", ())))
+        raise ValueError(f"state field {where}: {error.get('msg')}; send a {model.__name__} as JSON") from None
+
+
 class InputState(TypedDict, total=False):
     """What a caller passes in: the open-ended image request."""
 
@@ -114,15 +150,15 @@ class AgentState(TypedDict, total=False):
     """Policy turns taken so far (a malformed reply counts)."""
     tool_calls: int
     """Tool calls executed so far."""
-    images: Annotated[dict[str, Reference], operator.or_]
+    images: Annotated[dict[str, Reference], _merge_references]
     """The IMG_### registry: id -> reference (without note)."""
     answer: dict[str, Any] | None
     """The raw answer JSON of the policy, once it gave one."""
     references: list[Reference | None]
     """The answer's references resolved by the binder, in the answer's order (with notes and
     local files); ``None`` marks one that had to be dropped, so ordinals can be remapped."""
-    program: Program | None
-    render: RenderResult | None
+    program: Annotated[Program | None, _model_value(Program, "program")]
+    render: Annotated[RenderResult | None, _model_value(RenderResult, "render")]
     termination: Termination | None
     error: str | None
     repairs: Annotated[list[str], operator.add]

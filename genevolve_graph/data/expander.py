@@ -52,14 +52,16 @@ def make_chat_model(config: ExpanderConfig) -> Any:
         return model
     if not config.base_url or not config.model:
         raise RecipeError("the recipe's expander needs base_url and model (an OpenAI-compatible endpoint) or chat_model")
-    import httpx
     from langchain_openai import ChatOpenAI
+
+    from genevolve_graph.net.limits import OutboundLimits, limited_client
 
     # An HTTP client of this event loop: langchain-openai otherwise shares one cached async
     # client per process, which a second asyncio.run (a notebook, a resumed build) finds closed.
+    # It is under the outbound policy: ``timeout`` is each request's total deadline, the reply capped.
     return ChatOpenAI(base_url=config.base_url, model=config.model, api_key=config.api_key() or "EMPTY",
                       temperature=config.temperature, max_retries=config.max_retries, timeout=config.timeout,
-                      max_tokens=config.max_tokens, http_async_client=httpx.AsyncClient(timeout=config.timeout))
+                      max_tokens=config.max_tokens, http_async_client=limited_client(OutboundLimits.resolve(total_deadline_s=config.timeout)))
 
 
 def parse_requests(text: str) -> list[Any]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +37,15 @@ KNOWLEDGE = "Knowledge-Anchored"
 QUALITY = "Quality-Anchored"
 NO_EVIDENCE = "none"
 """The ``missing_evidence`` value of a cell that needs no outside facts (Quality-Anchored)."""
+
+
+MAX_GRID_CELLS = 100_000
+"""Most cells a grid may make (each becomes ``requests_per_cell`` expander requests)."""
+MAX_RECIPE_NODES = 200_000
+"""Most values a recipe may hold once its YAML aliases are expanded (an alias bomb of a few
+lines otherwise expands to billions)."""
+ENV_PREFIX = "GENEVOLVE_DATA_"
+"""Environment variables a recipe may read without ``--allow-env`` (``${NAME}`` or ``api_key_env``)."""
 
 
 class RecipeError(ValueError):
@@ -223,10 +234,18 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _some_cells(self) -> "Recipe":
-        if not self.cells:
+        # A grid that is given is used whole: one missing an axis is an error even beside
+        # 'cells' (it used to be ignored silently, dropping every cell it meant to add).
+        if self.grid or not self.cells:
             missing = [axis for axis in AXES if axis not in self.grid]
             if missing:
-                raise ValueError(f"the grid lacks the axis {missing[0]!r} (give all of {', '.join(AXES)}, or list 'cells')")
+                raise ValueError(f"the grid lacks the axis {missing[0]!r} (give all of {', '.join(AXES)}, or list 'cells' without a grid)")
+        if self.grid:
+            count = math.prod(len(self.grid[axis]) for axis in AXES)
+            if count > MAX_GRID_CELLS:
+                sizes = " x ".join(str(len(self.grid[axis])) for axis in AXES)
+                raise ValueError(f"the grid has {sizes} = {count:,} cells, more than the {MAX_GRID_CELLS:,} a recipe may have; "
+                                 "list fewer values per axis, or the chosen combinations under 'cells'")
         return self
 
     def all_cells(self) -> list[Cell]:
@@ -247,6 +266,12 @@ class Recipe(_Strict):
         extra = self.descriptions.get(value)
         return f"{value} ({extra})" if extra else value
 
+    def key_names(self) -> list[tuple[str, str]]:
+        """``(field, variable)`` of every ``api_key_env`` the recipe sets."""
+        endpoints = [("expander", self.expander), ("judge", self.judge), ("filter.audit.judge", self.filter.audit.judge),
+                     ("visual_filter.judge", self.visual_filter.judge), ("teacher", self.teacher)]
+        return [(where, e.api_key_env) for where, e in endpoints if e is not None and e.api_key_env]
+
     def audit_judge(self) -> EndpointConfig | None:
         return self.filter.audit.judge or self.judge
 
@@ -266,13 +291,18 @@ class Recipe(_Strict):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read and check a recipe file; raises ``RecipeError`` with one line naming the problem."""
+def load_recipe(path: Path | str, *, allow_env: Iterable[str] = ()) -> Recipe:
+    """Read and check a recipe file; raises ``RecipeError`` with one line naming the problem.
+
+    A recipe may read the environment variables named ``GENEVOLVE_DATA_*`` and those in
+    ``allow_env`` (``data build --allow-env NAME``), in ``${NAME}`` and ``api_key_env``
+    alike: a recipe from elsewhere cannot send ``${AWS_SECRET_ACCESS_KEY}`` to its endpoint."""
     import yaml
 
     path = Path(path).expanduser()
+    allowed = frozenset(allow_env)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _safe_yaml(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         raise RecipeError(f"recipe {path} does not exist; pass a recipe YAML with --recipes (see docs/data.md)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -280,7 +310,7 @@ def load_recipe(path: Path | str) -> Recipe:
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     try:
-        raw = _expand_env(raw)
+        raw = _expand_env(raw, allowed, path)
     except KeyError as exc:
         raise RecipeError(f"recipe {path} uses ${{{exc.args[0]}}}, which is not set; export it or write the value in the recipe") from None
     if not isinstance(raw, dict):
@@ -291,22 +321,79 @@ def load_recipe(path: Path | str) -> Recipe:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
         raise RecipeError(f"recipe {path}: {where}: {error['msg']}; see docs/data.md for the recipe format") from None
+    for where, endpoint in recipe.key_names():
+        _check_env_name(endpoint, allowed, path, f"{where}.api_key_env")
     recipe.path = str(path.resolve())
     return recipe
+
+
+def _check_env_name(name: str, allowed: frozenset[str], path: Path, where: str) -> None:
+    if name.startswith(ENV_PREFIX) or name in allowed:
+        return
+    raise RecipeError(f"recipe {path}: {where} names the environment variable {name!r}, which a recipe may not read; "
+                      f"pass --allow-env {name} if it should, or rename it {ENV_PREFIX}...")
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values ``node`` holds with every alias expanded (memoised per node, so
+    counting costs the nodes written, not the nodes expanded)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = MAX_RECIPE_NODES + 1  # a node inside itself (a recursive alias) counts as too many
+    value = node.value
+    if isinstance(value, list):
+        size = 1
+        for item in value:
+            size += sum(_expanded_size(part, memo) for part in item) if isinstance(item, tuple) else _expanded_size(item, memo)
+            if size > MAX_RECIPE_NODES:
+                break
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def _safe_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` of ``text``, refusing a document that expands (through aliases)
+    to more than ``MAX_RECIPE_NODES`` values before anything is built from it."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {})
+        except RecursionError:
+            size = MAX_RECIPE_NODES + 1
+        if size > MAX_RECIPE_NODES:
+            raise RecipeError(f"recipe {path} expands to more than {MAX_RECIPE_NODES:,} values through its YAML aliases (&anchor / *alias); "
+                              "write the values out or use fewer aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, allowed: frozenset[str], path: Path) -> Any:
     """``${NAME}`` in any string of the recipe is replaced by that environment variable
-    (endpoints differ per machine; keys still go through ``api_key_env``)."""
+    (endpoints differ per machine; keys still go through ``api_key_env``), for the names a
+    recipe may read (``GENEVOLVE_DATA_*`` and ``allowed``)."""
     if isinstance(value, str):
-        return _VAR.sub(lambda m: os.environ[m.group(1)], value)
+        def variable(match: re.Match) -> str:
+            name = match.group(1)
+            _check_env_name(name, allowed, path, f"${{{name}}}")
+            return os.environ[name]
+
+        return _VAR.sub(variable, value)
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, allowed, path) for v in value]
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, allowed, path) for k, v in value.items()}
     return value
 
 

@@ -27,7 +27,7 @@ from genevolve_graph.evaluation.judge_cache import (
     ask_cached,
     rubric_version,
 )
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, reply_model, reply_models
 from genevolve_graph.evaluation.kscore import kscore_messages
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
@@ -235,7 +235,8 @@ async def evaluate_benchmark(
             if exc.is_configuration_error:
                 raise JudgeConfigurationError(str(exc)) from exc
             return stop("failed", f"judge_failed: {exc}")
-        record.update(status="scored", scores=scores, rationale=rationale, raw=raws.get("raw"), cached=cached, evaluated_at=now_iso())
+        record.update(judge_reply_model=None if cached else reply_model(), status="scored", scores=scores, rationale=rationale,
+                      raw=raws.get("raw"), cached=cached, evaluated_at=now_iso())
         return record
 
     todo = [(it.id, it) for it in items if existing.get(it.id, {}).get("status") != "scored"]
@@ -256,6 +257,7 @@ async def evaluate_benchmark(
         results_not_in_benchmark=unknown,
         created_at=now_iso(),
     )
+    summary["judge_reply_models"] = reply_models(records)  # beside judge_model: what actually answered
     write_json_atomic(out_dir / bench.summary_json, summary)
     write_text_atomic(out_dir / bench.summary_csv_name, bench.summary_csv(summary))
     return summary

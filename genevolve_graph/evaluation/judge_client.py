@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import httpx
@@ -30,12 +31,28 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from genevolve_graph.net.limits import DeadlineExceeded, OutboundLimits, ReplyTooLarge, limit_exceeded, limited_client
 from genevolve_graph.net.reply_check import MalformedReply, completion_hook, malformed_reply
 
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """HTTP statuses worth another try besides every 5xx."""
+
+
+_REPLY_MODEL: ContextVar[str | None] = ContextVar("genevolve_judge_reply_model", default=None)
+
+
+def reply_model() -> str | None:
+    """The model named in the last judge reply received by the current task (an endpoint
+    or gateway may answer with another model than the one configured), or None.
+    Recorded beside the configured model so that a report shows which model scored."""
+    return _REPLY_MODEL.get()
+
+
+def reply_models(records: list[dict[str, Any]]) -> list[str]:
+    """The distinct models named in the judge replies of ``records`` (``judge_reply_model``)."""
+    return sorted({str(r["judge_reply_model"]) for r in records if r.get("judge_reply_model")})
 
 
 class JudgeError(RuntimeError):
@@ -95,6 +112,9 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    exceeded = limit_exceeded(exc)
+    if exceeded is not None:  # a deadline is a timeout; an oversized reply would come back the same
+        return isinstance(exceeded, DeadlineExceeded)
     if isinstance(exc, _EmptyReply | openai.APIConnectionError):  # APITimeoutError is one of these
         return True
     status = _status(exc)
@@ -115,6 +135,9 @@ def _retry_after(exc: BaseException | None) -> float | None:
 
 
 def _describe(exc: BaseException) -> str:
+    exceeded = limit_exceeded(exc)
+    if exceeded is not None:
+        return str(exceeded)
     status = _status(exc)
     if status is not None:
         body = getattr(exc, "body", None) or getattr(exc, "message", "")
@@ -166,6 +189,7 @@ class JudgeClient:
         backoff_max: float = 60.0,
         extra_body: dict[str, Any] | None = None,
         chat_model: BaseChatModel | None = None,
+        max_reply_bytes: int | None = None,
     ) -> None:
         if not model:
             raise ValueError("a judge model name is required")
@@ -177,6 +201,8 @@ class JudgeClient:
         self.limiter = RateLimiter(rpm) if rpm else None
         self.max_retries = max_retries
         self.timeout = timeout
+        self.max_reply_bytes = max_reply_bytes
+        """The outbound reply cap (None: ``GENEVOLVE_MAX_REPLY_BYTES`` or the default)."""
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.backoff_base = backoff_base
@@ -203,7 +229,10 @@ class JudgeClient:
             entry = self._clients.get(loop)
             if entry is None:
                 # The reply check turns garbage bodies into one MalformedReply naming the endpoint.
-                http = httpx.AsyncClient(timeout=self.timeout, event_hooks={"response": [completion_hook("judge")]})
+                # The outbound policy: ``timeout`` is the total deadline of a request, and
+                # the decoded reply is capped while it streams (net.limits).
+                http = limited_client(OutboundLimits.resolve(total_deadline_s=self.timeout, max_reply_bytes=self.max_reply_bytes),
+                                      event_hooks={"response": [completion_hook("judge")]})
                 extra = dict(self.extra_body)
                 if self.max_tokens is not None:
                     # As ``max_tokens`` in the body (ChatOpenAI would rename it to
@@ -231,7 +260,12 @@ class JudgeClient:
             malformed = malformed_reply(exc)
             if malformed is not None:
                 raise malformed from None
+            exceeded = limit_exceeded(exc)
+            if exceeded is not None:
+                raise exceeded from None
             raise
+        named = (getattr(reply, "response_metadata", None) or {}).get("model_name")
+        _REPLY_MODEL.set(str(named)[:200] if named else None)
         text = message_text(reply.content)
         if not text.strip():
             raise _EmptyReply()
@@ -255,7 +289,9 @@ class JudgeClient:
                     return await self._once(messages)
         except MalformedReply as exc:
             raise JudgeError(f"judge {self.model!r}: {exc}") from exc
-        except (openai.OpenAIError, _EmptyReply) as exc:
+        except ReplyTooLarge as exc:
+            raise JudgeError(f"judge {self.model!r}: {exc}") from exc
+        except (openai.OpenAIError, _EmptyReply, DeadlineExceeded) as exc:
             if _is_retryable(exc):
                 raise JudgeError(
                     f"judge {self.model!r} at {self.base_url} failed after {self.max_retries + 1} attempts: {_describe(exc)}",

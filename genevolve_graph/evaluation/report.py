@@ -9,7 +9,9 @@ add each other run's difference from it.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,25 @@ def load_runs(paths: list[Path], labels: list[str] | None = None) -> list[Run]:
     return runs
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|#!~])")
+
+
+def md_text(value: Any) -> str:
+    """``value`` as inert Markdown text: HTML markup escaped (a category from the input file
+    must not become a tag or a script in a rendered report), Markdown punctuation
+    backslash-escaped (no links, emphasis, code spans or column breaks), on one line."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def judge_cell(summary: dict[str, Any]) -> str:
+    """The configured judge model, and the models its replies named when they differ
+    (a gateway may route a name to another model)."""
+    configured = str(summary.get("judge_model", ""))
+    replied = [str(m) for m in summary.get("judge_reply_models") or [] if str(m) != configured]
+    return f"{configured} (replies: {', '.join(replied)})" if replied else configured
+
+
 def _fmt(value: Any) -> str:
     return "–" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
@@ -111,7 +132,7 @@ def kscore_tables(runs: list[Run]) -> list[Table]:
     main = Table("KScore, all samples", ["run", "judge", "count", "missing/failed", "F", "V", "T", "A", "overall", "overall (missing=0)"])
     for run in ks:
         a = run.kscore["all"]  # type: ignore[index]
-        main.rows.append([run.label, str(run.kscore.get("judge_model", "")), _fmt(a["count"]), _fmt(a["missing_or_failed"]),  # type: ignore[union-attr]
+        main.rows.append([run.label, judge_cell(run.kscore), _fmt(a["count"]), _fmt(a["missing_or_failed"]),  # type: ignore[union-attr]
                           *(_fmt(a.get(d)) for d in DIMENSIONS), _fmt(a.get("overall")), _fmt(a.get("overall_missing_zero"))])
     tables = [main]
     for group in GROUP_FIELDS:
@@ -140,7 +161,7 @@ def wise_tables(runs: list[Run]) -> list[Table]:
         w = run.wise  # type: ignore[assignment]
         overall = w.get("overall")
         overall_cell = _fmt(overall) if overall is not None else f"{_fmt(w.get('overall_partial'))} (partial)"
-        table.rows.append([run.label, str(w.get("judge_model", "")),
+        table.rows.append([run.label, judge_cell(w),
                            *(_fmt(w["by_category"].get(n, {}).get("wiscore")) for n in names), overall_cell])
     return [table]
 
@@ -214,6 +235,7 @@ def all_tables(runs: list[Run]) -> list[Table]:
 def print_tables(tables: list[Table], console: Any = None) -> None:
     """Print the tables with rich."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
     import sys
@@ -224,9 +246,9 @@ def print_tables(tables: list[Table], console: Any = None) -> None:
     for table in tables:
         rich_table = RichTable(title=table.title, title_justify="left")
         for index, header in enumerate(table.headers):
-            rich_table.add_column(header, justify="left" if index == 0 else "right", overflow="fold")
+            rich_table.add_column(escape(header), justify="left" if index == 0 else "right", overflow="fold")
         for row in table.rows:
-            rich_table.add_row(*row)
+            rich_table.add_row(*(escape(cell) for cell in row))  # cells are data: "[link=...]" is text, not markup
         console.print(rich_table)
 
 
@@ -236,7 +258,7 @@ def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: 
     for run in runs:
         kinds = [k for k, v in (("KScore", run.kscore), ("KnowGen", run.knowgen), ("FactIP", run.factip),
                                 ("WISE (original)", run.wise)) if v]
-        lines.append(f"- **{run.label}**: `{run.path}` ({', '.join(kinds)})")
+        lines.append(f"- **{md_text(run.label)}**: {md_text(run.path)} ({', '.join(kinds)})")
     lines.append("")
     if any(r.kscore for r in runs):
         lines += ["KScore aggregation: dimension means over scored samples (text accuracy over text-applicable "
@@ -252,9 +274,9 @@ def markdown(runs: list[Run], tables: list[Table], charts: list[Path], out_dir: 
                            "their numbers are not comparable.")
                 lines += [warning, ""]
     for table in tables:
-        lines += [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
+        lines += [f"## {table.title}", "", "| " + " | ".join(md_text(h) for h in table.headers) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(table.headers) - 1)) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        lines += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in table.rows]
         lines.append("")
     if charts:
         lines += ["## Charts", ""]

@@ -20,7 +20,7 @@ from genevolve_graph.util.jsonl import unencodable
 from genevolve_graph.evaluation.aggregate import build_summary, summary_csv
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError
 from genevolve_graph.evaluation.judge_cache import JudgeCache, ask_cached, rubric_version
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, reply_model, reply_models
 from genevolve_graph.evaluation.kscore import kscore_messages, parse_kscore
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
@@ -223,7 +223,7 @@ async def evaluate_kscore_results(
             if exc.is_configuration_error:
                 raise JudgeConfigurationError(str(exc)) from exc
             return stop("failed", f"judge_failed: {exc}")
-        record.update(status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, cached=cached,
+        record.update(judge_reply_model=None if cached else reply_model(), status="scored", scores=score.scores(), rationale=score.rationale, raw=score.raw, cached=cached,
                       evaluated_at=now_iso())
         return record
 
@@ -249,6 +249,7 @@ async def evaluate_kscore_results(
         cache=opts.cache.stats() if opts.cache else None,
         created_at=now_iso(),
     )
+    summary["judge_reply_models"] = reply_models(records)  # beside judge_model: what actually answered
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     write_text_atomic(out_dir / SUMMARY_CSV, summary_csv(summary))
     return summary

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, computed_field, field_validator
 
 from genevolve_graph.evaluation.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageLoadError, image_part
 from genevolve_graph.evaluation.judge_cache import JudgeCache, ask_cached, rubric_version
-from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed
+from genevolve_graph.evaluation.judge_client import JudgeClient, JudgeError, ask_parsed, reply_model, reply_models
 from genevolve_graph.evaluation.results_io import (
     EvalInputError,
     EvalLog,
@@ -427,7 +427,7 @@ async def evaluate_wise(
             return record
         scores = {"consistency": score.consistency, "realism": score.realism,
                   "aesthetic_quality": score.aesthetic_quality, "wiscore": score.wiscore}
-        record.update(status="scored", scores=scores, raw=score.raw, cached=cached, evaluated_at=now_iso())
+        record.update(judge_reply_model=None if cached else reply_model(), status="scored", scores=scores, raw=score.raw, cached=cached, evaluated_at=now_iso())
         return record
 
     items = [(str(p.prompt_id), p) for p in prompts]
@@ -449,6 +449,7 @@ async def evaluate_wise(
         cache=opts.cache.stats() if opts.cache else None,
         created_at=now_iso(),
     )
+    summary["judge_reply_models"] = reply_models(records)  # beside judge_model: what actually answered
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     write_text_atomic(out_dir / SUMMARY_CSV, wise_summary_csv(summary))
     return summary

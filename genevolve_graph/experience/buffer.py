@@ -161,14 +161,7 @@ class ExperienceBuffer:
         return target
 
     def _load(self, path: Path) -> None:
-        guides = []
-        with open(path / "guides.jsonl", encoding="utf-8") as handle:
-            for n, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        guides.append(DecisionGuide.model_validate_json(line))
-                    except ValueError as exc:
-                        raise ValueError(f"{path / 'guides.jsonl'} line {n} is not a Decision Guide: {exc}") from exc
+        guides = read_guides(path)
         if not guides:
             return
         vectors = self._stored_vectors(path / VECTORS_FILE, guides)
@@ -200,6 +193,22 @@ class ExperienceBuffer:
             raise FileNotFoundError(f"no experience buffer at {path} (expected {path / 'guides.jsonl'})")
         return cls(embedder, path=path, **kwargs)
 
+
+
+def read_guides(path: str | Path) -> list[DecisionGuide]:
+    """The guides of the buffer folder ``path``; ``ValueError`` in one line naming the file
+    and line of the first that is not a Decision Guide (torn, or not UTF-8)."""
+    file = Path(path) / "guides.jsonl"
+    guides = []
+    with open(file, "rb") as handle:
+        for n, raw in enumerate(handle, 1):
+            if raw.strip():
+                try:
+                    guides.append(DecisionGuide.model_validate_json(raw))
+                except ValueError as exc:  # pydantic's ValidationError, including undecodable bytes
+                    first = " ".join(str(exc).split())[:200]
+                    raise ValueError(f"{file} line {n} is not a Decision Guide ({first})") from None
+    return guides
 
 
 def _key_digest(guide: DecisionGuide) -> str:

@@ -107,6 +107,9 @@ class ServiceSettings:
     """Requests that may decode their references at the same time."""
     token: str | None = None
     """Bearer token ``/generate`` requires (``None``: no authentication)."""
+    body_timeout: float = 60.0
+    """Seconds an admitted request's body may take to arrive; then 408 and its slot is free
+    again (a client trickling its body must not hold a slot for the request timeout)."""
 
 
 class GenerateRequest(BaseModel):
@@ -486,14 +489,18 @@ def exposure_warning(host: str, token: str | None) -> str | None:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies larger than any valid request (413) before they are parsed.
+    """Refuse request bodies larger than any valid request (413) before they are parsed, and
+    bodies that do not arrive within ``body_timeout`` seconds (408).
 
     Plain ASGI, so the body is read once, counted as it arrives, and replayed to the app.
+    It runs inside the admission gate: a request that times out here returns, and the gate
+    releases its slot, so slow senders cannot keep real requests at 503.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, body_timeout: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -504,16 +511,24 @@ class BodyLimitMiddleware:
             await self._reject(scope, receive, send)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._reject(scope, receive, send)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            log.warning("request body incomplete after %g s (%d bytes): refused with 408", self.body_timeout, len(body))
+            response = _error(408, f"the request body did not arrive within {self.body_timeout:g} s; send it at once, "
+                                   "or ask the operator for a longer --body-timeout", headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -568,6 +583,6 @@ def create_app(
     async def generate(request: GenerateRequest) -> JSONResponse | dict[str, Any]:
         return await service.generate(request)
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(GateMiddleware, service=service, token=settings.token)  # outermost: before the body is read
     return app

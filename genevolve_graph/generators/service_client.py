@@ -29,6 +29,7 @@ import httpx
 from PIL import Image
 
 from genevolve_graph.generators.base import RenderError
+from genevolve_graph.net.limits import OutboundLimits, ReplyTooLarge, env_max_reply_bytes, limit_exceeded, limited_client
 from genevolve_graph.generators.diffusers_backend import GenerationDefaults, generation_defaults_from_options
 from genevolve_graph.core.options import get_float, get_int, get_list
 from genevolve_graph.generators.references import prepare_program_references
@@ -45,6 +46,9 @@ TOKEN_ENV = "GENEVOLVE_SERVICE_TOKEN"
 SERVICE_MAX_REFERENCE_BYTES = 12 * 1024 * 1024
 """References above this are re-encoded before sending (the service's default limit)."""
 MAX_RESPONSE_PIXELS = 64_000_000
+SERVICE_MAX_REPLY_BYTES = 256 * 1024 * 1024
+"""A render reply is base64 of an image of up to MAX_RESPONSE_PIXELS: far more than a chat
+reply, so the render service's default cap is above the outbound policy's general one."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class ServiceConfig:
     retry_delay: float = 1.0
     max_retry_delay: float = 60.0
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    max_reply_bytes: int = SERVICE_MAX_REPLY_BYTES
+    """The outbound reply cap (``net.limits``); ``timeout`` is the request's total deadline."""
     token: str | None = field(default=None, repr=False)
     """Bearer token for services started with ``--token``: from ``GENEVOLVE_SERVICE_TOKEN``,
     never from options (options reach checkpoints and Studio)."""
@@ -81,6 +87,7 @@ class ServiceConfig:
                 timeout=get_float(options, "service_timeout", 1800.0, minimum=0.001),
                 retries=get_int(options, "service_retries", 3, minimum=0),
                 retry_delay=get_float(options, "service_retry_delay", 1.0, minimum=0.0),
+                max_reply_bytes=env_max_reply_bytes(SERVICE_MAX_REPLY_BYTES),
                 generation=generation_defaults_from_options(options),
                 token=os.environ.get(TOKEN_ENV, "").strip() or None,
             )
@@ -101,7 +108,8 @@ class _PerLoop:
 
     def __init__(self, config: ServiceConfig) -> None:
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else None
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)), headers=headers)
+        limits = OutboundLimits(max_reply_bytes=config.max_reply_bytes, total_deadline_s=config.timeout)
+        self.client = limited_client(limits, connect_timeout=10.0, headers=headers)
         self.slots = {url: asyncio.Semaphore(config.concurrency) for url in config.urls}
 
 
@@ -243,8 +251,11 @@ class ServiceRenderer:
     async def _post_once(self, client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> ReplyImage:
         try:
             response = await client.post(f"{url}/generate", json=payload)
-        except httpx.TimeoutException:
-            raise _Retryable(f"no answer within {self.config.timeout:g} s") from None
+        except ReplyTooLarge as exc:  # the same request would get the same reply
+            raise RenderError(str(exc)) from None
+        except httpx.TimeoutException as exc:
+            what = "the total deadline" if limit_exceeded(exc) is not None else "the timeout"
+            raise _Retryable(f"no answer within {what} of {self.config.timeout:g} s") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
         status = response.status_code

@@ -31,6 +31,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from genevolve_graph.net.errors import BackendUnavailable
+from genevolve_graph.net.limits import Deadline, DeadlineExceeded, OutboundLimits, ReplyTooLarge, aiohttp_chunks, read_body
 
 log = logging.getLogger("genevolve_graph.tools.web")
 
@@ -146,14 +147,20 @@ async def call_json(
     secrets: Iterable[str] = (),
     status_hint: StatusHint | None = None,
     non_json_hint: str | None = None,
+    limits: OutboundLimits | None = None,
     **request: Any,
 ) -> Any:
     """Send one API request with retries and return its JSON body.
 
     ``service`` names the backend in messages (for example ``serper``), ``tool`` is the
     tool whose observation the failure becomes (``search`` or ``image_search``).
-    Raises ``BackendUnavailable`` for every failure, with secrets scrubbed.
+    Raises ``BackendUnavailable`` for every failure, with secrets scrubbed. Each attempt is
+    under the outbound policy (``net.limits``): ``limits``, by default the session's read
+    timeout as the total deadline and the default reply cap.
     """
+    if limits is None:
+        read = client.timeout.sock_read
+        limits = OutboundLimits.resolve(total_deadline_s=read if read else None)
     secrets = tuple(s for s in secrets if s)
     where = origin(url)
     attempts = retry.retries + 1
@@ -176,14 +183,21 @@ async def call_json(
             reraise=True,
         ):
             with attempt:
-                async with client.request(method, url, allow_redirects=False, proxy=env_proxy(url), **request) as response:
-                    reply = Reply(response.status, response.headers, await response.read())
+                deadline = Deadline(limits, url)
+                response = await deadline.run(client.request(method, url, allow_redirects=False, proxy=env_proxy(url), **request))
+                async with response:  # the session undoes the content coding in bounded steps; the cap counts what it yields
+                    body = await read_body(aiohttp_chunks(response), limits=limits, endpoint=url, deadline=deadline)
+                    reply = Reply(response.status, response.headers, body)
                 if reply.status == 429 or reply.status >= 500:
                     raise RetryableStatus(reply)
     except RetryableStatus as exc:
         code = exc.reply.status
         what = "is rate limiting requests (HTTP 429)" if code == 429 else f"returned HTTP {code}"
         raise fail(f"{what} after {attempts} attempt(s)") from None
+    except ReplyTooLarge:
+        raise fail(f"sent a reply over the outbound reply cap of {limits.max_reply_bytes} bytes (decoded)") from None
+    except DeadlineExceeded:
+        raise fail(f"did not answer within the total deadline of {limits.total_deadline_s:g} s, {attempts} attempt(s)") from None
     except TimeoutError:
         raise fail(f"timed out after {attempts} attempt(s)") from None
     except aiohttp.ClientConnectorError as exc:

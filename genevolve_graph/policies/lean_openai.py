@@ -42,6 +42,7 @@ from langchain_openai.chat_models.base import _convert_from_v1_to_chat_completio
 from openai.resources.chat.completions import AsyncCompletions
 from pydantic import Field, PrivateAttr
 
+from genevolve_graph.net.limits import OutboundLimits
 from genevolve_graph.net.reply_check import endpoint_completion
 from genevolve_graph.core.tracing import nobody_listens
 
@@ -128,6 +129,10 @@ class LeanChatOpenAI(ChatOpenAI):
     client with its transport, proxies and hooks), or through an aiohttp session per event
     loop (``aiohttp``: the same request bytes and headers for about half the CPU; see
     ``lean_transport.py``). Streams and every other path use ``http_async_client``."""
+    reply_limits: Any = Field(default=None, exclude=True)
+    """The outbound policy (``net.limits.OutboundLimits``) of the aiohttp path; None: the
+    defaults with the client's read timeout as the total deadline. The httpx path is
+    limited by the caller's client (``net.limits.limited_client``)."""
     endpoint_role: str = Field(default="policy")
     """Who the endpoint is, in the message of a malformed reply (``policy``, ``judge``)."""
 
@@ -194,6 +199,13 @@ class LeanChatOpenAI(ChatOpenAI):
         url = self.root_async_client.base_url
         return not (url.username or url.password)
 
+    def _reply_limits(self) -> OutboundLimits:
+        if self.reply_limits is not None:
+            return self.reply_limits
+        timeout = self.root_async_client.timeout
+        read = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+        return OutboundLimits.resolve(total_deadline_s=read if isinstance(read, (int, float)) and read > 0 else None)
+
     async def _exchange(self, body: bytes) -> dict[str, Any]:
         """The aiohttp exchange: POST, the SDK's error for an HTTP error, and the reply
         decoded once and checked as a chat completion (what ``completion_hook`` checks on
@@ -203,7 +215,7 @@ class LeanChatOpenAI(ChatOpenAI):
         url = self._url()
         transport = self._lean_aiohttp
         if transport is None:
-            transport = self._lean_aiohttp = AiohttpTransport(timeout=self.root_async_client.timeout)
+            transport = self._lean_aiohttp = AiohttpTransport(timeout=self.root_async_client.timeout, limits=self._reply_limits())
         headers = self._lean_wire_headers
         if headers is None:
             headers = self._lean_wire_headers = httpx_request_headers(self.http_async_client, url, self._headers())

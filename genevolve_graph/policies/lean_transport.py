@@ -11,7 +11,8 @@ What stays the same as httpx:
   ``client.build_request`` once), the body is the caller's bytes, the environment's proxy
   (read once per URL, as httpx reads it once per client);
 - the reply: bodies are read raw and a ``Content-Encoding`` is undone by httpx's own
-  decoders, so whatever httpx can decode this can; HTTP errors become ``httpx.Response``
+  decoders (in ``net.limits``, under the outbound policy's cap and total deadline), so
+  whatever httpx can decode this can; HTTP errors become ``httpx.Response``
   objects for the SDK's exception classes; transport and decoding failures become the
   httpx errors the SDK's exceptions are raised from.
 
@@ -31,6 +32,8 @@ from typing import Any, AsyncIterator
 import aiohttp
 import httpx
 from multidict import CIMultiDict
+
+from genevolve_graph.net.limits import Deadline, DeadlineExceeded, OutboundLimits, ReplyTooLarge, aiohttp_chunks, read_body
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ async def _session_lifetime(session: aiohttp.ClientSession) -> AsyncIterator[aio
 class AiohttpTransport:
     """POSTs of ready-made bodies through one aiohttp session per event loop (no cookies kept)."""
 
-    def __init__(self, *, timeout: Any, max_connections: int = 512) -> None:
+    def __init__(self, *, timeout: Any, limits: OutboundLimits | None = None, max_connections: int = 512) -> None:
         self._timeout = _timeout(timeout)
+        self._limits = limits or OutboundLimits.resolve()
         self._max_connections = max_connections
         self._proxies: dict[str, str | None] = {}
         self._sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, aiohttp.ClientSession]]" = weakref.WeakKeyDictionary()
@@ -109,29 +113,36 @@ class AiohttpTransport:
         return self._proxies[url]
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> RawReply:
-        """POST ``body`` with exactly ``headers``; raises ``httpx.ReadTimeout`` or
-        ``httpx.ConnectError`` (naming the aiohttp cause) when no reply arrives, and
-        ``httpx.DecodingError`` when its content coding does not decode."""
+        """POST ``body`` with exactly ``headers`` under the outbound policy (``net.limits``:
+        one total deadline from connect to last byte, the decoded reply capped while it
+        streams); raises ``ReplyTooLarge`` (naming the endpoint and the limit),
+        ``httpx.ReadTimeout`` (caused by ``DeadlineExceeded``, which names them too), ``httpx.ConnectError`` (naming the aiohttp cause) when no reply arrives,
+        and ``httpx.DecodingError`` when its content coding does not decode."""
         session = await self._session()
+        deadline = Deadline(self._limits, url)
         try:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy(url)) as response:
-                raw = await response.read()
+            response = await deadline.run(session.post(url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy(url)))
+            async with response:
                 coding = response.headers.get("Content-Encoding", "").strip().lower()
-                reply = RawReply(response.status, response.headers, raw, response.charset)
+                try:
+                    raw = await read_body(aiohttp_chunks(response), limits=self._limits, endpoint=url,
+                                          content_encoding=coding, deadline=deadline)
+                except httpx.DecodingError as exc:
+                    raise httpx.DecodingError(f"cannot decode the reply ({coding}): {exc}", request=httpx.Request("POST", url)) from exc
+                headers_out = response.headers
+                if coding and coding != "identity":
+                    headers_out = CIMultiDict(response.headers)
+                    headers_out.popall("Content-Encoding", None)
+                return RawReply(response.status, headers_out, raw, response.charset)
+        except ReplyTooLarge:
+            raise
+        except DeadlineExceeded as exc:  # the SDK's timeout, caused by the limit (net.limits.limit_exceeded finds it)
+            raise httpx.ReadTimeout(str(exc), request=httpx.Request("POST", url)) from exc
         except asyncio.TimeoutError as exc:
             raise httpx.ReadTimeout(f"no reply within the timeout ({exc.__class__.__name__})",
                                     request=httpx.Request("POST", url)) from exc
         except aiohttp.ClientError as exc:
             raise httpx.ConnectError(str(exc) or exc.__class__.__name__, request=httpx.Request("POST", url)) from exc
-        if coding and coding != "identity":
-            try:
-                body = reply.as_httpx(url).content  # httpx decodes the body it is given
-            except httpx.DecodingError as exc:
-                raise httpx.DecodingError(f"cannot decode the reply ({coding}): {exc}", request=httpx.Request("POST", url)) from exc
-            headers = CIMultiDict(reply.headers)
-            headers.popall("Content-Encoding", None)
-            reply = RawReply(reply.status, headers, body, reply.charset)
-        return reply
 
     async def aclose(self) -> None:
         """Close this loop's session (the others close with their loops)."""

@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.lean_openai import LeanChatOpenAI, ainvoke_chat
+from genevolve_graph.net.limits import DeadlineExceeded, OutboundLimits, limit_exceeded, limited_client
 from genevolve_graph.net.reply_check import completion_hook, malformed_reply, redact_endpoint
 from genevolve_graph.core.protocol import RenderedMessages, tool_schemas
 from genevolve_graph.safety.redaction import redact_text
@@ -41,6 +42,9 @@ def is_transient(exc: BaseException) -> bool:
     a chat completion is a misconfigured endpoint, not a passing fault."""
     if malformed_reply(exc) is not None:
         return False
+    exceeded = limit_exceeded(exc)
+    if exceeded is not None:  # a deadline is a timeout; an oversized reply would come back the same
+        return isinstance(exceeded, DeadlineExceeded)
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
         return True
     if isinstance(exc, openai.APIStatusError):
@@ -55,6 +59,11 @@ def describe_failure(exc: BaseException, endpoint: str = "") -> str:
     if malformed is not None:
         return redact_text(str(malformed))
     where = f" {endpoint}" if endpoint else ""
+    exceeded = limit_exceeded(exc)
+    if isinstance(exceeded, DeadlineExceeded):
+        return redact_text(f"the policy endpoint{where} timed out: no complete reply within the total deadline of {exceeded.limit:g} s")
+    if exceeded is not None:
+        return redact_text(f"the policy endpoint{where} sent too much: {exceeded}")
     if isinstance(exc, openai.APIStatusError):
         return redact_text(f"HTTP {exc.status_code} from the policy endpoint{where}: {str(exc.message)[:300]}")
     if isinstance(exc, openai.APITimeoutError):
@@ -108,6 +117,7 @@ class OpenAIChatPolicy:
         retry_initial_delay: float = 1.0,
         http_async_client: Any = None,
         chat_client: str = "lean",
+        max_reply_bytes: int | None = None,
     ) -> None:
         if not base_url:
             raise PolicyError("policy 'openai' needs an endpoint: pass --base-url or set GENEVOLVE_BASE_URL / OPENAI_BASE_URL")
@@ -123,17 +133,20 @@ class OpenAIChatPolicy:
         self.max_retries = max_retries
         self.retry_initial_delay = retry_initial_delay
         own_client = http_async_client is None
+        reply_limits = OutboundLimits.resolve(total_deadline_s=timeout, max_reply_bytes=max_reply_bytes)
         if own_client:
             # Our own pool (not langchain-openai's process-wide cached one): a pool belongs
             # to the event loop that first used it, and policies are cached per loop.
-            http_async_client = httpx.AsyncClient(
-                timeout=timeout, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            # ``timeout`` is the total deadline of one request (net.limits), not of each read.
+            http_async_client = limited_client(
+                reply_limits, limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
                 event_hooks={"response": [completion_hook("policy")]},
             )
         kwargs: dict[str, Any] = {"http_async_client": http_async_client}
         chat_class = LeanChatOpenAI if chat_client == "lean" else ProtocolChatOpenAI
         if chat_client == "lean" and own_client:
             kwargs["lean_transport"] = "aiohttp"  # a caller's own httpx client is used as given
+            kwargs["reply_limits"] = reply_limits
         self.chat = chat_class(
             model=model,
             base_url=base_url,

@@ -36,6 +36,7 @@ from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.net.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
 from genevolve_graph.net.guarded_http import USER_AGENT, close_session, image_session
+from genevolve_graph.net.limits import OutboundLimits, ReplyTooLarge, aiohttp_chunks, read_body
 from genevolve_graph.util.file_modes import write_bytes_atomic
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
@@ -305,12 +306,13 @@ class ImageDownloader:
         declared = response.headers.get("content-length", "").strip()
         if declared.isdigit() and int(declared) > cap:
             raise DownloadRejected(f"Content-Length {declared} exceeds the {cap}-byte cap")
-        body = BytesIO()
-        async for chunk in response.content.iter_any():
-            body.write(chunk)
-            if body.tell() > cap:
-                raise DownloadRejected(f"body exceeds the {cap}-byte cap")
-        return body.getvalue()
+        # The outbound policy's reader, with the image cap as its reply cap; the total
+        # deadline is the caller's asyncio.timeout around the whole download.
+        limits = OutboundLimits(max_reply_bytes=cap, total_deadline_s=self.limits.total_timeout)
+        try:
+            return await read_body(aiohttp_chunks(response), limits=limits, endpoint=str(response.url))
+        except ReplyTooLarge:
+            raise DownloadRejected(f"body exceeds the {cap}-byte cap") from None
 
     # -- the directory --------------------------------------------------------------------
 

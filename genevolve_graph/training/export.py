@@ -44,7 +44,7 @@ from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool
 from genevolve_graph.core.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
-from genevolve_graph.util.file_modes import mkstemp
+from genevolve_graph.util.file_modes import write_bytes_atomic
 
 ExportFormat = Literal["sft", "trl"]
 FORMATS: tuple[str, ...] = ("sft", "trl")
@@ -334,10 +334,7 @@ class ImageCopier:
         suffix = path.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", path.suffix.lower() or "") else ".img"
         target = self.images_dir / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
         if not (target.is_file() and target.stat().st_size == len(data)):
-            handle, tmp = mkstemp(dir=self.images_dir, prefix=".copy-")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.replace(tmp, target)
+            write_bytes_atomic(target, data)  # a failed write (a full disk) leaves no temporary file behind
         relative = Path(os.path.relpath(target, self.data_root)).as_posix()
         self._done[source] = relative
         return relative

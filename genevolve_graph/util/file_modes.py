@@ -44,6 +44,11 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
                 stream.flush()
                 os.fsync(stream.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

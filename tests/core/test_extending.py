@@ -108,7 +108,8 @@ def test_a_plugin_that_cannot_be_imported_fails_with_its_name(installed, tmp_pat
             "out = create_genevolve_agent(renderer='broken').invoke({'request': 'a cat'})\nprint(out['render'].error)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "renderer 'broken' points at 'my_genevolve_plugins.missing:from_context', which cannot be imported" in proc.stdout
+    assert "renderer 'broken' (entry point in group 'genevolve_graph.generators' of package" in proc.stdout
+    assert "points at 'my_genevolve_plugins.missing:from_context', which cannot be imported" in proc.stdout
 
 
 def test_one_registry_pattern_serves_all_four_kinds_in_process(installed, monkeypatch):

@@ -38,7 +38,7 @@ def test_the_bundled_recipe_gives_its_cells_and_anchors(monkeypatch):
     ("name: x\nvisual_filter: {thresholds: {beauty: 3}}\ncells: [{task_family: a, missing_evidence: b, visual_anchor: c, requirement: d, difficulty: e}]\n", "unknown visual dimension 'beauty'"),
     ("- a list\n", "must be a YAML mapping"),
     ("name: [unclosed\n", "is not valid YAML"),
-    ("name: x\nexpander: {base_url: '${NOT_SET_ANYWHERE_42}'}\n", "uses ${NOT_SET_ANYWHERE_42}, which is not set"),
+    ("name: x\nexpander: {base_url: '${GENEVOLVE_DATA_NOT_SET_42}'}\n", "uses ${GENEVOLVE_DATA_NOT_SET_42}, which is not set"),
 ])
 def test_a_bad_recipe_is_one_line_naming_the_field(tmp_path, text, message):
     path = tmp_path / "recipe.yaml"

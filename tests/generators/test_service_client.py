@@ -173,7 +173,7 @@ async def test_client_timeout_is_retried_then_reported(services, gate, program, 
     with gate():
         result = await renderer.render(program, tmp_path / "slow.png")
     assert not result.success
-    assert "failed after 2 attempt(s)" in result.error and "no answer within 0.3 s" in result.error
+    assert "failed after 2 attempt(s)" in result.error and "no answer within the total deadline of 0.3 s" in result.error
 
 
 async def test_400_is_not_retried(services, program, tmp_path):

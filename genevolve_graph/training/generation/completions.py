@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from genevolve_graph.net.limits import OutboundLimits, ReplyTooLarge, limited_client
+
 from genevolve_graph.training.generation.base import Generation, GenerationError, SamplingParams
 
 
@@ -44,7 +46,8 @@ class CompletionsGenerator:
         key = id(asyncio.get_running_loop())
         client = self._clients.get(key)
         if client is None:
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+            # Under the outbound policy (net.limits): ``timeout`` is each request's total deadline, the reply capped.
+            client = limited_client(OutboundLimits.resolve(total_deadline_s=self.timeout), base_url=self.base_url)
             self._clients[key] = client
         return client
 
@@ -85,6 +88,8 @@ class CompletionsGenerator:
                 if response.status_code != 200:
                     raise GenerationError(f"the completions endpoint answered HTTP {response.status_code}: {response.text[:300]}")
                 return self._parse(response.json())
+            except ReplyTooLarge as exc:  # the same request would get the same reply
+                raise GenerationError(str(exc)) from None
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 last = exc
                 if attempt < self.max_retries:
