@@ -62,8 +62,8 @@ def test_report_compares_two_result_sets_on_knowgen_and_factip(judge: ScriptedJu
             #        headline (.975 + .6334) / 2 = .8042; baseline .6625 (test_knowgen) -> +.1417
             assert "| baseline | judge-x | 6 | 4 | 2 | 0.6250 | 0.7500 | 0.6250 | 0.5000 | 0.6625 | 0.4417 |" in md
             assert "| agent | judge-x | 6 | 5 | 1 |" in md and "| 0.8042 |" in md
-            assert "| science_and_knowledge | 0.8500 (n=3) | 0.9750 (n=3) | +0.1250 |" in md
-            assert "| pop_culture_and_news | 0.4750 (n=3) | 0.6334 (n=3) | +0.1584 |" in md
+            assert r"| science\_and\_knowledge | 0.8500 (n=3) | 0.9750 (n=3) | +0.1250 |" in md
+            assert r"| pop\_culture\_and\_news | 0.4750 (n=3) | 0.6334 (n=3) | +0.1584 |" in md
             # anime, agent: k3 (1,1,1,1), k5 (.5,.5,.5,.5): every mean .75 -> overall .75
             assert "| anime | 0.5500 (n=2) | 0.7500 (n=2) | +0.2000 |" in md
             assert "| film | 0.4000 (n=1) | 0.4000 (n=1) | +0.0000 |" in md
