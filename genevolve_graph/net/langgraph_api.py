@@ -2,20 +2,19 @@
 
 A server's replies are data from outside, like a web page: a thread state of hundreds of
 megabytes, or a ``runs.join`` that never ends, must not hold the batch without limit.
-:func:`capped_client` is ``langgraph_sdk.get_client`` with every reply's body capped
-(``max_reply_bytes``; replies are asked for uncompressed, so the cap is on what is decoded,
-and a compressed reply is refused), and :func:`within_deadline` bounds one call in total
-time. Both errors name the server and the limit. (Issue 22 item 12; the outbound-call policy
-of item 6 may later take these limits over for every client.)
+:func:`capped_client` is ``langgraph_sdk.get_client`` under the one outbound-call policy
+(``net.limits``): every reply decoded under ``max_reply_bytes`` as it streams, every request
+within a total deadline; :func:`within_deadline` bounds one ``runs.join`` in total time.
+The errors name the server call and the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import httpx
+from genevolve_graph.net.limits import OutboundLimits, limited_client
 
 DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
 """A thread state of the agent or the render graph is kilobytes to a few megabytes."""
@@ -29,57 +28,19 @@ class ServerReplyError(RuntimeError):
     """A LangGraph server's reply broke a limit; the message names the server and the limit."""
 
 
-class _CappedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, limit: int, where: str) -> None:
-        self.inner, self.limit, self.where = inner, limit, where
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self.inner:
-            seen += len(chunk)
-            if seen > self.limit:
-                raise ServerReplyError(f"the reply of {self.where} is larger than {self.limit:,} bytes (max_reply_bytes); "
-                                       "the server sent more than a thread's state, check the server")
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class CappedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose replies stop with :class:`ServerReplyError` past ``limit`` bytes."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
-        self.inner, self.limit = inner, limit
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        where = f"{request.method} {request.url.copy_with(query=None)}"
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            await response.aclose()
-            raise ServerReplyError(f"the reply of {where} is {encoding}-compressed although an uncompressed reply was asked for")
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.limit:
-            await response.aclose()
-            raise ServerReplyError(f"the reply of {where} announces {int(length):,} bytes, more than {self.limit:,} (max_reply_bytes)")
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(response.status_code, headers=response.headers, stream=_CappedStream(response.stream, self.limit, where),
-                              extensions=response.extensions, request=request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def capped_client(url: str, api_key: str | None = None, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> Any:
-    """A langgraph-sdk async client for ``url`` whose every reply is capped at ``max_reply_bytes``."""
+def capped_client(url: str, api_key: str | None = None, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                  total_deadline_s: float = DEFAULT_JOIN_TIMEOUT) -> Any:
+    """A langgraph-sdk async client for ``url`` under the outbound-call policy
+    (``net.limits``): every reply decoded under ``max_reply_bytes`` (a compressed reply
+    that expands past it is refused as it streams), every request within
+    ``total_deadline_s``. A refusal is ``net.limits.ReplyTooLarge`` / ``DeadlineExceeded``
+    naming the server call."""
     from langgraph_sdk import get_client
     from langgraph_sdk.client import LangGraphClient
 
-    plain = get_client(url=url, api_key=api_key, headers={"Accept-Encoding": "identity"})
-    inner = plain.http.client
-    client = httpx.AsyncClient(base_url=inner.base_url, timeout=inner.timeout, headers=inner.headers,
-                               transport=CappedTransport(httpx.AsyncHTTPTransport(retries=5), max_reply_bytes))
+    inner = get_client(url=url, api_key=api_key).http.client  # the SDK's base URL and headers (API key, user agent)
+    client = limited_client(OutboundLimits.resolve(total_deadline_s=total_deadline_s, max_reply_bytes=max_reply_bytes),
+                            base_url=inner.base_url, headers=inner.headers, retries=5)
     return LangGraphClient(client)
 
 
@@ -92,4 +53,4 @@ async def within_deadline(call: Awaitable[T], seconds: float, what: str) -> T:
                                "rerun the command to resume it") from None
 
 
-__all__ = ["CappedTransport", "DEFAULT_JOIN_TIMEOUT", "DEFAULT_MAX_REPLY_BYTES", "ServerReplyError", "capped_client", "within_deadline"]
+__all__ = ["DEFAULT_JOIN_TIMEOUT", "DEFAULT_MAX_REPLY_BYTES", "ServerReplyError", "capped_client", "within_deadline"]
