@@ -19,7 +19,14 @@ any route runs:
   ``application/json`` or ``application/*+json``): 415. Browsers cannot send JSON across
   origins without a preflight, so this also holds when an origin is missing or forged.
 
-The reply is a JSON ``{"detail": ...}`` naming the header and the setting that would allow it.
+- a run whose ``context`` holds a value of the wrong JSON type for a field of
+  ``AgentContext`` (``"max_rounds": "11"``, ``"options": [1]``), or a name no registry
+  knows: 422 naming the field, before the run is created (otherwise the run would be
+  accepted and then fail). Keys the context does not know are left to the server, which
+  drops them. Bodies of run requests are read whole for this check, up to
+  ``MAX_RUN_BODY_BYTES`` (413 beyond).
+
+The reply is a JSON ``{"detail": ...}`` naming the header, field or setting at fault.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,11 +44,17 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from genevolve_graph.core.context import AgentContext
+
 ALLOWED_ORIGINS_ENV = "GENEVOLVE_ALLOWED_ORIGINS"
 STUDIO_ORIGIN = "https://smith.langchain.com"
 LOOPBACK_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
 """The defaults, the same as ``http.cors`` in ``langgraph.json`` (a test keeps them equal)."""
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RUN_PATH = re.compile(r"^/(threads/[^/]+/)?runs(/wait|/stream|/batch)?/?$")
+"""The routes that create runs (and so build a context from the body)."""
+MAX_RUN_BODY_BYTES = 32 * 1024 * 1024
+"""A run request carries a request text and settings; inline reference images stay well below."""
 _JSON_TYPE = re.compile(r"^application/([\w.+-]+\+)?json$", re.I)
 
 
@@ -113,6 +126,11 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         refusal = self.refusal(headers)
+        if refusal is None and scope["method"].upper() == "POST" and RUN_PATH.match(scope.get("path", "")):
+            body, refusal = await _read_body(receive)
+            if refusal is None:
+                refusal = context_refusal(body)
+            receive = _replay(body, receive)
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -131,7 +149,57 @@ class RequestGuard:
         return None
 
 
+async def _read_body(receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), (400, "the client went away before its request body arrived")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_RUN_BODY_BYTES:
+            return b"", (413, f"a run request body may hold at most {MAX_RUN_BODY_BYTES:,} bytes; send inline images by URL or smaller")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then the client's own messages."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def context_refusal(body: bytes) -> tuple[int, str] | None:
+    """422 naming the field when a run's ``context`` cannot make an ``AgentContext``: a value
+    of the wrong JSON type, or a backend name no registry knows. Unknown keys pass (the
+    server drops them); a body that is not JSON is left to the server's own 422."""
+    try:
+        payload = json.loads(body or b"null")
+    except ValueError:
+        return None
+    known = {f.name for f in fields(AgentContext)}
+    for run in payload if isinstance(payload, list) else [payload]:
+        context = run.get("context") if isinstance(run, dict) else None
+        if not isinstance(context, dict):
+            continue
+        try:
+            AgentContext(**{k: v for k, v in context.items() if k in known})
+        except (TypeError, ValueError) as exc:
+            return 422, f"{exc} (the run's context)"
+    return None
+
+
 app = Starlette(middleware=[Middleware(RequestGuard)])
 """What ``http.app`` names: no routes of its own, only the guard in front of the API's routes."""
 
-__all__ = ["ALLOWED_ORIGINS_ENV", "LOOPBACK_ORIGIN_REGEX", "OriginPolicy", "RequestGuard", "STUDIO_ORIGIN", "app", "is_json_type"]
+__all__ = ["ALLOWED_ORIGINS_ENV", "LOOPBACK_ORIGIN_REGEX", "MAX_RUN_BODY_BYTES", "context_refusal", "OriginPolicy", "RequestGuard", "STUDIO_ORIGIN", "app", "is_json_type"]

@@ -61,3 +61,47 @@ def test_update_state_with_malformed_json_is_refused_naming_the_field(update, me
     with pytest.raises(ValueError) as caught:
         graph.update_state(config, update)
     assert str(caught.value).startswith(message)
+
+
+def test_the_request_guard_refuses_a_run_whose_context_has_a_wrong_type_before_it_exists():
+    """Over the server the check comes first: 422 naming the field, and the run is never created."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from genevolve_graph.serving.request_guard import RequestGuard
+
+    created: list[dict] = []
+
+    async def create_run(request):
+        created.append(await request.json())  # the body reaches the route whole after the guard read it
+        return JSONResponse({"run_id": "r"})
+
+    app = Starlette(routes=[Route("/threads/{tid}/runs/wait", create_run, methods=["POST"]),
+                            Route("/runs/batch", create_run, methods=["POST"])],
+                    middleware=[Middleware(RequestGuard)])
+    with TestClient(app) as client:
+        bad = client.post("/threads/t/runs/wait", json={"assistant_id": "genevolve", "context": {"max_rounds": "11"}})
+        assert bad.status_code == 422 and created == []
+        assert bad.json()["detail"].startswith("context field 'max_rounds' must be a whole number, not '11' (str)")
+        unknown = client.post("/runs/batch", json=[{"context": {"renderer": "none"}}, {"context": {"search": "no-such-backend"}}])
+        assert unknown.status_code == 422 and "no-such-backend" in unknown.json()["detail"] and created == []
+        good = {"assistant_id": "genevolve", "input": {"request": "a fox"}, "context": {"max_rounds": 5, "extra_key": 1}}
+        assert client.post("/threads/t/runs/wait", json=good).status_code == 200
+        assert created == [good]  # unknown keys are the server's to drop; the body arrives unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_wrong_context_type_over_langgraph_dev_is_a_422(served_project):
+    import httpx
+
+    url = served_project.url
+    before = httpx.post(f"{url}/runs/search", json={"limit": 1000}, timeout=30).json()
+    reply = httpx.post(f"{url}/runs/wait", json={"assistant_id": "genevolve", "input": {"request": "a red fox"},
+                                                 "context": {"renderer": "none", "max_rounds": "11"}}, timeout=60)
+    assert reply.status_code == 422, reply.text[:300]
+    assert "context field 'max_rounds' must be a whole number" in reply.json()["detail"]
+    assert httpx.post(f"{url}/runs/search", json={"limit": 1000}, timeout=30).json() == before  # no run was created
