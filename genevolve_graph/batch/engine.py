@@ -27,11 +27,12 @@ import datetime as _dt
 import os
 import signal
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncContextManager, Awaitable, Callable, Iterable, Iterator, Protocol
 
-from genevolve_graph.batch.journal import ResultJournal, read_json, write_json_atomic
+from genevolve_graph.batch.journal import RecordedRows, ResultJournal, read_json, write_json_atomic
 from genevolve_graph.batch.progress import StageProgress, format_duration
 from genevolve_graph.batch.rows import BatchRow, InputError, row_key
 from genevolve_graph.util.jsonl import unencodable
@@ -159,7 +160,10 @@ class Stage(Protocol):
     """The record field the summary counts outcomes by."""
     error_field: str
 
-    def is_failure(self, record: dict[str, Any]) -> bool: ...
+    def is_failure(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` failed. Reads only fields a summary keeps (``id``,
+        ``termination``, ``success``, ``*_status``, ``*error``): on resume it sees summaries."""
+        ...
 
     def failure(self, row: BatchRow, message: str) -> dict[str, Any]:
         """The record of a row that could not run (``message`` says why)."""
@@ -181,7 +185,7 @@ class Executor(Protocol):
         rows: list[BatchRow],
         *,
         sink: Sink,
-        records: dict[str, dict[str, Any]],
+        records: MutableMapping[str, dict[str, Any]],
         controller: "StopController",
         progress: StageProgress | None,
     ) -> "StageSession": ...
@@ -204,7 +208,7 @@ async def run_stage(
     worker: Callable[[BatchRow], Awaitable[dict[str, Any]]],
     *,
     sink: Callable[[dict[str, Any]], None],
-    records: dict[str, dict[str, Any]],
+    records: MutableMapping[str, dict[str, Any]],
     concurrency: int,
     controller: StopController,
     progress: StageProgress | None,
@@ -285,7 +289,9 @@ class RunFolder:
     path: Path
     manifest: dict[str, Any]
     journal: ResultJournal
-    records: dict[str, dict[str, Any]]
+    records: RecordedRows
+    """The recorded rows by key: whole records are read from ``results.jsonl`` on demand,
+    their summaries (outcome, error, failure fields) are in memory."""
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
     lock_fd: int | None = None
@@ -322,8 +328,8 @@ class RunFolder:
         order = {row.key: row.position for row in rows}
         for position, key in self.manifest.get("rows", []):
             order.setdefault(key, position)
-        ordered = sorted(self.records.items(), key=lambda item: (item[0] not in order, order.get(item[0], 0)))
-        write_json_atomic(target, [record for _, record in ordered])
+        ordered = sorted(self.records, key=lambda key: (key not in order, order.get(key, 0)))
+        self.journal.write_array(target, ordered)  # streamed: one record in memory at a time
         return target
 
 
@@ -479,7 +485,15 @@ class StageReport:
 
     @property
     def stage_records(self) -> list[dict[str, Any]]:
+        """This input's recorded rows, whole (each read from ``results.jsonl``)."""
         return [self.folder.records[row.key] for row in self.rows if row.key in self.folder.records]
+
+    @property
+    def stage_summaries(self) -> list[dict[str, Any]]:
+        """The summaries (``journal.summarize``) of this input's recorded rows: what the
+        counts and top errors read, without loading whole records."""
+        records = self.folder.records
+        return [records.summary(row.key) for row in self.rows if row.key in records]
 
     @property
     def remaining(self) -> int:
@@ -490,11 +504,11 @@ class StageReport:
         return self.remaining == 0
 
     def outcome_counts(self) -> collections.Counter[str]:
-        return collections.Counter(str(_outcome(r, self.outcome_field)) for r in self.stage_records)
+        return collections.Counter(str(_outcome(r, self.outcome_field)) for r in self.stage_summaries)
 
     def top_errors(self, n: int = 3) -> list[tuple[str, int]]:
         errors = collections.Counter(
-            str(r.get(self.error_field))[:160] for r in self.stage_records if r.get(self.error_field)
+            str(r.get(self.error_field))[:160] for r in self.stage_summaries if r.get(self.error_field)
         )
         return errors.most_common(n)
 
@@ -546,7 +560,7 @@ async def run_session(
     ``executor``; returns the report (the summary and exit code come from it)."""
     recorded = [r for r in rows if r.key in folder.records]
     bar = StageProgress(stage.name, total=len(rows), done=len(recorded),
-                        failed=sum(1 for r in recorded if stage.is_failure(folder.records[r.key])), enabled=progress)
+                        failed=sum(1 for r in recorded if stage.is_failure(folder.records.summary(r.key))), enabled=progress)
     own_controller = controller is None
     controller = controller or StopController(grace=grace, notify=bar.note)
     todo = [row for row in rows if row.key not in folder.records]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import MutableMapping
 from typing import Any
 
 from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController, run_stage
@@ -16,7 +17,7 @@ class LocalExecutor:
 
     concurrency: int
 
-    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: dict[str, dict[str, Any]],
+    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: MutableMapping[str, dict[str, Any]],
                       controller: StopController, progress: StageProgress | None) -> StageSession:
         async with stage.open() as worker:
             return await run_stage(rows, worker, sink=sink, records=records, concurrency=self.concurrency,

@@ -285,14 +285,12 @@ def _settle(folder: RunFolder, options: RolloutOptions) -> tuple[RunFolder, str]
     folder.manifest["checkpoint"] = redact_url(relative_checkpoint(url, folder))
     if options.retry_failed:
         attempts = folder.manifest.setdefault("attempts", {})
-        retry = [key for key, record in folder.records.items() if record.get("termination") == "error"]
+        retry = [key for key, summary in folder.records.summaries() if summary.get("termination") == "error"]
         for key in retry:
             attempts[key] = max(2, int(attempts.get(key, 1)) + 1)
         if retry:
             folder.save_manifest()  # attempts first: a crash between the two steps only wastes a thread
-            for key in retry:
-                del folder.records[key]
-            folder.journal.rewrite(folder.records.values())
+            folder.journal.drop(retry)
             folder.notes.append(f"retrying {len(retry)} row(s) that ended with termination 'error', each on a fresh thread")
     folder.save_manifest()
     return folder, url

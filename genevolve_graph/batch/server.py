@@ -27,6 +27,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 from genevolve_graph.batch.engine import Sink, Stage, StageSession, StopController, run_stage
@@ -74,7 +75,7 @@ class ServerExecutor:
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     """Largest reply (a thread's state) accepted from the server."""
 
-    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: dict[str, dict[str, Any]],
+    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: MutableMapping[str, dict[str, Any]],
                       controller: StopController, progress: StageProgress | None) -> StageSession:
         if not hasattr(stage, "remote_input"):
             raise ValueError(f"the {stage.name} stage cannot run on a LangGraph Server; run it without --server")

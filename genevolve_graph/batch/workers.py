@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import MutableMapping
 from typing import Any, Callable
 
 from genevolve_graph.util import event_loop
@@ -121,7 +122,7 @@ class ProcessExecutor:
     concurrency: int
     workers: int
 
-    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: dict[str, dict[str, Any]],
+    async def execute(self, stage: Stage, rows: list[BatchRow], *, sink: Sink, records: MutableMapping[str, dict[str, Any]],
                       controller: StopController, progress: StageProgress | None) -> StageSession:
         if self.workers <= 1 or len(rows) <= 1:
             return await LocalExecutor(self.concurrency).execute(stage, rows, sink=sink, records=records,
@@ -137,7 +138,7 @@ async def run_in_processes(
     concurrency: int,
     workers: int,
     sink: Sink,
-    records: dict[str, dict[str, Any]],
+    records: MutableMapping[str, dict[str, Any]],
     controller: StopController,
     progress: StageProgress | None,
 ) -> StageSession:

@@ -160,11 +160,9 @@ async def run_items(
 def _drop_for_retry(folder: Any, failed: Callable[[dict[str, Any]], bool]) -> int:
     """Forget the recorded infrastructure failures so they run again (the journal is
     rewritten atomically first; each id still appears once)."""
-    retry = [key for key, record in folder.records.items() if failed(record)]
-    for key in retry:
-        del folder.records[key]
+    retry = [key for key, summary in folder.records.summaries() if failed(summary)]
     if retry:
-        folder.journal.rewrite(folder.records.values())
+        folder.journal.drop(retry)
         folder.notes.append(f"retrying {len(retry)} item(s) recorded as infrastructure failures")
     return len(retry)
 

@@ -65,4 +65,4 @@ def test_rewrite_and_atomic_json_leave_no_temporary_files(tmp_path):
     assert list(journal.load()) == ["2", "3"]
     write_json_atomic(tmp_path / "results.json", [{"id": 2}])
     assert json.loads((tmp_path / "results.json").read_text()) == [{"id": 2}]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "results.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.index.jsonl", "results.json", "results.jsonl"]
