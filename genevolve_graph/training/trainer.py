@@ -121,6 +121,9 @@ class SDLGRPOTrainer(GRPOTrainer):
             kwargs["rollout_func"] = _FieldCapture(rollout_func)
         super().__init__(*args, **kwargs)
         check_grpo_trainer(self)  # fail now, loudly, if this TRL changed an internal we rely on
+        check_backend = getattr(self.rollout_func, "check_backend", None)
+        if callable(check_backend):  # images with a backend that cannot take them: refused now, not per rollout
+            check_backend(self)
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
         self.render_lookup = render_lookup
