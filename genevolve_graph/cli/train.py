@@ -59,6 +59,18 @@ def register(app: typer.Typer) -> None:
 
             typer.echo(yaml.safe_dump(run.flat(), sort_keys=False), nl=False)
             return
+        from genevolve_graph.training.checkpoints import CheckpointError, resolve_checkpoint
+
+        try:  # TRL's field (a checkpoint folder, or true/last); --resume is the newest one, if any
+            checkpoint = resolve_checkpoint(run.args.resume_from_checkpoint, run.args.output_dir)
+        except CheckpointError as exc:
+            raise _fail(str(exc)) from None
+        if checkpoint is None and resume:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = get_last_checkpoint(run.args.output_dir) if Path(run.args.output_dir).is_dir() else None
+            if checkpoint is None:
+                typer.echo(f"note: no checkpoint in {run.args.output_dir}; starting from the beginning", err=True)
         from genevolve_graph.generators.base import RenderError
 
         try:
@@ -70,13 +82,8 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, DataError, OSError, ValueError, RenderError) as exc:
             # bad paths, unknown renderer or backend options, unset key variables: one line, exit 2
             raise _fail(str(exc)) from None
-        checkpoint = None
-        if resume:
-            from transformers.trainer_utils import get_last_checkpoint
-
-            checkpoint = get_last_checkpoint(trainer.args.output_dir)
-            if checkpoint is None:
-                typer.echo(f"note: no checkpoint in {trainer.args.output_dir}; starting from the beginning", err=True)
+        if checkpoint is not None:
+            typer.echo(f"resuming from {checkpoint} (step, optimizer, RNG and experience buffer)", err=True)
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(trainer.args.output_dir)
         buffer = trainer.experience_buffer

@@ -193,6 +193,14 @@ class ExperienceBuffer:
             return None
         return vectors
 
+    def restore(self, path: str | Path) -> None:
+        """Replace the guides with those saved in ``path`` (a checkpoint's copy of the buffer), and
+        write them to this buffer's own folder, so that the folder matches the step resumed from."""
+        saved = ExperienceBuffer.load(path, self.embedder, capacity=self.capacity, gate=self.gate)
+        self.guides, self.embeddings = saved.guides, saved.embeddings
+        if self.path is not None:
+            self.save()
+
     @classmethod
     def load(cls, path: str | Path, embedder: Embedder, **kwargs: Any) -> "ExperienceBuffer":
         path = Path(path)

@@ -45,7 +45,7 @@ GRPO_DEFAULTS: dict[str, Any] = {
 """This project's defaults where they differ from TRL's (DESIGN.md §5: groups of 6, R = 0.5/0.5)."""
 
 _AGENT_PATHS = ("corpus", "image_dir", "skills_dir", "system_prompt_file")
-_FILE_PATHS = ("output_dir", "data_path", "data_root", "buffer_dir", "kscore_eval_path", "logging_dir")
+_FILE_PATHS = ("output_dir", "data_path", "data_root", "buffer_dir", "kscore_eval_path", "logging_dir", "resume_from_checkpoint")
 _MODEL_REFS = ("model_name_or_path", "embedding_model")
 
 
@@ -192,7 +192,7 @@ def _rebase(flat: dict[str, Any], base: Path) -> dict[str, Any]:
 
     out = dict(flat)
     for key in _FILE_PATHS:
-        if isinstance(out.get(key), str):
+        if isinstance(out.get(key), str) and not (key == "resume_from_checkpoint" and out[key].strip().lower() in ("true", "last", "latest", "false", "")):
             out[key] = str(local(out[key]))
     for key in _MODEL_REFS:
         value = out.get(key)

@@ -334,7 +334,13 @@ def train_sft(options: SFTOptions) -> tuple[Any, LoadResult]:
         freeze_vision=options.freeze_vision,
         eval_records=eval_records,
     )
-    trainer.train()
+    from genevolve_graph.training.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:  # TRL's --resume_from_checkpoint: a checkpoint folder, or true/last for the newest in --out
+        checkpoint = resolve_checkpoint(trainer.args.resume_from_checkpoint, trainer.args.output_dir)
+    except CheckpointError as exc:
+        raise SFTSetupError(str(exc)) from None
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(options.out))
     processing_class = trainer.processing_class
     if processing_class is not None:

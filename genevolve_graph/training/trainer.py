@@ -60,6 +60,8 @@ from genevolve_graph.training.trl_compat import check_grpo_trainer
 logger = logging.getLogger(__name__)
 
 SDL_KEYS = ("teacher_prompt_ids", "teacher_prompt_mask", "sdl_active", "decision_mask")
+BUFFER_IN_CHECKPOINT = "experience_buffer"
+"""The experience buffer's copy inside every ``checkpoint-N`` folder (restored on resume)."""
 
 
 @dataclass
@@ -139,6 +141,40 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._buffer_synced = False
         if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
             logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the experience
+        buffer as it is at this step: the buffer is part of what training has learnt."""
+        super()._save_checkpoint(model, trial)
+        if self.experience_buffer is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            if folder.is_dir():
+                self.experience_buffer.save(folder / BUFFER_IN_CHECKPOINT)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any):
+        """``Trainer.train``; when resuming, the experience buffer is first restored from the
+        checkpoint (the guides of step N, not the buffer folder's newest state)."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+        if checkpoint and self.experience_buffer is not None:
+            saved = Path(checkpoint) / BUFFER_IN_CHECKPOINT
+            if (saved / "guides.jsonl").is_file():
+                self.experience_buffer.restore(saved)
+                self._buffer_synced = False
+                logger.info("experience buffer restored from %s (%d guides)", saved, len(self.experience_buffer))
+            elif self.sdl_enabled:
+                logger.warning(
+                    "checkpoint %s holds no experience buffer (written before buffers were checkpointed): "
+                    "SDL resumes with the buffer as loaded from %s", checkpoint, self.experience_buffer.path,
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     # ------------------------------------------------------------------ rewards
 

@@ -148,3 +148,25 @@ def test_distiller_kind_is_chosen_in_the_config(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match=r"judges\.distiller_kind: .*'vision' or 'text'"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_train_grpo_honours_resume_from_checkpoint(tmp_path):
+    """Issue 23 item 2: ``--resume_from_checkpoint PATH`` was accepted and ignored (the "resumed"
+    run trained from step 0)."""
+    with judge_server(JudgeScript()) as server:
+        config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(sdl_coef=0.0, save_strategy="steps", save_steps=1, max_completion_length=64)
+        path = tmp_path / "grpo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        first = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "1"])
+        assert first.exit_code == 0, first.output
+        checkpoint = tmp_path / "out" / "checkpoint-1"
+        assert (checkpoint / "optimizer.pt").is_file()
+        resumed = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "2", "--resume_from_checkpoint", str(checkpoint)])
+        missing = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--resume_from_checkpoint", str(tmp_path / "out" / "checkpoint-9")])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming from {checkpoint}" in resumed.output
+    assert resumed.output.count("'loss': ") == 1  # only step 2 ran
+    assert "trained 2 steps" in resumed.output and (tmp_path / "out" / "checkpoint-2").is_dir()
+    assert missing.exit_code == 2 and "checkpoint-9: no such folder" in missing.output
+    assert len([line for line in missing.output.splitlines() if line.strip()]) == 1
