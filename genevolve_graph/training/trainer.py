@@ -22,7 +22,10 @@ GRPO stays as TRL computes it; SDL adds one term. Per generation batch, after th
    decision is collective, so sharded models never deadlock); a process without active rows
    runs a one-row dummy forward when others need theirs.
 
-Logged: ``sdl/loss``, ``sdl/guide_hit_rate``, ``sdl/masked_token_share`` (kept tokens over
+Rollouts that failed for infrastructure reasons (generation, render, judge) get no teacher term:
+``sdl_active`` is 0 for them, counted as ``sdl/failed_rows_excluded``.
+
+Logged: ``sdl/loss``, ``sdl/guide_hit_rate``, ``sdl/failed_rows_excluded``, ``sdl/masked_token_share`` (kept tokens over
 the policy's tokens), ``sdl/decision_token_share``, ``sdl/active_rows``, ``sdl/guides_added``,
 ``sdl/distill_failures``, ``sdl/buffer_size``.
 """
@@ -138,6 +141,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._capture_student = False
         self._captured_student_logps: torch.Tensor | None = None
         self._rollout_mm: dict[str, Any] = {}
+        self._last_rewards_per_func: torch.Tensor | None = None
         self._buffer_synced = False
         if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
             logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
@@ -378,9 +382,11 @@ class SDLGRPOTrainer(GRPOTrainer):
         found = dict(zip(unique, self.experience_buffer.retrieve(unique), strict=True))
         hits: list[Retrieval | None] = [found[r] for r in requests]
 
+        rows = self._rollout_rows(inputs)
+        failed = self._failed_rows(rows)
         teacher_ids = []
-        for row, hit, student_ids, student_mask in zip(self._rollout_rows(inputs), hits, output["prompt_ids"], output["prompt_mask"], strict=True):
-            if hit is None:
+        for row, hit, bad, student_ids, student_mask in zip(rows, hits, failed, output["prompt_ids"], output["prompt_mask"], strict=True):
+            if hit is None or bad:
                 teacher_ids.append(student_ids[student_mask.bool()].cpu())
             else:
                 teacher_ids.append(torch.tensor(self._teacher_prompt_ids(row, hit.guide.render())))
@@ -388,13 +394,25 @@ class SDLGRPOTrainer(GRPOTrainer):
         teacher_prompt_mask = pad([torch.ones_like(t) for t in teacher_ids], padding_value=0, padding_side="left").to(device)
         model_mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
         decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
-        active = torch.tensor([hit is not None for hit in hits], dtype=torch.long, device=device)
+        # an infrastructure failure (generation, render or judge) is never a learning signal: no teacher term either
+        active = torch.tensor([hit is not None and not bad for hit, bad in zip(hits, failed, strict=True)], dtype=torch.long, device=device)
         output.update(teacher_prompt_ids=teacher_prompt_ids, teacher_prompt_mask=teacher_prompt_mask, sdl_active=active, decision_mask=decision_mask)
 
-        stats = torch.tensor([float(active.sum()), float(len(hits)), float(decision_mask.sum()), float(model_mask.sum())], device=device)
+        hit_count = sum(hit is not None for hit in hits)
+        stats = torch.tensor([float(hit_count), float(len(hits)), float(decision_mask.sum()), float(model_mask.sum()), float(sum(failed))], device=device)
         stats = self.accelerator.reduce(stats, reduction="sum")
         self._metrics["train"]["sdl/guide_hit_rate"].append((stats[0] / stats[1].clamp(min=1)).item())
         self._metrics["train"]["sdl/decision_token_share"].append((stats[2] / stats[3].clamp(min=1)).item())
+        self._metrics["train"]["sdl/failed_rows_excluded"].append(stats[4].item())
+
+    def _failed_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Per local row: the rollout failed (``rollout_failed``) or its reward is incomplete
+        (a render or judge failure, made all-NaN by ``_calculate_rewards``)."""
+        n = len(rows)
+        start = self.accelerator.process_index * n  # TRL's process slice of the gathered rewards
+        rpf = self._last_rewards_per_func
+        incomplete = torch.isnan(rpf[start : start + n]).any(dim=1).tolist() if rpf is not None and rpf.size(0) >= start + n else [False] * n
+        return [bool(row.get("rollout_failed")) or bool(bad) for row, bad in zip(rows, incomplete, strict=True)]
 
     def _teacher_prompt_ids(self, row: dict[str, Any], guide_text: str) -> list[int]:
         """The rollout's own prompt messages with the guide appended to the system prompt."""
