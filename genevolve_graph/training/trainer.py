@@ -58,7 +58,7 @@ from genevolve_graph.training.sdl import (
     reverse_kl_terms,
     select_top_fraction,
 )
-from genevolve_graph.training.trl_compat import check_grpo_trainer
+from genevolve_graph.training.trl_compat import TRLCompatibilityError, batch_key_problems, check_grpo_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -247,10 +247,26 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._attach_images(output)
         if not self.sdl_enabled or not self.model.training:
             return output
+        self._check_batch_keys_once(output)
         self._sync_buffer_once()
         self._distill(inputs)
         self._attach_teacher(inputs, output)
         return output
+
+    def _check_batch_keys_once(self, output: dict[str, Any]) -> None:
+        """At the first generation batch: every key the SDL term reads that TRL computes under
+        these settings is there (a renamed key would silently set the importance weight to 1)."""
+        if getattr(self, "_batch_keys_checked", False):
+            return
+        self._batch_keys_checked = True
+        capture = self.rollout_func if isinstance(self.rollout_func, _FieldCapture) else None
+        env_mask = capture.had_env_mask if capture is not None else False
+        problems = batch_key_problems(self, output, env_mask=env_mask)
+        if problems:
+            raise TRLCompatibilityError(
+                "the SDL trainer cannot run on this TRL: " + "; ".join(problems)
+                + ". Install a tested TRL or update genevolve_graph/training/trainer.py"
+            )
 
     def _rollout_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each input row with the extra fields the rollout returned for it (``trajectory``,
@@ -542,10 +558,12 @@ class _FieldCapture:
     def __init__(self, func: Any) -> None:
         self.func = func
         self.fields: dict[str, Any] = {}
+        self.had_env_mask = False
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         output = self.func(prompts, trainer)
         self.fields = {k: v for k, v in output.items() if k not in self._TRL_KEYS}
+        self.had_env_mask = output.get("env_mask") is not None
         return output
 
     def __getattr__(self, name: str) -> Any:  # the wrapped rollout's own attributes (close, last_results...)
