@@ -14,6 +14,30 @@ import typer
 from genevolve_graph.cli.train_group import get_train_app
 
 
+def summary(trainer) -> dict:
+    """What ``train grpo`` prints at the end (JSON): steps, rewards, guides, evaluation, best checkpoint."""
+    history = trainer.state.log_history
+    train = [h for h in history if "reward" in h and "loss" in h]
+    reward_keys = sorted({k for h in train for k in h if k == "reward" or (k.startswith("rewards/") and k.endswith("/mean"))})
+    rewards = {k: {"first": train[0].get(k), "last": train[-1].get(k)} for k in reward_keys} if train else {}
+    evals = [{"step": h["step"], "kscore": h["eval/kscore"], "failed_share": h.get("eval/kscore_failed_share")}
+             for h in history if "eval/kscore" in h]
+    buffer = trainer.experience_buffer
+    added = sum(h.get("sdl/guides_added", 0.0) for h in history)
+    hits = [h["sdl/guide_hit_rate"] for h in history if "sdl/guide_hit_rate" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "rewards": rewards,
+        "guides": {"in_buffer": len(buffer) if buffer is not None else 0, "added": added,
+                   "buffer": str(buffer.path) if buffer is not None and buffer.path is not None else None,
+                   "mean_hit_rate": sum(hits) / len(hits) if hits else None},
+        "eval": evals,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "model": str(trainer.args.output_dir),
+    }
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
@@ -71,6 +95,11 @@ def register(app: typer.Typer) -> None:
             checkpoint = get_last_checkpoint(run.args.output_dir) if Path(run.args.output_dir).is_dir() else None
             if checkpoint is None:
                 typer.echo(f"note: no checkpoint in {run.args.output_dir}; starting from the beginning", err=True)
+        from genevolve_graph.training.reporting import missing_reporter
+
+        problem = missing_reporter(run.args.report_to)
+        if problem:
+            raise _fail(problem)
         from genevolve_graph.generators.base import RenderError
 
         try:
@@ -89,3 +118,6 @@ def register(app: typer.Typer) -> None:
         buffer = trainer.experience_buffer
         guides = f", {len(buffer)} guides in {buffer.path}" if buffer is not None and buffer.path is not None else ""
         typer.echo(f"trained {trainer.state.global_step} steps; model saved to {trainer.args.output_dir}{guides}")
+        import json
+
+        typer.echo(json.dumps(summary(trainer), default=str))

@@ -83,6 +83,10 @@ class GenEvolveArguments:
     kscore_eval_path: str | None = field(default=None, metadata={"help": "JSONL of held-out RL rows scored with the KScore reward path during training."})
     kscore_eval_steps: int = field(default=0, metadata={"help": "Evaluate on kscore_eval_path every N optimizer steps (0: never)."})
     kscore_eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    kscore_eval_at_start: bool = field(default=True, metadata={"help": "Also evaluate before the first step (step 0), as a baseline."})
+    kscore_eval_at_end: bool = field(default=True, metadata={"help": "Also evaluate after the last step (unless that step was just evaluated)."})
+    extra_reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Further reward functions, 'module:function' with TRL's reward_funcs signature."})
+    extra_reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of extra_reward_funcs (default 1.0 each), after the GenEvolve reward_weights."})
 
     def __post_init__(self) -> None:
         self.agent = _mapping(self.agent, "agent") or {}

@@ -211,6 +211,11 @@ def parse_sft_args(out: Path, config_args: list[str] | None = None, *, evaluate:
         raise SFTSetupError(
             f"unknown SFTConfig option(s) {' '.join(remaining)}; any SFTConfig field is accepted as --field_name VALUE (e.g. --learning_rate 1e-5)"
         )
+    from genevolve_graph.training.reporting import missing_reporter
+
+    problem = missing_reporter(config.report_to)
+    if problem:
+        raise SFTSetupError(problem)
     strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
     if not evaluate and strategy != "no":
         raise SFTSetupError(f"--eval_strategy {strategy} needs held-out data: add --eval-split 0.1 (or a file of held-out records)")

@@ -80,6 +80,7 @@ class SDLConfig(GRPOConfig):
     sdl_is_clip: float = field(default=2.0, metadata={"help": "Upper clip of the importance weight pi_theta/pi_old of the SDL term."})
     embedding_model: str = field(default=DEFAULT_EMBEDDING_MODEL, metadata={"help": "sentence-transformers model (hub id or local path) indexing the guides."})
     buffer_dir: str | None = field(default=None, metadata={"help": "Where the experience buffer is persisted (default: OUTPUT_DIR/experience_buffer)."})
+    sdl_inert_warning_steps: int = field(default=20, metadata={"help": "Warn when SDL has taught nothing after this many generation batches (no guide, or hit rate 0); 0 disables."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -420,6 +421,21 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._metrics["train"]["sdl/guide_hit_rate"].append((stats[0] / stats[1].clamp(min=1)).item())
         self._metrics["train"]["sdl/decision_token_share"].append((stats[2] / stats[3].clamp(min=1)).item())
         self._metrics["train"]["sdl/failed_rows_excluded"].append(stats[4].item())
+        self._watch_inert(float(stats[0]))
+
+    def _watch_inert(self, hits: float) -> None:
+        """Warn once, during the run, when SDL has been inert for ``sdl_inert_warning_steps``
+        generation batches: the run is then plain GRPO, which the logs alone would not say."""
+        self._sdl_batches = getattr(self, "_sdl_batches", 0) + 1
+        self._sdl_hits = getattr(self, "_sdl_hits", 0.0) + hits
+        limit = self.args.sdl_inert_warning_steps
+        if limit and self._sdl_batches == limit and self._sdl_hits == 0:
+            if not len(self.experience_buffer):
+                why = "no guide has been distilled (no group had a reward gap >= delta_min, or the distiller failed: see sdl/distill_failures)"
+            else:
+                why = f"the buffer holds {len(self.experience_buffer)} guide(s) but none reached the retrieval gate {self.args.gate}"
+            logger.warning("SDL is inert after %d generation batches (guide hit rate 0): %s; training is plain GRPO so far", limit, why)
+            self._metrics["train"]["sdl/inert_warning"].append(1.0)
 
     def _failed_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
         """Per local row: the rollout failed (``rollout_failed``) or its reward is incomplete

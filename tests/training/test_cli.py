@@ -170,3 +170,47 @@ def test_train_grpo_honours_resume_from_checkpoint(tmp_path):
     assert "trained 2 steps" in resumed.output and (tmp_path / "out" / "checkpoint-2").is_dir()
     assert missing.exit_code == 2 and "checkpoint-9: no such folder" in missing.output
     assert len([line for line in missing.output.splitlines() if line.strip()]) == 1
+
+
+REWARD_MODULE = '''
+import json, os
+
+def length_bonus(prompts, completions, completion_ids, **kwargs):
+    """A researcher's extra term (TRL's reward_funcs signature); records what it was given."""
+    with open(os.environ["EXTRA_REWARD_LOG"], "a") as log:
+        log.write(json.dumps({"n": len(completions), "keys": sorted(kwargs)}) + "\\n")
+    return [min(len(ids), 50) / 50 for ids in completion_ids]
+'''
+
+
+def test_the_researchers_loop_extra_rewards_eval_best_checkpoint_and_summary(tmp_path, monkeypatch, caplog):
+    """Issue 23 item 7: an extra reward function from the config (weighted, TRL's signature),
+    evaluation at step 0, every step and the end, eval/kscore as metric_for_best_model, the JSON
+    summary, the inert-SDL warning, and report_to without its package failing with one line."""
+    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EXTRA_REWARD_LOG", str(tmp_path / "extra.jsonl"))
+    with judge_server(JudgeScript()) as server:
+        config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(kscore_eval_path="rl/train.jsonl", kscore_eval_limit=1, kscore_eval_steps=2, max_completion_length=64,
+                      extra_reward_funcs=["my_rewards:length_bonus"], extra_reward_weights=[0.25], metric_for_best_model="eval/kscore",
+                      save_strategy="steps", save_steps=1, sdl_inert_warning_steps=1)
+        path = tmp_path / "grpo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with caplog.at_level("WARNING", logger="genevolve_graph.training.trainer"):
+            result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "3"])
+        wandb = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--report_to", "wandb"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["steps"] == 3
+    assert [e["step"] for e in summary["eval"]] == [0, 2, 3]  # the baseline, every 2 steps, the end
+    assert "rewards/length_bonus/mean" in summary["rewards"] and "reward" in summary["rewards"]
+    calls = [json.loads(line) for line in (tmp_path / "extra.jsonl").read_text().splitlines()]
+    assert len(calls) == 3 and all(c["n"] == 2 for c in calls) and {"program", "trainer_state", "gt_image"} <= set(calls[0]["keys"])
+    scored = {e["step"]: e["kscore"] for e in summary["eval"] if e["step"] > 0}
+    best_step = max(scored, key=lambda s: (scored[s], -s))  # the first of the highest
+    assert summary["best_checkpoint"] == str(tmp_path / "out" / f"checkpoint-{best_step}")
+    assert summary["best_metric"] == pytest.approx(scored[best_step])
+    assert summary["guides"]["in_buffer"] == 0
+    assert any("SDL is inert after 1 generation batches" in r.getMessage() for r in caplog.records)
+    assert wandb.exit_code == 2 and "report_to: wandb needs the wandb package" in wandb.output and "genevolve-graph[logging]" in wandb.output
