@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML config in TRL's style (see docs/training.md).")] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Same as --max_steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output folder.")] = False,
-        dump_config: Annotated[bool, typer.Option("--dump-config", help="Print the flat configuration (file + overrides) and exit.")] = False,
+        dump_config: Annotated[bool, typer.Option("--dump-config", help="Print the resolved configuration (every effective field, absolute paths) and exit.")] = False,
     ) -> None:
         """Train the policy with GRPO plus SDL on rendered, judged tool rollouts.
 
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if dump_config:
             import yaml
 
-            typer.echo(yaml.safe_dump(run.flat(), sort_keys=False), nl=False)
+            typer.echo(yaml.safe_dump(run.resolved(), sort_keys=False), nl=False)
             return
         from genevolve_graph.training.checkpoints import CheckpointError, resolve_checkpoint
 

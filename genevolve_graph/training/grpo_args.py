@@ -44,6 +44,8 @@ GRPO_DEFAULTS: dict[str, Any] = {
 }
 """This project's defaults where they differ from TRL's (DESIGN.md §5: groups of 6, R = 0.5/0.5)."""
 
+_DERIVED = ("generation_batch_size",)
+"""GRPOConfig fields computed from others (setting both is an error)."""
 _AGENT_PATHS = ("corpus", "image_dir", "skills_dir", "system_prompt_file")
 _FILE_PATHS = ("output_dir", "data_path", "data_root", "buffer_dir", "kscore_eval_path", "logging_dir", "resume_from_checkpoint")
 _MODEL_REFS = ("model_name_or_path", "embedding_model")
@@ -117,8 +119,42 @@ class GRPORun:
         """The flat configuration this run was given (file + overrides), e.g. to migrate a nested file."""
         return {k: _plain(v) for k, v in self.settings.items()}
 
+    def resolved(self) -> dict[str, Any]:
+        """Every effective field (GRPOConfig/SDLConfig, ModelConfig, GenEvolveArguments) after the
+        defaults, the file and the command line, with local paths absolute: written to a file, it
+        re-reads to the same run from any folder (``train grpo --dump-config``). Secrets (``*_token``)
+        are left out; fields TRL derives from others (``generation_batch_size``) too."""
+        import dataclasses
+
+        values = self.args.to_dict()  # enums and nested configs as plain values
+        out: dict[str, Any] = {}
+        for obj in (self.args, self.model_args, self.genevolve):
+            for f in dataclasses.fields(obj):
+                if not f.init or f.name.startswith("_") or f.name in _DERIVED or f.name.endswith("_token"):
+                    continue
+                out[f.name] = _plain(values[f.name] if obj is self.args and f.name in values else getattr(obj, f.name))
+
+        def absolute(value: str) -> str:
+            return str(Path(os.path.expandvars(value)).expanduser().resolve())
+
+        for key in _FILE_PATHS:
+            value = out.get(key)
+            if isinstance(value, str) and value and value.strip().lower() not in ("true", "last", "latest", "false"):
+                out[key] = absolute(value)
+        for key in _MODEL_REFS:
+            value = out.get(key)
+            if isinstance(value, str) and (value.startswith((".", "/", "~")) or Path(value).exists()):
+                out[key] = absolute(value)
+        if isinstance(out.get("agent"), dict):
+            out["agent"] = {k: (absolute(v) if k in _AGENT_PATHS and isinstance(v, str) and v else v) for k, v in out["agent"].items()}
+        return out
+
 
 def _plain(value: Any) -> Any:
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "value") and not isinstance(value, str | int | float | bool):  # enums (IntervalStrategy, ...)

@@ -84,7 +84,8 @@ def test_train_grpo_runs_from_a_flat_trl_style_file_with_command_line_overrides(
     assert dumped.exit_code == 0, dumped.output
     settings = yaml.safe_load(dumped.output)
     assert settings["learning_rate"] == 1e-6 and settings["sdl_coef"] == 0.2 and settings["max_steps"] == 1  # overrides win
-    assert settings["num_generations"] == 2 and settings["data_path"] == "rl/train.jsonl"  # the file, as written
+    assert settings["num_generations"] == 2 and settings["data_path"] == str(tmp_path / "rl" / "train.jsonl")  # the file, resolved
+    assert settings["sdl_is_clip"] == 2.0 and settings["loss_type"] == "dapo" and settings["gate"] == 0.84  # every effective field
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and "deprecated" not in result.output
     assert "'eval/kscore': " in result.output and "'eval/kscore_rollouts': '1'" in result.output
@@ -99,9 +100,9 @@ def test_the_nested_layout_is_still_read_with_a_deprecation_note(tmp_path):
     result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(tmp_path / "nested.yaml"), "--dump-config", "--max-steps", "3"])
     assert result.exit_code == 0, result.output
     assert "nested layout" in result.output and "deprecated" in result.output and "--dump-config" in result.output
-    flat = yaml.safe_load(result.output[result.output.index("model_name_or_path"):])
-    assert flat["model_name_or_path"] == "./policy" and flat["data_path"] == "rl/train.jsonl"
-    assert flat["use_peft"] is True and flat["lora_r"] == 8 and flat["lora_target_modules"] == ["all-linear"]
+    flat = yaml.safe_load("\n".join(line for line in result.output.splitlines() if not line.startswith("note:")))
+    assert flat["model_name_or_path"] == str(tmp_path / "policy") and flat["data_path"] == str(tmp_path / "rl" / "train.jsonl")
+    assert flat["use_peft"] is True and flat["lora_r"] == 8 and flat["lora_target_modules"] in ("all-linear", ["all-linear"])
     assert flat["sdl_coef"] == 0.1 and flat["num_generations"] == 2 and flat["max_steps"] == 3
 
 
@@ -214,3 +215,23 @@ def test_the_researchers_loop_extra_rewards_eval_best_checkpoint_and_summary(tmp
     assert summary["guides"]["in_buffer"] == 0
     assert any("SDL is inert after 1 generation batches" in r.getMessage() for r in caplog.records)
     assert wandb.exit_code == 2 and "report_to: wandb needs the wandb package" in wandb.output and "genevolve-graph[logging]" in wandb.output
+
+
+def test_dump_config_rereads_to_the_same_run_from_any_folder(tmp_path, monkeypatch):
+    """Issue 23 item 7: ``--dump-config`` prints every effective field with absolute paths; the
+    dump, saved elsewhere and read from another working directory, is the same run."""
+    from genevolve_graph.training.grpo_args import parse_grpo_args
+
+    config = _flat(_write_setup(tmp_path, "http://127.0.0.1:9/v1"))
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    dumped = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(tmp_path / "grpo.yaml"), "--dump-config", "--beta", "0.02"])
+    assert dumped.exit_code == 0, dumped.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dumped.yaml").write_text(dumped.output)
+    monkeypatch.chdir(elsewhere)
+    again = parse_grpo_args([], elsewhere / "dumped.yaml")
+    first = yaml.safe_load(dumped.output)
+    assert again.resolved() == first
+    assert first["beta"] == 0.02 and first["agent"]["corpus"] == str(tmp_path / "agent" / "corpus.jsonl")
+    assert first["output_dir"] == str(tmp_path / "out") and first["embedding_model"] == str(tmp_path / "embedder")
