@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML config in TRL's style (see docs/training.md).")] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Same as --max_steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output folder.")] = False,
+        ablation: Annotated[Optional[str], typer.Option("--ablation", help="Run one variant of the config's 'ablations:' (see docs/training.md).")] = None,
         dump_config: Annotated[bool, typer.Option("--dump-config", help="Print the resolved configuration (every effective field, absolute paths) and exit.")] = False,
     ) -> None:
         """Train the policy with GRPO plus SDL on rendered, judged tool rollouts.
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"training needs the 'train' extra ({exc.name} is missing): pip install 'genevolve-graph[train]'") from None
         argv = list(ctx.args) + (["--max_steps", str(max_steps)] if max_steps else [])
         try:
-            run = parse_grpo_args(argv, config)
+            run = parse_grpo_args(argv, config, ablation=ablation)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
         if run.deprecated_layout:

@@ -251,14 +251,22 @@ def run_from_train_config(config: TrainConfig, **overrides: Any) -> GRPORun:
     return _parse(flat, [], None, deprecated=True)
 
 
-def parse_grpo_args(argv: list[str], config_file: Path | None = None) -> GRPORun:
-    """Parse ``train grpo`` arguments: the config file (flat or nested) then command-line overrides."""
+def parse_grpo_args(argv: list[str], config_file: Path | None = None, *, ablation: str | None = None) -> GRPORun:
+    """Parse ``train grpo`` arguments: the config file (flat or nested) then command-line overrides.
+    ``ablation``: one variant of the file's ``ablations:`` (:mod:`~genevolve_graph.training.ablations`)."""
+    from genevolve_graph.training.ablations import ablation_table, apply_ablation
+
     flat: dict[str, Any] = {}
     written: dict[str, Any] = {}
     deprecated = False
+    if ablation is not None and config_file is None:
+        raise ConfigError(f"--ablation {ablation} needs --config FILE with an 'ablations:' section")
     if config_file is not None:
         raw = read_config_file(config_file)
         base = config_file.resolve().parent
+        table = ablation_table(raw.pop("ablations"), config_file) if "ablations" in raw else {}
+        if ablation is not None:
+            raw = apply_ablation(raw, table, ablation, str(config_file))
         if is_nested(raw):
             deprecated = True
             raw = nested_to_flat(validate_config(raw, config_file))

@@ -76,6 +76,7 @@ class SDLConfig(GRPOConfig):
     gate: float = field(default=0.84, metadata={"help": "Minimum cosine similarity for a retrieved guide to reach the teacher."})
     top_k_fraction: float = field(default=0.10, metadata={"help": "Share of each sequence's decision tokens kept, by largest |log p_teacher - log p_student|."})
     buffer_capacity: int = field(default=500, metadata={"help": "Rolling capacity of the experience buffer."})
+    sdl_decision_mask: bool = field(default=True, metadata={"help": "Restrict the SDL term to decision tokens (tool_call/answer blocks); false: every policy token is a candidate (ablation)."})
     decision_tags: list[str] = field(default_factory=lambda: list(DEFAULT_DECISION_TAGS), metadata={"help": "Tags whose blocks hold decision tokens."})
     sdl_is_clip: float = field(default=2.0, metadata={"help": "Upper clip of the importance weight pi_theta/pi_old of the SDL term."})
     embedding_model: str = field(default=DEFAULT_EMBEDDING_MODEL, metadata={"help": "sentence-transformers model (hub id or local path) indexing the guides."})
@@ -410,7 +411,10 @@ class SDLGRPOTrainer(GRPOTrainer):
         teacher_prompt_ids = pad(teacher_ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         teacher_prompt_mask = pad([torch.ones_like(t) for t in teacher_ids], padding_value=0, padding_side="left").to(device)
         model_mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
-        decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
+        if self.args.sdl_decision_mask:
+            decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
+        else:  # ablation / full-sequence baseline: every token the policy wrote is a candidate
+            decision_mask = model_mask.to(device=device, dtype=torch.long)
         # an infrastructure failure (generation, render or judge) is never a learning signal: no teacher term either
         active = torch.tensor([hit is not None and not bad for hit, bad in zip(hits, failed, strict=True)], dtype=torch.long, device=device)
         output.update(teacher_prompt_ids=teacher_prompt_ids, teacher_prompt_mask=teacher_prompt_mask, sdl_active=active, decision_mask=decision_mask)
