@@ -216,12 +216,13 @@ class ExperienceBuffer:
             vectors[bad] = np.asarray(self.embedder.embed_keys([guides[i].key_text() for i in bad]), dtype=np.float32)
         return vectors
 
-    def restore(self, path: str | Path) -> None:
+    def restore(self, path: str | Path, *, persist: bool = True) -> None:
         """Replace the guides with those saved in ``path`` (a checkpoint's copy of the buffer), and
-        write them to this buffer's own folder, so that the folder matches the step resumed from."""
+        (``persist``) write them to this buffer's own folder, so that the folder matches the step
+        resumed from. With several processes only the one that writes the buffer persists."""
         saved = ExperienceBuffer.load(path, self.embedder, capacity=self.capacity, gate=self.gate)
         self.guides, self.embeddings = saved.guides, saved.embeddings
-        if self.path is not None:
+        if persist and self.path is not None:
             self.save()
 
     @classmethod

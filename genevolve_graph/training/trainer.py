@@ -145,6 +145,8 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._rollout_mm: dict[str, Any] = {}
         self._last_rewards_per_func: torch.Tensor | None = None
         self._buffer_synced = False
+        self._batch_keys_checked = False
+        self._sdl_batches, self._sdl_hits = 0, 0.0  # for the inert-SDL warning
         if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
             logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
 
@@ -172,7 +174,7 @@ class SDLGRPOTrainer(GRPOTrainer):
         if checkpoint and self.experience_buffer is not None:
             saved = Path(checkpoint) / BUFFER_IN_CHECKPOINT
             if (saved / "guides.jsonl").is_file():
-                self.experience_buffer.restore(saved)
+                self.experience_buffer.restore(saved, persist=self.accelerator.is_main_process)
                 self._buffer_synced = False
                 logger.info("experience buffer restored from %s (%d guides)", saved, len(self.experience_buffer))
             elif self.sdl_enabled:
@@ -258,7 +260,7 @@ class SDLGRPOTrainer(GRPOTrainer):
     def _check_batch_keys_once(self, output: dict[str, Any]) -> None:
         """At the first generation batch: every key the SDL term reads that TRL computes under
         these settings is there (a renamed key would silently set the importance weight to 1)."""
-        if getattr(self, "_batch_keys_checked", False):
+        if self._batch_keys_checked:
             return
         self._batch_keys_checked = True
         capture = self.rollout_func if isinstance(self.rollout_func, _FieldCapture) else None
@@ -430,8 +432,8 @@ class SDLGRPOTrainer(GRPOTrainer):
     def _watch_inert(self, hits: float) -> None:
         """Warn once, during the run, when SDL has been inert for ``sdl_inert_warning_steps``
         generation batches: the run is then plain GRPO, which the logs alone would not say."""
-        self._sdl_batches = getattr(self, "_sdl_batches", 0) + 1
-        self._sdl_hits = getattr(self, "_sdl_hits", 0.0) + hits
+        self._sdl_batches += 1
+        self._sdl_hits += hits
         limit = self.args.sdl_inert_warning_steps
         if limit and self._sdl_batches == limit and self._sdl_hits == 0:
             if not len(self.experience_buffer):

@@ -365,3 +365,5 @@ def test_train_sft_resumes_from_a_checkpoint(data_dir, model_dir, workspace):
     assert last.output.count("'loss': ") == 0  # checkpoint-2 is already at max_steps
     bad = CliRunner().invoke(app, [*base, "--resume_from_checkpoint", str(out / "checkpoint-9")])
     assert bad.exit_code == 2 and "checkpoint-9: no such folder" in bad.output
+    wandb = CliRunner().invoke(app, [*base, "--report_to", "wandb"])  # issue 23 item 7: one line, before any model loads
+    assert wandb.exit_code == 2 and "report_to: wandb needs the wandb package" in wandb.output
