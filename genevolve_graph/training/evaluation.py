@@ -51,7 +51,11 @@ class KScoreEvalCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []
 
     def bind(self, trainer: Any) -> None:
-        """The trainer to evaluate (callbacks receive the model, not the trainer)."""
+        """The trainer to evaluate (callbacks receive the model, not the trainer). Held-out rows with
+        request images on a backend that cannot take them are refused here, before training."""
+        check_backend = getattr(self.rollout, "check_backend", None)
+        if callable(check_backend):
+            check_backend(trainer, self.rows)
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
