@@ -50,7 +50,7 @@ class EngineCall:
 class RecordingLLM:
     """``vllm.LLM`` as TRL's colocate mode uses it; set :attr:`script` before sampling."""
 
-    instances: list["RecordingLLM"] = []
+    instances: list[RecordingLLM] = []
     script: Any = None
     multimodal: bool = False
 
@@ -113,7 +113,7 @@ class RecordingLLM:
 
 def install(monkeypatch: Any, script: Any, *, multimodal: bool = False) -> type[RecordingLLM]:
     """Make TRL's ``VLLMGeneration`` build a :class:`RecordingLLM` (``monkeypatch``: pytest's)."""
-    import trl.generation.vllm_generation as vllm_generation
+    from trl.generation import vllm_generation
 
     engine = type("ScriptedLLM", (RecordingLLM,), {"instances": [], "script": script, "multimodal": multimodal})
     module = types.ModuleType("vllm")

@@ -38,4 +38,4 @@ def resolve_checkpoint(value: str | bool | None, output_dir: str | Path, *, opti
     return str(path)
 
 
-__all__ = ["CheckpointError", "LAST", "resolve_checkpoint"]
+__all__ = ["LAST", "CheckpointError", "resolve_checkpoint"]
