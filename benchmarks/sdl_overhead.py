@@ -22,9 +22,15 @@ the model's forward calls and the backward passes (hooks on the model, a timer a
 ``accelerator.backward``). A ratio far above 1 means the step waits on the CPU-side work around
 the model (rollouts, tokenisation, masks, retrieval): see ``benchmarks/grpo_profile.py``.
 
+Ablations (``--variants all`` or a comma list of ``training.ablations.STANDARD`` names): each
+variant runs as its own trainer (``grpo`` is then ``SDLGRPOTrainer`` with ``sdl_coef: 0``, showing
+the subclass's own cost) and is reported as a ratio to plain ``GRPOTrainer``, measured in the same
+invocation.
+
 Run:
   python benchmarks/sdl_overhead.py                                 # tiny model, CPU
   python benchmarks/sdl_overhead.py --device cuda --model-size 0.5b  # random 0.5B Qwen3, bf16
+  python benchmarks/sdl_overhead.py --variants all --steps 2 --warmup 1 --rounds 1   # every ablation, briefly
 """
 
 from __future__ import annotations
@@ -120,11 +126,13 @@ def run_one(kind: str, opts: argparse.Namespace) -> dict:
     )
     # both processes build the same objects, so that the CPU's resident-memory baseline is the same
     embedder = SentenceEmbedder(build_tiny_sentence_transformer("static"), name="tiny-static")
-    if kind == "grpo":
+    if kind == "plain_grpo":
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**common), train_dataset=dataset,
                               processing_class=tokenizer, rollout_func=rollout)
     else:
-        args = SDLConfig(**common, sdl_coef=0.1, gate=0.84)
+        from genevolve_graph.training.ablations import STANDARD
+
+        args = SDLConfig(**common, **{"sdl_coef": 0.1, "gate": 0.84, **STANDARD[kind]})
         buffer = ExperienceBuffer(embedder, gate=args.gate)
         buffer.add([DecisionGuide.model_validate({
             "retrieval_key": {"trigger": r, "summary": r},
@@ -218,7 +226,7 @@ def run_one(kind: str, opts: argparse.Namespace) -> dict:
         result["memory"] = "peak resident memory while training"
         result["compute_s"] = sum(measured_compute) / len(measured_compute)
         result["compute"] = "time in forward + backward"
-    if kind == "sdl":
+    if kind != "plain_grpo":
         result["masked_token_share"] = sum(r.get("sdl/masked_token_share", 0) for r in logs) / max(len(logs), 1)
         result["guide_hit_rate"] = sum(r.get("sdl/guide_hit_rate", 0) for r in logs) / max(len(logs), 1)
     return result
@@ -252,43 +260,59 @@ def main() -> None:
     parser.add_argument("--max-completion-length", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
     parser.add_argument("--rounds", type=int, default=2, help="runs per trainer, alternated; the fastest counts (robust to other load)")
-    parser.add_argument("--only", choices=["grpo", "sdl"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="sdl", help="ablation variants to compare with GRPO: a comma list of "
+                        "training.ablations.STANDARD names, or all (default: sdl)")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
     opts = parser.parse_args()
 
     if opts.only:
         print(json.dumps(run_one(opts.only, opts)))
         return
 
-    runs: dict[str, list[dict]] = {"grpo": [], "sdl": []}
+    from genevolve_graph.training.ablations import STANDARD
+
+    variants = list(STANDARD) if opts.variants == "all" else [v.strip() for v in opts.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in STANDARD]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(STANDARD)}, all)")
+    kinds = ["plain_grpo", *variants]
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(opts.rounds):
-        for kind in ("grpo", "sdl"):
+        for kind in kinds:
             cmd = [sys.executable, __file__, "--only", kind] + list(sys.argv[1:])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-4000:])
                 raise SystemExit(f"the {kind} run failed")
             runs[kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    g = min(runs["grpo"], key=lambda r: r["step_s"])
-    s = min(runs["sdl"], key=lambda r: r["step_s"])
-    g["step_cpu_s"] = min(r["step_cpu_s"] for r in runs["grpo"])
-    s["step_cpu_s"] = min(r["step_cpu_s"] for r in runs["sdl"])
-    g["peak_mb"] = min(r["peak_mb"] for r in runs["grpo"])
-    s["peak_mb"] = min(r["peak_mb"] for r in runs["sdl"])
-    time_ratio = s["step_s"] / g["step_s"]
-    cpu_ratio = s["step_cpu_s"] / g["step_cpu_s"]
-    mem_ratio = s["peak_mb"] / g["peak_mb"]
+    best = {}
+    for kind in kinds:
+        r = dict(min(runs[kind], key=lambda x: x["step_s"]))
+        r["step_cpu_s"] = min(x["step_cpu_s"] for x in runs[kind])
+        r["peak_mb"] = min(x["peak_mb"] for x in runs[kind])
+        best[kind] = r
+    g = best["plain_grpo"]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"device {opts.device}, model {opts.model_size} ({g['parameters'] / 1e6:.2f}M parameters), group {opts.group}, "
-          f"{g['steps']} measured steps, ~{g['completion_tokens']:.0f} sampled tokens per rollout")
+          f"{g['steps']} measured steps, ~{g['completion_tokens']:.0f} sampled tokens per rollout, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"GRPO step  {g['step_s']:.3f} s wall, {g['step_cpu_s']:.3f} s CPU   {g['memory']} {g['peak_mb']:.0f} MiB")
-    print(f"SDL  step  {s['step_s']:.3f} s wall, {s['step_cpu_s']:.3f} s CPU   {s['memory']} {s['peak_mb']:.0f} MiB   "
-          f"(guide hit rate {s['guide_hit_rate']:.2f}, masked token share {s['masked_token_share']:.3f})")
-    for name, r in (("GRPO", g), ("SDL ", s)):
+    print(f"{'variant':<18} {'step s':>8} {'time ratio':>10} {'CPU ratio':>9} {'peak MiB':>9} {'mem ratio':>9} {'kept share':>10}")
+    for kind in variants:
+        s = best[kind]
+        print(f"{kind:<18} {s['step_s']:>8.3f} {s['step_s'] / g['step_s']:>10.3f} {s['step_cpu_s'] / g['step_cpu_s']:>9.3f} "
+              f"{s['peak_mb']:>9.0f} {s['peak_mb'] / g['peak_mb']:>9.3f} {s.get('masked_token_share', 0.0):>10.3f}")
+    for name, r in (("GRPO", g), *((k, best[k]) for k in variants)):
         step = r.get("traced_step_s", r["step_s"]) if opts.device.startswith("cuda") else r["step_s"]
         print(f"{name} step time over {r['compute']}: {step:.3f} s / {r['compute_s']:.3f} s = {step / r['compute_s']:.2f}x")
-    print(f"step time ratio {time_ratio:.3f} (target <= 1.25: {'PASS' if time_ratio <= 1.25 else 'FAIL'})")
-    if not opts.device.startswith("cuda"):
-        print(f"step CPU-time ratio {cpu_ratio:.3f} (less sensitive to other processes on a shared machine)")
-    print(f"memory ratio    {mem_ratio:.3f} (target <= 1.10: {'PASS' if mem_ratio <= 1.10 else 'FAIL'})")
+    if "sdl" in best:
+        s = best["sdl"]
+        time_ratio, mem_ratio = s["step_s"] / g["step_s"], s["peak_mb"] / g["peak_mb"]
+        print(f"SDL guide hit rate {s['guide_hit_rate']:.2f}, masked token share {s['masked_token_share']:.3f}")
+        print(f"step time ratio {time_ratio:.3f} (target <= 1.25: {'PASS' if time_ratio <= 1.25 else 'FAIL'})")
+        if not opts.device.startswith("cuda"):
+            print(f"step CPU-time ratio {s['step_cpu_s'] / g['step_cpu_s']:.3f} (less sensitive to other processes on a shared machine)")
+        print(f"memory ratio    {mem_ratio:.3f} (target <= 1.10: {'PASS' if mem_ratio <= 1.10 else 'FAIL'})")
 
 
 if __name__ == "__main__":

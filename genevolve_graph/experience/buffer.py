@@ -11,7 +11,12 @@
   the id and a digest of the key text of the guide each row embeds, and the embedder's name: on
   load they are reused only when they match ``guides.jsonl`` row for row, otherwise the keys are
   embedded again. A buffer therefore never reloads with one guide's vector under another's text
-  (a crash mid-save, another embedding model, an old buffer without ids).
+  (a crash mid-save, another embedding model, an old buffer without ids). Each row also carries
+  a checksum of its guide's id, key digest and vector bytes, so rows swapped or altered with the
+  ids intact are found and only those rows embedded again; an unreadable (e.g. truncated)
+  ``embeddings.npz`` means one re-embedding of every key, never a crash. Temporary files of a
+  save that was killed (``.vectors-*.npz``, ``.guides.jsonl.*.tmp``, ``.meta.json.*.tmp``) are
+  removed when the buffer is opened or saved again.
 * Distributed training: the main process adds guides and ``export_entries`` /
   ``import_entries`` ship them (with their embeddings) to the other processes, so every
   process holds the same buffer without embedding anything twice.
@@ -23,6 +28,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +46,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 500
 DEFAULT_GATE = 0.84
 VECTORS_FILE = "embeddings.npz"
+_TEMPORARY = re.compile(r"^(\.vectors-[0-9a-f]{16}\.npz|\.(guides\.jsonl|meta\.json)\.[0-9a-f]{16}\.tmp)$")
+"""Names of the temporary files ``save`` writes before renaming them (left behind by a killed save)."""
 
 
 @dataclass(frozen=True)
@@ -139,20 +148,26 @@ class ExperienceBuffer:
         if target is None:
             raise ValueError("no path to save the experience buffer to; pass one")
         target.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
         dim = 0 if self.embeddings is None else int(self.embeddings.shape[1])
         vectors = self.embeddings if self.embeddings is not None else np.zeros((0, 0), dtype=np.float32)
         fd, tmp = mkstemp(target, prefix=".vectors-", suffix=".npz")
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                vectors=vectors,
-                ids=np.asarray([g.id for g in self.guides], dtype=str),
-                keys=np.asarray([_key_digest(g) for g in self.guides], dtype=str),
-                embedder=np.asarray(self.embedder.name),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target / VECTORS_FILE)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(
+                    handle,
+                    vectors=vectors,
+                    ids=np.asarray([g.id for g in self.guides], dtype=str),
+                    keys=np.asarray([_key_digest(g) for g in self.guides], dtype=str),
+                    checks=np.asarray([_row_check(g, vectors[i]) for i, g in enumerate(self.guides)], dtype=str),
+                    embedder=np.asarray(self.embedder.name),
+                )
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target / VECTORS_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         lines = "".join(json.dumps(g.model_dump(mode="json"), ensure_ascii=False) + "\n" for g in self.guides)
         write_bytes_atomic(target / "guides.jsonl", lines.encode(), fsync=True)
         meta = {"embedder": self.embedder.name, "dim": dim, "capacity": self.capacity, "gate": self.gate, "count": len(self.guides)}
@@ -161,6 +176,7 @@ class ExperienceBuffer:
         return target
 
     def _load(self, path: Path) -> None:
+        remove_stale_temporaries(path)
         guides = read_guides(path)
         if not guides:
             return
@@ -170,21 +186,37 @@ class ExperienceBuffer:
         self._append(guides, vectors)
 
     def _stored_vectors(self, file: Path, guides: list[DecisionGuide]) -> np.ndarray | None:
-        """The saved vectors when they embed exactly these guides with this embedder, else None."""
+        """The saved vectors when they embed exactly these guides with this embedder, else None.
+        Rows whose checksum fails (swapped or altered with the ids intact) are embedded again."""
         if not file.exists():
             return None
         try:
             with np.load(file, allow_pickle=False) as data:
-                vectors, ids, keys, name = data["vectors"], data["ids"], data["keys"], str(data["embedder"])
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("ignoring unreadable buffer vectors %s (%s); embedding the guides again", file, exc)
+                vectors, ids, keys, checks, name = data["vectors"], data["ids"], data["keys"], data["checks"], str(data["embedder"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            logger.warning("ignoring unreadable buffer vectors %s (%s: %s); embedding the guides again", file, type(exc).__name__, exc)
             return None
         if name != self.embedder.name:
             return None
-        if ids.tolist() != [g.id for g in guides] or keys.tolist() != [_key_digest(g) for g in guides] or vectors.shape[0] != len(guides):
+        if ids.tolist() != [g.id for g in guides] or keys.tolist() != [_key_digest(g) for g in guides] or vectors.shape[0] != len(guides) \
+                or checks.shape[0] != len(guides):
             logger.warning("buffer vectors in %s do not match guides.jsonl (interrupted save?); embedding the guides again", file)
             return None
+        vectors = np.array(vectors, dtype=np.float32)
+        bad = [i for i, g in enumerate(guides) if str(checks[i]) != _row_check(g, vectors[i])]
+        if bad:
+            logger.warning("%d buffer vector row(s) in %s fail their checksum (altered or swapped); embedding them again", len(bad), file)
+            vectors[bad] = np.asarray(self.embedder.embed_keys([guides[i].key_text() for i in bad]), dtype=np.float32)
         return vectors
+
+    def restore(self, path: str | Path, *, persist: bool = True) -> None:
+        """Replace the guides with those saved in ``path`` (a checkpoint's copy of the buffer), and
+        (``persist``) write them to this buffer's own folder, so that the folder matches the step
+        resumed from. With several processes only the one that writes the buffer persists."""
+        saved = ExperienceBuffer.load(path, self.embedder, capacity=self.capacity, gate=self.gate)
+        self.guides, self.embeddings = saved.guides, saved.embeddings
+        if persist and self.path is not None:
+            self.save()
 
     @classmethod
     def load(cls, path: str | Path, embedder: Embedder, **kwargs: Any) -> "ExperienceBuffer":
@@ -209,6 +241,25 @@ def read_guides(path: str | Path) -> list[DecisionGuide]:
                     first = " ".join(str(exc).split())[:200]
                     raise ValueError(f"{file} line {n} is not a Decision Guide ({first})") from None
     return guides
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed ``save`` left in ``folder``; returns them."""
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if _TEMPORARY.match(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted buffer save in %s", len(removed), folder)
+    return removed
+
+
+def _row_check(guide: DecisionGuide, vector: np.ndarray) -> str:
+    """A row's checksum: the guide's id and key digest with the exact bytes of its vector."""
+    digest = hashlib.sha256(f"{guide.id}\n{_key_digest(guide)}\n".encode())
+    digest.update(np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _key_digest(guide: DecisionGuide) -> str:

@@ -15,6 +15,12 @@ as training (``GenEvolveRollout``), renders and judges the programs through the 
 
 Each process rolls out its share of the prompts; the scores are gathered, so every process logs
 the same figures. The policy samples with the training settings (temperature etc.).
+
+By default it also evaluates before the first step (step 0: the baseline) and after the last one
+(unless that step was just evaluated). ``metric_for_best_model: eval/kscore`` (or ``kscore``) makes
+the score choose the best checkpoint, as ``eval_loss`` does for SFT: each evaluation goes through
+the Trainer's own ``_determine_best_metric`` (``greater_is_better`` defaults to true for it), so
+``state.best_metric`` / ``best_model_checkpoint`` name the checkpoint with the highest KScore.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from transformers import TrainerCallback
 class KScoreEvalCallback(TrainerCallback):
     """Evaluate on held-out rows (``prompt`` + ``gt_image``) every ``every`` optimizer steps."""
 
-    def __init__(self, dataset: Any, *, rollout: Any, rewards: Any, every: int) -> None:
+    KSCORE_METRICS = ("eval/kscore", "kscore", "eval_kscore", "eval_eval/kscore")
+
+    def __init__(self, dataset: Any, *, rollout: Any, rewards: Any, every: int, at_start: bool = False, at_end: bool = False) -> None:
         if every < 1:
             raise ValueError(f"evaluate every N >= 1 steps, got {every}")
         self.rows = [dict(row) for row in dataset]
@@ -37,12 +45,23 @@ class KScoreEvalCallback(TrainerCallback):
         self.rollout = rollout
         self.rewards = rewards
         self.every = every
+        self.at_start = at_start
+        self.at_end = at_end
         self.trainer: Any = None
         self.history: list[dict[str, float]] = []
 
     def bind(self, trainer: Any) -> None:
-        """The trainer to evaluate (callbacks receive the model, not the trainer)."""
+        """The trainer to evaluate (callbacks receive the model, not the trainer). Held-out rows with
+        request images on a backend that cannot take them are refused here, before training."""
+        check_backend = getattr(self.rollout, "check_backend", None)
+        if callable(check_backend):
+            check_backend(trainer, self.rows)
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is not None and self.at_start and state.global_step == 0:
+            self.evaluate()
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer is not None and state.global_step > 0 and state.global_step % self.every == 0:
@@ -50,6 +69,21 @@ class KScoreEvalCallback(TrainerCallback):
             self.evaluate()
             control.should_log = should_log  # logging the figures must not cancel this step's training log
         return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        done = {int(h["step"]) for h in self.history}
+        if self.trainer is not None and self.at_end and state.global_step not in done:
+            self.evaluate()
+        return control
+
+    def _track_best(self, kscore: float) -> None:
+        """``metric_for_best_model: eval/kscore``: the Trainer's own best-checkpoint bookkeeping."""
+        trainer = self.trainer
+        name = getattr(trainer.args, "metric_for_best_model", None)
+        if name not in self.KSCORE_METRICS or math.isnan(kscore) or trainer.state.global_step == 0:
+            return
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        trainer._determine_best_metric({key: kscore}, trial=None)
 
     def evaluate(self) -> dict[str, float]:
         """Roll out, score and log once; returns the logged figures."""
@@ -77,6 +111,7 @@ class KScoreEvalCallback(TrainerCallback):
             "eval/kscore_rollouts": float(len(everything)),
         }
         self.history.append({"step": float(trainer.state.global_step), **figures})
+        self._track_best(figures["eval/kscore"])
         trainer.model.eval()  # TRL's log files the rollout metrics of this pass under eval_*
         try:
             trainer.log(dict(figures))

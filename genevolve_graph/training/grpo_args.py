@@ -44,8 +44,10 @@ GRPO_DEFAULTS: dict[str, Any] = {
 }
 """This project's defaults where they differ from TRL's (DESIGN.md §5: groups of 6, R = 0.5/0.5)."""
 
+_DERIVED = ("generation_batch_size",)
+"""GRPOConfig fields computed from others (setting both is an error)."""
 _AGENT_PATHS = ("corpus", "image_dir", "skills_dir", "system_prompt_file")
-_FILE_PATHS = ("output_dir", "data_path", "data_root", "buffer_dir", "kscore_eval_path", "logging_dir")
+_FILE_PATHS = ("output_dir", "data_path", "data_root", "buffer_dir", "kscore_eval_path", "logging_dir", "resume_from_checkpoint")
 _MODEL_REFS = ("model_name_or_path", "embedding_model")
 
 
@@ -83,6 +85,10 @@ class GenEvolveArguments:
     kscore_eval_path: str | None = field(default=None, metadata={"help": "JSONL of held-out RL rows scored with the KScore reward path during training."})
     kscore_eval_steps: int = field(default=0, metadata={"help": "Evaluate on kscore_eval_path every N optimizer steps (0: never)."})
     kscore_eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N held-out rows."})
+    kscore_eval_at_start: bool = field(default=True, metadata={"help": "Also evaluate before the first step (step 0), as a baseline."})
+    kscore_eval_at_end: bool = field(default=True, metadata={"help": "Also evaluate after the last step (unless that step was just evaluated)."})
+    extra_reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Further reward functions, 'module:function' with TRL's reward_funcs signature."})
+    extra_reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of extra_reward_funcs (default 1.0 each), after the GenEvolve reward_weights."})
 
     def __post_init__(self) -> None:
         self.agent = _mapping(self.agent, "agent") or {}
@@ -113,8 +119,42 @@ class GRPORun:
         """The flat configuration this run was given (file + overrides), e.g. to migrate a nested file."""
         return {k: _plain(v) for k, v in self.settings.items()}
 
+    def resolved(self) -> dict[str, Any]:
+        """Every effective field (GRPOConfig/SDLConfig, ModelConfig, GenEvolveArguments) after the
+        defaults, the file and the command line, with local paths absolute: written to a file, it
+        re-reads to the same run from any folder (``train grpo --dump-config``). Secrets (``*_token``)
+        are left out; fields TRL derives from others (``generation_batch_size``) too."""
+        import dataclasses
+
+        values = self.args.to_dict()  # enums and nested configs as plain values
+        out: dict[str, Any] = {}
+        for obj in (self.args, self.model_args, self.genevolve):
+            for f in dataclasses.fields(obj):
+                if not f.init or f.name.startswith("_") or f.name in _DERIVED or f.name.endswith("_token"):
+                    continue
+                out[f.name] = _plain(values[f.name] if obj is self.args and f.name in values else getattr(obj, f.name))
+
+        def absolute(value: str) -> str:
+            return str(Path(os.path.expandvars(value)).expanduser().resolve())
+
+        for key in _FILE_PATHS:
+            value = out.get(key)
+            if isinstance(value, str) and value and value.strip().lower() not in ("true", "last", "latest", "false"):
+                out[key] = absolute(value)
+        for key in _MODEL_REFS:
+            value = out.get(key)
+            if isinstance(value, str) and (value.startswith((".", "/", "~")) or Path(value).exists()):
+                out[key] = absolute(value)
+        if isinstance(out.get("agent"), dict):
+            out["agent"] = {k: (absolute(v) if k in _AGENT_PATHS and isinstance(v, str) and v else v) for k, v in out["agent"].items()}
+        return out
+
 
 def _plain(value: Any) -> Any:
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "value") and not isinstance(value, str | int | float | bool):  # enums (IntervalStrategy, ...)
@@ -192,7 +232,7 @@ def _rebase(flat: dict[str, Any], base: Path) -> dict[str, Any]:
 
     out = dict(flat)
     for key in _FILE_PATHS:
-        if isinstance(out.get(key), str):
+        if isinstance(out.get(key), str) and not (key == "resume_from_checkpoint" and out[key].strip().lower() in ("true", "last", "latest", "false", "")):
             out[key] = str(local(out[key]))
     for key in _MODEL_REFS:
         value = out.get(key)
@@ -211,14 +251,22 @@ def run_from_train_config(config: TrainConfig, **overrides: Any) -> GRPORun:
     return _parse(flat, [], None, deprecated=True)
 
 
-def parse_grpo_args(argv: list[str], config_file: Path | None = None) -> GRPORun:
-    """Parse ``train grpo`` arguments: the config file (flat or nested) then command-line overrides."""
+def parse_grpo_args(argv: list[str], config_file: Path | None = None, *, ablation: str | None = None) -> GRPORun:
+    """Parse ``train grpo`` arguments: the config file (flat or nested) then command-line overrides.
+    ``ablation``: one variant of the file's ``ablations:`` (:mod:`~genevolve_graph.training.ablations`)."""
+    from genevolve_graph.training.ablations import ablation_table, apply_ablation
+
     flat: dict[str, Any] = {}
     written: dict[str, Any] = {}
     deprecated = False
+    if ablation is not None and config_file is None:
+        raise ConfigError(f"--ablation {ablation} needs --config FILE with an 'ablations:' section")
     if config_file is not None:
         raw = read_config_file(config_file)
         base = config_file.resolve().parent
+        table = ablation_table(raw.pop("ablations"), config_file) if "ablations" in raw else {}
+        if ablation is not None:
+            raw = apply_ablation(raw, table, ablation, str(config_file))
         if is_nested(raw):
             deprecated = True
             raw = nested_to_flat(validate_config(raw, config_file))

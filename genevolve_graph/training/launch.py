@@ -94,15 +94,19 @@ def build_grpo_trainer(run: GRPORun):
         seed=g.renderer_seed,
     )
     rollout = GenEvolveRollout(ctx, max_concurrency=g.rollout_max_concurrency)
+    from genevolve_graph.training.extra_rewards import reward_setup
+
+    reward_funcs, args.reward_weights = reward_setup(rewards.reward_funcs(), args.reward_weights, g.extra_reward_funcs, g.extra_reward_weights)
     callbacks = []
     if g.kscore_eval_path and g.kscore_eval_steps:
         from genevolve_graph.training.evaluation import KScoreEvalCallback
 
         eval_rows = read_rows(Path(g.kscore_eval_path), Path(g.data_root) if g.data_root else None, limit=g.kscore_eval_limit)
-        callbacks.append(KScoreEvalCallback(build_dataset(eval_rows, ctx), rollout=rollout, rewards=rewards, every=g.kscore_eval_steps))
+        callbacks.append(KScoreEvalCallback(build_dataset(eval_rows, ctx), rollout=rollout, rewards=rewards, every=g.kscore_eval_steps,
+                                            at_start=g.kscore_eval_at_start, at_end=g.kscore_eval_at_end))
     trainer = SDLGRPOTrainer(
         model=model_ref,
-        reward_funcs=rewards.reward_funcs(),
+        reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,

@@ -229,6 +229,39 @@ class GenEvolveRollout:
             )
         return output
 
+    def check_backend(self, trainer: Any, prompts: Any = None) -> None:
+        """At start-up, not per rollout: when the rollouts will show images (``show_images``, or a
+        prompt of ``prompts`` / the trainer's training set with request images), the trainer needs
+        a vision-language processor and a generation backend that takes images. Raises a one-line
+        ``ValueError`` naming the fix; otherwise every such rollout would fail, be excluded as an
+        infrastructure failure, and bias training against the image tools while it reports success.
+        """
+        from genevolve_graph.training.vision import is_processor
+
+        if self.ctx.options.get("show_images"):
+            why = "show_images is on"
+        else:
+            rows = prompts if prompts is not None else (getattr(trainer, "train_dataset", None) or [])
+            with_images = any(request_images_of(row["prompt"] if isinstance(row, dict) else row) for row in rows)
+            if not with_images:
+                return
+            why = "the data rows hold request_images"
+        processing_class = trainer.processing_class
+        if not is_processor(processing_class):
+            raise ValueError(
+                f"the rollouts show images ({why}) but the trainer's processing class is a text tokenizer; "
+                "train a vision-language policy or turn show_images off and drop request_images"
+            )
+        generator, _ = self._generator_for(trainer, processing_class)
+        accepts = getattr(generator, "accepts_images", None)
+        if accepts is not None and not accepts():
+            backend = getattr(generator, "backend", type(generator).__name__)
+            if getattr(trainer, "use_vllm", False) and getattr(trainer.args, "vllm_mode", "server") == "colocate":
+                fix = "the colocated vLLM engine loaded a text-only model; give model_name_or_path a vision-language model"
+            else:
+                fix = "roll out with vllm_mode: colocate (vLLM passes the images) or without vLLM (use_vllm: false)"
+            raise ValueError(f"the rollouts show images ({why}) but the {backend} generation backend cannot take images: {fix}")
+
     @staticmethod
     def _wait_for_weight_sync(trainer: Any) -> None:
         """Every process waits here until all have arrived, before any samples.

@@ -211,6 +211,11 @@ def parse_sft_args(out: Path, config_args: list[str] | None = None, *, evaluate:
         raise SFTSetupError(
             f"unknown SFTConfig option(s) {' '.join(remaining)}; any SFTConfig field is accepted as --field_name VALUE (e.g. --learning_rate 1e-5)"
         )
+    from genevolve_graph.training.reporting import missing_reporter
+
+    problem = missing_reporter(config.report_to)
+    if problem:
+        raise SFTSetupError(problem)
     strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
     if not evaluate and strategy != "no":
         raise SFTSetupError(f"--eval_strategy {strategy} needs held-out data: add --eval-split 0.1 (or a file of held-out records)")
@@ -334,7 +339,13 @@ def train_sft(options: SFTOptions) -> tuple[Any, LoadResult]:
         freeze_vision=options.freeze_vision,
         eval_records=eval_records,
     )
-    trainer.train()
+    from genevolve_graph.training.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:  # TRL's --resume_from_checkpoint: a checkpoint folder, or true/last for the newest in --out
+        checkpoint = resolve_checkpoint(trainer.args.resume_from_checkpoint, trainer.args.output_dir)
+    except CheckpointError as exc:
+        raise SFTSetupError(str(exc)) from None
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(options.out))
     processing_class = trainer.processing_class
     if processing_class is not None:

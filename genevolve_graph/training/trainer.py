@@ -22,7 +22,10 @@ GRPO stays as TRL computes it; SDL adds one term. Per generation batch, after th
    decision is collective, so sharded models never deadlock); a process without active rows
    runs a one-row dummy forward when others need theirs.
 
-Logged: ``sdl/loss``, ``sdl/guide_hit_rate``, ``sdl/masked_token_share`` (kept tokens over
+Rollouts that failed for infrastructure reasons (generation, render, judge) get no teacher term:
+``sdl_active`` is 0 for them, counted as ``sdl/failed_rows_excluded``.
+
+Logged: ``sdl/loss``, ``sdl/guide_hit_rate``, ``sdl/failed_rows_excluded``, ``sdl/masked_token_share`` (kept tokens over
 the policy's tokens), ``sdl/decision_token_share``, ``sdl/active_rows``, ``sdl/guides_added``,
 ``sdl/distill_failures``, ``sdl/buffer_size``.
 """
@@ -55,11 +58,13 @@ from genevolve_graph.training.sdl import (
     reverse_kl_terms,
     select_top_fraction,
 )
-from genevolve_graph.training.trl_compat import check_grpo_trainer
+from genevolve_graph.training.trl_compat import TRLCompatibilityError, batch_key_problems, check_grpo_trainer
 
 logger = logging.getLogger(__name__)
 
 SDL_KEYS = ("teacher_prompt_ids", "teacher_prompt_mask", "sdl_active", "decision_mask")
+BUFFER_IN_CHECKPOINT = "experience_buffer"
+"""The experience buffer's copy inside every ``checkpoint-N`` folder (restored on resume)."""
 
 
 @dataclass
@@ -71,10 +76,12 @@ class SDLConfig(GRPOConfig):
     gate: float = field(default=0.84, metadata={"help": "Minimum cosine similarity for a retrieved guide to reach the teacher."})
     top_k_fraction: float = field(default=0.10, metadata={"help": "Share of each sequence's decision tokens kept, by largest |log p_teacher - log p_student|."})
     buffer_capacity: int = field(default=500, metadata={"help": "Rolling capacity of the experience buffer."})
+    sdl_decision_mask: bool = field(default=True, metadata={"help": "Restrict the SDL term to decision tokens (tool_call/answer blocks); false: every policy token is a candidate (ablation)."})
     decision_tags: list[str] = field(default_factory=lambda: list(DEFAULT_DECISION_TAGS), metadata={"help": "Tags whose blocks hold decision tokens."})
     sdl_is_clip: float = field(default=2.0, metadata={"help": "Upper clip of the importance weight pi_theta/pi_old of the SDL term."})
     embedding_model: str = field(default=DEFAULT_EMBEDDING_MODEL, metadata={"help": "sentence-transformers model (hub id or local path) indexing the guides."})
     buffer_dir: str | None = field(default=None, metadata={"help": "Where the experience buffer is persisted (default: OUTPUT_DIR/experience_buffer)."})
+    sdl_inert_warning_steps: int = field(default=20, metadata={"help": "Warn when SDL has taught nothing after this many generation batches (no guide, or hit rate 0); 0 disables."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -121,6 +128,9 @@ class SDLGRPOTrainer(GRPOTrainer):
             kwargs["rollout_func"] = _FieldCapture(rollout_func)
         super().__init__(*args, **kwargs)
         check_grpo_trainer(self)  # fail now, loudly, if this TRL changed an internal we rely on
+        check_backend = getattr(self.rollout_func, "check_backend", None)
+        if callable(check_backend):  # images with a backend that cannot take them: refused now, not per rollout
+            check_backend(self)
         self.sdl_enabled = self.args.sdl_coef > 0
         self.distiller = distiller
         self.render_lookup = render_lookup
@@ -133,9 +143,46 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._capture_student = False
         self._captured_student_logps: torch.Tensor | None = None
         self._rollout_mm: dict[str, Any] = {}
+        self._last_rewards_per_func: torch.Tensor | None = None
         self._buffer_synced = False
+        self._batch_keys_checked = False
+        self._sdl_batches, self._sdl_hits = 0, 0.0  # for the inert-SDL warning
         if self.sdl_enabled and distiller is None and not len(experience_buffer or []):
             logger.warning("SDL is on but there is no distiller and the experience buffer is empty: no guide will ever reach the teacher")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the experience
+        buffer as it is at this step: the buffer is part of what training has learnt."""
+        super()._save_checkpoint(model, trial)
+        if self.experience_buffer is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            if folder.is_dir():
+                self.experience_buffer.save(folder / BUFFER_IN_CHECKPOINT)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any):
+        """``Trainer.train``; when resuming, the experience buffer is first restored from the
+        checkpoint (the guides of step N, not the buffer folder's newest state)."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+        if checkpoint and self.experience_buffer is not None:
+            saved = Path(checkpoint) / BUFFER_IN_CHECKPOINT
+            if (saved / "guides.jsonl").is_file():
+                self.experience_buffer.restore(saved, persist=self.accelerator.is_main_process)
+                self._buffer_synced = False
+                logger.info("experience buffer restored from %s (%d guides)", saved, len(self.experience_buffer))
+            elif self.sdl_enabled:
+                logger.warning(
+                    "checkpoint %s holds no experience buffer (written before buffers were checkpointed): "
+                    "SDL resumes with the buffer as loaded from %s", checkpoint, self.experience_buffer.path,
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     # ------------------------------------------------------------------ rewards
 
@@ -204,10 +251,26 @@ class SDLGRPOTrainer(GRPOTrainer):
         self._attach_images(output)
         if not self.sdl_enabled or not self.model.training:
             return output
+        self._check_batch_keys_once(output)
         self._sync_buffer_once()
         self._distill(inputs)
         self._attach_teacher(inputs, output)
         return output
+
+    def _check_batch_keys_once(self, output: dict[str, Any]) -> None:
+        """At the first generation batch: every key the SDL term reads that TRL computes under
+        these settings is there (a renamed key would silently set the importance weight to 1)."""
+        if self._batch_keys_checked:
+            return
+        self._batch_keys_checked = True
+        capture = self.rollout_func if isinstance(self.rollout_func, _FieldCapture) else None
+        env_mask = capture.had_env_mask if capture is not None else False
+        problems = batch_key_problems(self, output, env_mask=env_mask)
+        if problems:
+            raise TRLCompatibilityError(
+                "the SDL trainer cannot run on this TRL: " + "; ".join(problems)
+                + ". Install a tested TRL or update genevolve_graph/training/trainer.py"
+            )
 
     def _rollout_rows(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each input row with the extra fields the rollout returned for it (``trajectory``,
@@ -339,23 +402,55 @@ class SDLGRPOTrainer(GRPOTrainer):
         found = dict(zip(unique, self.experience_buffer.retrieve(unique), strict=True))
         hits: list[Retrieval | None] = [found[r] for r in requests]
 
+        rows = self._rollout_rows(inputs)
+        failed = self._failed_rows(rows)
         teacher_ids = []
-        for row, hit, student_ids, student_mask in zip(self._rollout_rows(inputs), hits, output["prompt_ids"], output["prompt_mask"], strict=True):
-            if hit is None:
+        for row, hit, bad, student_ids, student_mask in zip(rows, hits, failed, output["prompt_ids"], output["prompt_mask"], strict=True):
+            if hit is None or bad:
                 teacher_ids.append(student_ids[student_mask.bool()].cpu())
             else:
                 teacher_ids.append(torch.tensor(self._teacher_prompt_ids(row, hit.guide.render())))
         teacher_prompt_ids = pad(teacher_ids, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         teacher_prompt_mask = pad([torch.ones_like(t) for t in teacher_ids], padding_value=0, padding_side="left").to(device)
         model_mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
-        decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
-        active = torch.tensor([hit is not None for hit in hits], dtype=torch.long, device=device)
+        if self.args.sdl_decision_mask:
+            decision_mask = decision_token_mask(self._tokenizer, output["completion_ids"], model_mask, self.args.decision_tags).to(device)
+        else:  # ablation / full-sequence baseline: every token the policy wrote is a candidate
+            decision_mask = model_mask.to(device=device, dtype=torch.long)
+        # an infrastructure failure (generation, render or judge) is never a learning signal: no teacher term either
+        active = torch.tensor([hit is not None and not bad for hit, bad in zip(hits, failed, strict=True)], dtype=torch.long, device=device)
         output.update(teacher_prompt_ids=teacher_prompt_ids, teacher_prompt_mask=teacher_prompt_mask, sdl_active=active, decision_mask=decision_mask)
 
-        stats = torch.tensor([float(active.sum()), float(len(hits)), float(decision_mask.sum()), float(model_mask.sum())], device=device)
+        hit_count = sum(hit is not None for hit in hits)
+        stats = torch.tensor([float(hit_count), float(len(hits)), float(decision_mask.sum()), float(model_mask.sum()), float(sum(failed))], device=device)
         stats = self.accelerator.reduce(stats, reduction="sum")
         self._metrics["train"]["sdl/guide_hit_rate"].append((stats[0] / stats[1].clamp(min=1)).item())
         self._metrics["train"]["sdl/decision_token_share"].append((stats[2] / stats[3].clamp(min=1)).item())
+        self._metrics["train"]["sdl/failed_rows_excluded"].append(stats[4].item())
+        self._watch_inert(float(stats[0]))
+
+    def _watch_inert(self, hits: float) -> None:
+        """Warn once, during the run, when SDL has been inert for ``sdl_inert_warning_steps``
+        generation batches: the run is then plain GRPO, which the logs alone would not say."""
+        self._sdl_batches += 1
+        self._sdl_hits += hits
+        limit = self.args.sdl_inert_warning_steps
+        if limit and self._sdl_batches == limit and self._sdl_hits == 0:
+            if not len(self.experience_buffer):
+                why = "no guide has been distilled (no group had a reward gap >= delta_min, or the distiller failed: see sdl/distill_failures)"
+            else:
+                why = f"the buffer holds {len(self.experience_buffer)} guide(s) but none reached the retrieval gate {self.args.gate}"
+            logger.warning("SDL is inert after %d generation batches (guide hit rate 0): %s; training is plain GRPO so far", limit, why)
+            self._metrics["train"]["sdl/inert_warning"].append(1.0)
+
+    def _failed_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Per local row: the rollout failed (``rollout_failed``) or its reward is incomplete
+        (a render or judge failure, made all-NaN by ``_calculate_rewards``)."""
+        n = len(rows)
+        start = self.accelerator.process_index * n  # TRL's process slice of the gathered rewards
+        rpf = self._last_rewards_per_func
+        incomplete = torch.isnan(rpf[start : start + n]).any(dim=1).tolist() if rpf is not None and rpf.size(0) >= start + n else [False] * n
+        return [bool(row.get("rollout_failed")) or bool(bad) for row, bad in zip(rows, incomplete, strict=True)]
 
     def _teacher_prompt_ids(self, row: dict[str, Any], guide_text: str) -> list[int]:
         """The rollout's own prompt messages with the guide appended to the system prompt."""
@@ -485,10 +580,12 @@ class _FieldCapture:
     def __init__(self, func: Any) -> None:
         self.func = func
         self.fields: dict[str, Any] = {}
+        self.had_env_mask = False
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         output = self.func(prompts, trainer)
         self.fields = {k: v for k, v in output.items() if k not in self._TRL_KEYS}
+        self.had_env_mask = output.get("env_mask") is not None
         return output
 
     def __getattr__(self, name: str) -> Any:  # the wrapped rollout's own attributes (close, last_results...)

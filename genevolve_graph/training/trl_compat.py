@@ -9,12 +9,17 @@ without SDL, or with the wrong log-probs. So at start-up:
 
 * the installed TRL must be in :data:`TESTED_TRL` (the pin of the ``sft``/``train`` extras), or the
   user must opt in to an untested one (``GENEVOLVE_ALLOW_UNTESTED_TRL=1``); even then
-* every probe below must pass: the signatures of the overridden methods, the one call of
+* every probe below must pass: the batch keys the SDL term reads (``old_per_token_logps``,
+  ``importance_sampling_ratio``, ``tool_mask``: written by ``_generate_and_score_completions`` and
+  read by ``_compute_loss``; renamed, the importance weight would silently become 1 and tool
+  tokens would enter the term), the signatures of the overridden methods, the one call of
   ``_get_per_token_logps_and_entropies`` inside ``_compute_loss`` (the student forward the trainer
   captures), the ``rollout_func`` call and its ``env_mask`` in ``_generate``, the attributes read,
   and the fused LM head on the model (``fused_lm_head=True`` returning ``log_probs``).
 
 A failure names every problem at once and says what to do (pin TRL, or update the trainer).
+At the first generation batch :func:`batch_key_problems` checks the keys again on the real batch:
+present whenever this configuration makes TRL compute them.
 """
 
 from __future__ import annotations
@@ -102,7 +107,55 @@ def method_problems(cls: type | None = None) -> list[str]:
     return problems
 
 
-INSTANCE_ATTRIBUTES = ("_metrics", "_tokenizer", "reward_weights", "reward_func_names", "chat_template_kwargs", "num_generations", "rollout_func")
+SDL_BATCH_KEYS = ("old_per_token_logps", "importance_sampling_ratio", "tool_mask")
+"""Keys of TRL's generation batch that the SDL term reads (the importance weight, the model-token mask)."""
+
+
+def batch_key_problems_static(cls: type | None = None) -> list[str]:
+    """TRL still writes each of :data:`SDL_BATCH_KEYS` into the batch and reads it in its loss."""
+    if cls is None:
+        from trl import GRPOTrainer as cls  # noqa: N813
+
+    problems: list[str] = []
+    score = getattr(cls, "_generate_and_score_completions", None)
+    loss = getattr(cls, "_compute_loss", None)
+    if score is None or loss is None:
+        return problems  # reported by method_problems
+    written, read = inspect.getsource(score), inspect.getsource(loss)
+    for key in SDL_BATCH_KEYS:
+        if f'output["{key}"]' not in written:
+            problems.append(f"GRPOTrainer._generate_and_score_completions no longer writes the batch key {key!r}, which the SDL term reads")
+        elif f'"{key}"' not in read:
+            problems.append(f"GRPOTrainer._compute_loss no longer reads the batch key {key!r}: its meaning may have changed")
+    return problems
+
+
+def expected_batch_keys(trainer: Any, *, env_mask: bool) -> list[str]:
+    """The :data:`SDL_BATCH_KEYS` TRL 1.16 puts in the batch under this trainer's settings
+    (``env_mask``: the rollout returned one)."""
+    args = trainer.args
+    vllm_is = bool(getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction", False))
+    generate_every = args.steps_per_generation * trainer.num_iterations
+    keys = []
+    if args.gradient_accumulation_steps % generate_every != 0 or vllm_is:
+        keys.append("old_per_token_logps")
+    if vllm_is:
+        keys.append("importance_sampling_ratio")
+    if env_mask:
+        keys.append("tool_mask")
+    return keys
+
+
+def batch_key_problems(trainer: Any, batch: dict[str, Any], *, env_mask: bool) -> list[str]:
+    """The expected SDL batch keys missing from a real generation batch."""
+    return [
+        f"the generation batch has no {key!r} although this configuration makes TRL compute it (renamed in this TRL?)"
+        for key in expected_batch_keys(trainer, env_mask=env_mask) if key not in batch
+    ]
+
+
+INSTANCE_ATTRIBUTES = ("_metrics", "_tokenizer", "reward_weights", "reward_func_names", "chat_template_kwargs", "num_generations", "rollout_func",
+                       "num_iterations", "use_vllm", "vllm_importance_sampling_correction")
 
 
 def instance_problems(trainer: Any) -> list[str]:
@@ -137,7 +190,7 @@ def fused_head_problem(model: Any) -> str | None:
 
 def check_grpo_trainer(trainer: Any) -> None:
     """Raise :class:`TRLCompatibilityError` naming every problem, or return quietly."""
-    problems = method_problems() + instance_problems(trainer)
+    problems = method_problems() + batch_key_problems_static() + instance_problems(trainer)
     version = version_problem()
     allow = os.environ.get(ALLOW_UNTESTED_ENV, "") not in ("", "0", "false", "False")
     if version and not allow:
@@ -152,8 +205,12 @@ def check_grpo_trainer(trainer: Any) -> None:
 __all__ = [
     "ALLOW_UNTESTED_ENV",
     "TESTED_TRL",
+    "SDL_BATCH_KEYS",
     "TRLCompatibilityError",
+    "batch_key_problems",
+    "batch_key_problems_static",
     "check_grpo_trainer",
+    "expected_batch_keys",
     "fused_head_problem",
     "instance_problems",
     "method_problems",

@@ -160,3 +160,76 @@ def test_parse_guide_accepts_fenced_json_and_rejects_empty_advice():
         parse_guide('{"retrieval_key": {"trigger": "x", "summary": "y"}, "decision_guidance": {}}')
     with pytest.raises(GuideError, match="not valid JSON"):
         parse_guide("I cannot help with that")
+
+
+class CountingEmbedder:
+    """The tiny embedder, counting the keys it embeds."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.keys = inner, inner.name, 0
+
+    def embed_keys(self, texts):
+        self.keys += len(texts)
+        return self.inner.embed_keys(texts)
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+
+def _saved(tmp_path, embedder) -> ExperienceBuffer:
+    chemist = guide("portrait in a laboratory", "A chemist in her laboratory, painted in oils")
+    buffer = ExperienceBuffer(embedder, path=tmp_path / "buf")
+    buffer.add([FOX, TOWER, chemist])
+    buffer.save()
+    return buffer
+
+
+def test_a_truncated_vectors_file_means_one_re_embedding_not_a_crash(tmp_path, embedder):
+    """Issue 23 item 6: before the fix ``np.load`` raised ``BadZipFile`` and training stopped."""
+    _saved(tmp_path, embedder)
+    vectors = tmp_path / "buf" / "embeddings.npz"
+    vectors.write_bytes(vectors.read_bytes()[: vectors.stat().st_size // 2])
+    counting = CountingEmbedder(embedder)
+    again = ExperienceBuffer.load(tmp_path / "buf", counting)
+    assert len(again) == 3 and counting.keys == 3  # every key embedded once
+    for stored in again.guides:
+        assert again.search([stored.key_text()])[0].guide.id == stored.id
+
+
+def test_a_killed_save_leaves_no_temporary_files(tmp_path, embedder, monkeypatch):
+    """Issue 23 item 6: temporary files of a killed save are removed on the next load; a save
+    that fails removes its own."""
+    buffer = _saved(tmp_path, embedder)
+    folder = tmp_path / "buf"
+    # what SIGKILL mid-save leaves: the temporaries of each of the three files
+    for name in (".vectors-0123456789abcdef.npz", ".guides.jsonl.0123456789abcdef.tmp", ".meta.json.fedcba9876543210.tmp"):
+        (folder / name).write_bytes(b"partial")
+    (folder / "notes.txt").write_text("the user's own file stays")
+    ExperienceBuffer.load(folder, embedder)
+    assert sorted(p.name for p in folder.iterdir()) == ["embeddings.npz", "guides.jsonl", "meta.json", "notes.txt"]
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        buffer.save()
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == ["embeddings.npz", "guides.jsonl", "meta.json", "notes.txt"]
+
+
+def test_swapped_vector_rows_with_ids_intact_are_detected_and_re_embedded(tmp_path, embedder):
+    """Issue 23 item 6: ids and key digests unchanged, two vector rows swapped. Before the fix the
+    buffer reloaded FOX's guide under TOWER's vector and the reverse."""
+    _saved(tmp_path, embedder)
+    file = tmp_path / "buf" / "embeddings.npz"
+    with np.load(file) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["vectors"] = arrays["vectors"][[1, 0, 2]]
+    np.savez(file, **arrays)
+    counting = CountingEmbedder(embedder)
+    again = ExperienceBuffer.load(tmp_path / "buf", counting)
+    assert counting.keys == 2  # only the two swapped rows
+    for topic in (FOX, TOWER):
+        hit = again.search([topic.key_text()])[0]
+        assert hit.guide.id == topic.id and hit.score == pytest.approx(1.0, abs=1e-5)

@@ -84,7 +84,8 @@ def test_train_grpo_runs_from_a_flat_trl_style_file_with_command_line_overrides(
     assert dumped.exit_code == 0, dumped.output
     settings = yaml.safe_load(dumped.output)
     assert settings["learning_rate"] == 1e-6 and settings["sdl_coef"] == 0.2 and settings["max_steps"] == 1  # overrides win
-    assert settings["num_generations"] == 2 and settings["data_path"] == "rl/train.jsonl"  # the file, as written
+    assert settings["num_generations"] == 2 and settings["data_path"] == str(tmp_path / "rl" / "train.jsonl")  # the file, resolved
+    assert settings["sdl_is_clip"] == 2.0 and settings["loss_type"] == "dapo" and settings["gate"] == 0.84  # every effective field
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and "deprecated" not in result.output
     assert "'eval/kscore': " in result.output and "'eval/kscore_rollouts': '1'" in result.output
@@ -99,9 +100,9 @@ def test_the_nested_layout_is_still_read_with_a_deprecation_note(tmp_path):
     result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(tmp_path / "nested.yaml"), "--dump-config", "--max-steps", "3"])
     assert result.exit_code == 0, result.output
     assert "nested layout" in result.output and "deprecated" in result.output and "--dump-config" in result.output
-    flat = yaml.safe_load(result.output[result.output.index("model_name_or_path"):])
-    assert flat["model_name_or_path"] == "./policy" and flat["data_path"] == "rl/train.jsonl"
-    assert flat["use_peft"] is True and flat["lora_r"] == 8 and flat["lora_target_modules"] == ["all-linear"]
+    flat = yaml.safe_load("\n".join(line for line in result.output.splitlines() if not line.startswith("note:")))
+    assert flat["model_name_or_path"] == str(tmp_path / "policy") and flat["data_path"] == str(tmp_path / "rl" / "train.jsonl")
+    assert flat["use_peft"] is True and flat["lora_r"] == 8 and flat["lora_target_modules"] in ("all-linear", ["all-linear"])
     assert flat["sdl_coef"] == 0.1 and flat["num_generations"] == 2 and flat["max_steps"] == 3
 
 
@@ -148,3 +149,89 @@ def test_distiller_kind_is_chosen_in_the_config(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match=r"judges\.distiller_kind: .*'vision' or 'text'"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_train_grpo_honours_resume_from_checkpoint(tmp_path):
+    """Issue 23 item 2: ``--resume_from_checkpoint PATH`` was accepted and ignored (the "resumed"
+    run trained from step 0)."""
+    with judge_server(JudgeScript()) as server:
+        config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(sdl_coef=0.0, save_strategy="steps", save_steps=1, max_completion_length=64)
+        path = tmp_path / "grpo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        first = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "1"])
+        assert first.exit_code == 0, first.output
+        checkpoint = tmp_path / "out" / "checkpoint-1"
+        assert (checkpoint / "optimizer.pt").is_file()
+        resumed = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "2", "--resume_from_checkpoint", str(checkpoint)])
+        missing = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--resume_from_checkpoint", str(tmp_path / "out" / "checkpoint-9")])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming from {checkpoint}" in resumed.output
+    assert resumed.output.count("'loss': ") == 1  # only step 2 ran
+    assert "trained 2 steps" in resumed.output and (tmp_path / "out" / "checkpoint-2").is_dir()
+    assert missing.exit_code == 2 and "checkpoint-9: no such folder" in missing.output
+    assert len([line for line in missing.output.splitlines() if line.strip()]) == 1
+
+
+REWARD_MODULE = '''
+import json, os
+
+def length_bonus(prompts, completions, completion_ids, **kwargs):
+    """A researcher's extra term (TRL's reward_funcs signature); records what it was given."""
+    with open(os.environ["EXTRA_REWARD_LOG"], "a") as log:
+        log.write(json.dumps({"n": len(completions), "keys": sorted(kwargs)}) + "\\n")
+    return [min(len(ids), 50) / 50 for ids in completion_ids]
+'''
+
+
+def test_the_researchers_loop_extra_rewards_eval_best_checkpoint_and_summary(tmp_path, monkeypatch, caplog):
+    """Issue 23 item 7: an extra reward function from the config (weighted, TRL's signature),
+    evaluation at step 0, every step and the end, eval/kscore as metric_for_best_model, the JSON
+    summary, the inert-SDL warning, and report_to without its package failing with one line."""
+    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EXTRA_REWARD_LOG", str(tmp_path / "extra.jsonl"))
+    with judge_server(JudgeScript()) as server:
+        config = _flat(_write_setup(tmp_path, server.base_url))
+        config.update(kscore_eval_path="rl/train.jsonl", kscore_eval_limit=1, kscore_eval_steps=2, max_completion_length=64,
+                      extra_reward_funcs=["my_rewards:length_bonus"], extra_reward_weights=[0.25], metric_for_best_model="eval/kscore",
+                      save_strategy="steps", save_steps=1, sdl_inert_warning_steps=1)
+        path = tmp_path / "grpo.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with caplog.at_level("WARNING", logger="genevolve_graph.training.trainer"):
+            result = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--max_steps", "3"])
+        wandb = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(path), "--report_to", "wandb"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["steps"] == 3
+    assert [e["step"] for e in summary["eval"]] == [0, 2, 3]  # the baseline, every 2 steps, the end
+    assert "rewards/length_bonus/mean" in summary["rewards"] and "reward" in summary["rewards"]
+    calls = [json.loads(line) for line in (tmp_path / "extra.jsonl").read_text().splitlines()]
+    assert len(calls) == 3 and all(c["n"] == 2 for c in calls) and {"program", "trainer_state", "gt_image"} <= set(calls[0]["keys"])
+    scored = {e["step"]: e["kscore"] for e in summary["eval"] if e["step"] > 0}
+    best_step = max(scored, key=lambda s: (scored[s], -s))  # the first of the highest
+    assert summary["best_checkpoint"] == str(tmp_path / "out" / f"checkpoint-{best_step}")
+    assert summary["best_metric"] == pytest.approx(scored[best_step])
+    assert summary["guides"]["in_buffer"] == 0
+    assert any("SDL is inert after 1 generation batches" in r.getMessage() for r in caplog.records)
+    assert wandb.exit_code == 2 and "report_to: wandb needs the wandb package" in wandb.output and "genevolve-graph[logging]" in wandb.output
+
+
+def test_dump_config_rereads_to_the_same_run_from_any_folder(tmp_path, monkeypatch):
+    """Issue 23 item 7: ``--dump-config`` prints every effective field with absolute paths; the
+    dump, saved elsewhere and read from another working directory, is the same run."""
+    from genevolve_graph.training.grpo_args import parse_grpo_args
+
+    config = _flat(_write_setup(tmp_path, "http://127.0.0.1:9/v1"))
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    dumped = CliRunner().invoke(_app(), ["train", "grpo", "--config", str(tmp_path / "grpo.yaml"), "--dump-config", "--beta", "0.02"])
+    assert dumped.exit_code == 0, dumped.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dumped.yaml").write_text(dumped.output)
+    monkeypatch.chdir(elsewhere)
+    again = parse_grpo_args([], elsewhere / "dumped.yaml")
+    first = yaml.safe_load(dumped.output)
+    assert again.resolved() == first
+    assert first["beta"] == 0.02 and first["agent"]["corpus"] == str(tmp_path / "agent" / "corpus.jsonl")
+    assert first["output_dir"] == str(tmp_path / "out") and first["embedding_model"] == str(tmp_path / "embedder")

@@ -52,7 +52,8 @@ class RenderOutage:
         return await self.inner.render(program, out_path, seed=seed)
 
 
-def _one_fox_step(tmp: Path, tokenizer, embedder, *, renderer: Any, rollout: GenEvolveRollout, judge: JudgeScript) -> SDLGRPOTrainer:
+def _one_fox_step(tmp: Path, tokenizer, embedder, *, renderer: Any, rollout: GenEvolveRollout, judge: JudgeScript,
+                  trainer_cls: type[SDLGRPOTrainer] = SDLGRPOTrainer) -> SDLGRPOTrainer:
     ctx = rollout.ctx
     model = build_tiny_causal_lm(tokenizer)
     with judge_server(judge) as server:
@@ -66,7 +67,7 @@ def _one_fox_step(tmp: Path, tokenizer, embedder, *, renderer: Any, rollout: Gen
         )
         buffer = ExperienceBuffer(SentenceEmbedder(embedder, name="tiny"), gate=args.gate, path=args.buffer_dir)
         dataset = Dataset.from_list([{"prompt": request_prompt(FOX, ctx), "gt_image": str(DATA / "images" / "cat.png")}])
-        trainer = SDLGRPOTrainer(
+        trainer = trainer_cls(
             model=model, reward_funcs=rewards.reward_funcs(), args=args, train_dataset=dataset,
             processing_class=tokenizer, rollout_func=rollout, experience_buffer=buffer, distiller=GuideDistiller(client),
         )
@@ -139,3 +140,33 @@ def test_a_first_turn_outage_costs_one_rollout_not_the_step(tmp_path, tiny_token
     advantages = list(trainer._logs["advantages"])
     index = results.index(placeholder)
     assert advantages[index] == 0.0 and sorted(advantages)[0] < 0 < sorted(advantages)[-1]
+
+
+class _ActiveRecorder(SDLGRPOTrainer):
+    """Keeps, per generation batch, each row's completion text and its ``sdl_active`` flag."""
+
+    seen: list[tuple[str, int]]
+
+    def _attach_teacher(self, inputs, output):
+        super()._attach_teacher(inputs, output)
+        texts = self._tokenizer.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        type(self).seen = list(zip(texts, output["sdl_active"].tolist(), strict=True))
+
+
+def test_a_failed_rollout_gets_no_sdl_teacher_term_and_is_counted(tmp_path, tiny_tokenizer, tiny_embedder):
+    """Issue 23 item 5: the render of one rollout fails (an infrastructure failure). Before the fix
+    its advantage was 0 and it made no pair, but it still had ``sdl_active = 1`` with all its
+    decision tokens, so the teacher term trained on it. Now it is excluded and counted."""
+    script = ScriptedPolicyScript(tiny_tokenizer, {"red fox": [fox_good(), fox_poor(), fox_skill()]})
+    renderer = RenderOutage("seen from above")  # fox_skill's answer
+    rollout = GenEvolveRollout(make_context(tmp_path / "agent"), generator=ScriptedTokenGenerator(script))
+    trainer = _one_fox_step(tmp_path, tiny_tokenizer, tiny_embedder, renderer=renderer, rollout=rollout, judge=JudgeScript(),
+                            trainer_cls=_ActiveRecorder)
+    assert renderer.failed == 1
+    seen = _ActiveRecorder.seen
+    failed = [active for text, active in seen if "seen from above" in text]
+    scored = [active for text, active in seen if "seen from above" not in text]
+    assert failed == [0]  # the guide distilled this step applies to the request, but not to the failed rollout
+    assert scored == [1, 1]
+    assert _logged(trainer, "sdl/failed_rows_excluded") == [1.0]
+    assert _logged(trainer, "sdl/guide_hit_rate") == [1.0]  # the guide was found for every row; the failure was excluded after

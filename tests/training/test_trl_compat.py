@@ -88,3 +88,61 @@ def test_the_trainer_refuses_to_start_on_an_untested_trl_unless_asked(tmp_path, 
     monkeypatch.setenv(trl_compat.ALLOW_UNTESTED_ENV, "1")
     trainer = _build(tmp_path, tiny_tokenizer, tiny_embedder)  # opted in: the probes pass on the real internals
     assert trainer.sdl_enabled
+
+
+def test_the_batch_keys_sdl_reads_are_probed_at_start_up():
+    """Issue 23 item 4: a TRL that renames the importance-sampling keys used to run with the
+    SDL importance weight silently at 1; now the start-up probe names each key."""
+    assert trl_compat.batch_key_problems_static() == []
+
+    class Renamed(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            output = {}
+            output["old_logps"] = None
+            output["is_ratio"] = None
+            output["tool_mask"] = None
+            return output
+
+    problems = trl_compat.batch_key_problems_static(Renamed)
+    assert len(problems) == 2
+    assert "'old_per_token_logps'" in problems[0] and "'importance_sampling_ratio'" in problems[1]
+
+
+def test_the_first_batch_must_hold_the_keys_this_configuration_makes_trl_compute():
+    from types import SimpleNamespace
+
+    def trainer(ga=1, spg=1, iterations=1, vllm=False):
+        return SimpleNamespace(args=SimpleNamespace(gradient_accumulation_steps=ga, steps_per_generation=spg), num_iterations=iterations,
+                               use_vllm=vllm, vllm_importance_sampling_correction=True)
+
+    assert trl_compat.expected_batch_keys(trainer(), env_mask=False) == []
+    assert trl_compat.expected_batch_keys(trainer(iterations=2), env_mask=True) == ["old_per_token_logps", "tool_mask"]
+    assert trl_compat.expected_batch_keys(trainer(vllm=True), env_mask=False) == ["old_per_token_logps", "importance_sampling_ratio"]
+    problems = trl_compat.batch_key_problems(trainer(vllm=True), {"old_per_token_logps": 1, "is_ratio": 2}, env_mask=True)
+    assert [p.split("'")[1] for p in problems] == ["importance_sampling_ratio", "tool_mask"]
+
+
+def test_a_missing_batch_key_stops_the_first_step(tmp_path, tiny_tokenizer, tiny_embedder):
+    """A real SDL step whose TRL batch lost ``tool_mask`` fails loudly at the first step."""
+    from genevolve_graph.testing.scripted_generation import ScriptedPolicyScript, ScriptedTokenGenerator
+    from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
+
+    from .helpers import FOX, fox_good, make_context
+
+    class Dropped(SDLGRPOTrainer):
+        def _attach_images(self, output):  # runs right after TRL built the batch
+            output.pop("tool_mask", None)
+            super()._attach_images(output)
+
+    ctx = make_context(tmp_path / "agent")
+    rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(ScriptedPolicyScript(tiny_tokenizer, {"red fox": [fox_good()]})))
+    args = SDLConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, num_generations=2, max_completion_length=1024,
+                     max_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no", sdl_coef=0.5)
+    trainer = Dropped(model=build_tiny_causal_lm(tiny_tokenizer), reward_funcs=[lambda completions, **kw: [0.0] * len(completions)],
+                      args=args, train_dataset=Dataset.from_list([{"prompt": request_prompt(FOX, ctx)}]), processing_class=tiny_tokenizer,
+                      rollout_func=rollout, experience_buffer=ExperienceBuffer(SentenceEmbedder(tiny_embedder, name="tiny")))
+    try:
+        with pytest.raises(trl_compat.TRLCompatibilityError, match="no 'tool_mask'"):
+            trainer.train()
+    finally:
+        rollout.close()

@@ -338,3 +338,32 @@ def test_held_out_split_from_a_file_and_its_errors(data_dir, model_dir, workspac
     register(app)
     bad = CliRunner().invoke(app, ["train", "sft", "--data", str(data_dir), "--model", str(model_dir), "--out", str(workspace / "y"), "--eval-split", "0"])
     assert bad.exit_code == 2 and "strictly between 0 and 1" in bad.output
+
+
+def test_train_sft_resumes_from_a_checkpoint(data_dir, model_dir, workspace):
+    """Issue 23 item 2: ``train sft --resume_from_checkpoint`` continues at the checkpoint's step
+    (TRL's resume: optimizer, scheduler, RNG) instead of training from step 0; a wrong path is one line."""
+    app = typer.Typer()
+    register(app)
+    out = workspace / "resume-out"
+    pairs = dict(zip(FAST[::2], FAST[1::2], strict=True))
+    pairs.pop("--max_steps")
+    pairs["--save_strategy"] = "steps"
+    args = [x for pair in pairs.items() for x in pair] + ["--save_steps", "1"]
+    base = ["train", "sft", "--data", str(data_dir), "--model", str(model_dir), "--out", str(out), *args]
+    first = CliRunner().invoke(app, [*base, "--max_steps", "1"])
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(app, [*base, "--max_steps", "2", "--resume_from_checkpoint", str(out / "checkpoint-1")])
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.output[resumed.output.rindex('{"records"'):])
+    assert summary["steps"] == 2
+    history = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == [1, 2]
+    assert resumed.output.count("'loss': ") == 1  # only step 2 ran in the resumed process
+    last = CliRunner().invoke(app, [*base, "--max_steps", "2", "--resume_from_checkpoint", "last"])
+    assert last.exit_code == 0 and json.loads(last.output[last.output.rindex('{"records"'):])["steps"] == 2
+    assert last.output.count("'loss': ") == 0  # checkpoint-2 is already at max_steps
+    bad = CliRunner().invoke(app, [*base, "--resume_from_checkpoint", str(out / "checkpoint-9")])
+    assert bad.exit_code == 2 and "checkpoint-9: no such folder" in bad.output
+    wandb = CliRunner().invoke(app, [*base, "--report_to", "wandb"])  # issue 23 item 7: one line, before any model loads
+    assert wandb.exit_code == 2 and "report_to: wandb needs the wandb package" in wandb.output

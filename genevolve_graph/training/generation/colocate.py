@@ -6,8 +6,18 @@ TRL builds the engine (``trainer.vllm_generation.llm``, sharing the GPU with tra
 into one ``LLM.generate`` call (:class:`MicroBatchingGenerator`), each with its own token budget,
 and the sampled tokens' log-probs come back for TRL's importance-sampling correction.
 
-With ``vllm_enable_sleep_mode`` TRL keeps the engine's KV cache released between generation
-rounds; :meth:`begin` wakes it for a rollout batch and :meth:`end` releases it again.
+A vision-language policy's turns carry their images: each prompt goes to ``LLM.generate`` with
+``multi_modal_data={"image": ...}`` (PIL images in token order, one image bare, several as a list),
+exactly as TRL's own colocate generation sends them; an engine that loaded a text-only model is
+refused at start-up (:meth:`accepts_images`, checked by ``GenEvolveRollout.check_backend``).
+
+With ``vllm_enable_sleep_mode`` TRL keeps the engine asleep at level 2 (weights *and* KV cache
+discarded) between generation rounds and records it in ``vllm_generation._llm_weights_sleeping``;
+TRL's own ``generate`` re-pushes the training weights when that flag is set. The rollouts follow
+the same bookkeeping: :meth:`begin` re-pushes the weights when they were discarded (through
+TRL's ``sync_weights``, which wakes them, loads them and resets the prefix cache), then wakes the
+KV cache; :meth:`end` sleeps at level 2 and sets the flag, so that whatever samples next (TRL's
+next round, or the held-out KScore evaluation between two steps) reloads the weights first.
 Tensor parallelism inside colocate mode is not supported here (TRL gathers prompts across the
 TP group for single-turn generation; a multi-turn graph cannot keep such groups in step).
 """
@@ -52,6 +62,24 @@ def generation_from_vllm(output: Any) -> Generation:
     return Generation(ids, logprobs)
 
 
+def engine_is_multimodal(llm: Any) -> bool:
+    """Whether a ``vllm.LLM`` serves a model that takes images."""
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    return bool(getattr(config, "is_multimodal_model", False))
+
+
+def vllm_prompt(prompt_ids: list[int], images: list[str] | None) -> dict[str, Any]:
+    """One ``LLM.generate`` prompt: the token ids and, for a turn that shows images, the decoded
+    images (TRL's layout: one image bare, several as a list, in token order)."""
+    prompt: dict[str, Any] = {"prompt_token_ids": list(prompt_ids)}
+    if images:
+        from genevolve_graph.training.vision import load_images
+
+        decoded = load_images(images)
+        prompt["multi_modal_data"] = {"image": decoded if len(decoded) > 1 else decoded[0]}
+    return prompt
+
+
 class ColocatedVLLMGenerator(MicroBatchingGenerator):
     """Samples from TRL's colocated ``vllm.LLM`` (``trainer.vllm_generation``)."""
 
@@ -74,24 +102,36 @@ class ColocatedVLLMGenerator(MicroBatchingGenerator):
     def llm(self) -> Any:
         return self.vllm_generation.llm
 
+    def accepts_images(self) -> bool:
+        """Whether the engine loaded a multimodal model (vLLM's ``model_config.is_multimodal_model``)."""
+        return engine_is_multimodal(self.llm)
+
     def begin(self) -> None:
-        """Before a rollout batch: wake the KV cache when TRL keeps the engine asleep."""
-        if getattr(self.vllm_generation, "enable_sleep_mode", False):
+        """Before a rollout batch: with sleep mode, reload discarded weights, then wake the KV cache."""
+        generation = self.vllm_generation
+        if getattr(generation, "enable_sleep_mode", False):
+            if getattr(generation, "_llm_weights_sleeping", False):
+                # Level-2 sleep discarded the weights: waking them is not enough, TRL must push the
+                # current training weights again (it clears the flag itself).
+                generation.sync_weights()
             self.llm.wake_up(tags=["kv_cache"])
 
     def end(self) -> None:
-        """After a rollout batch: release the engine's memory again for training."""
-        if getattr(self.vllm_generation, "enable_sleep_mode", False):
+        """After a rollout batch: release the engine's memory again for training, and tell TRL
+        that the weights are gone (its next generation re-pushes them)."""
+        generation = self.vllm_generation
+        if getattr(generation, "enable_sleep_mode", False):
             self.llm.sleep(level=2)
+            generation._llm_weights_sleeping = True
 
     def _generate_batch(self, batch: list[Pending]) -> list[Generation]:
         from vllm import SamplingParams as VLLMSamplingParams
 
         self.calls += 1
-        prompts = [{"prompt_token_ids": list(item.prompt_ids)} for item in batch]
+        prompts = [vllm_prompt(item.prompt_ids, item.images) for item in batch]
         params = [VLLMSamplingParams(**vllm_sampling_kwargs(self.sampling, item.max_new_tokens, self.extra)) for item in batch]
         outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
         return [generation_from_vllm(output) for output in outputs]
 
 
-__all__ = ["ColocatedVLLMGenerator", "generation_from_vllm", "vllm_sampling_kwargs"]
+__all__ = ["ColocatedVLLMGenerator", "engine_is_multimodal", "generation_from_vllm", "vllm_prompt", "vllm_sampling_kwargs"]

@@ -58,6 +58,12 @@ class CompletionsGenerator:
             self.model = response.json()["data"][0]["id"]
         return self.model
 
+    backend = "vLLM server (/v1/completions)"
+
+    def accepts_images(self) -> bool:
+        """Token-id completions carry no images (checked at start-up by ``GenEvolveRollout.check_backend``)."""
+        return False
+
     async def generate(self, prompt_ids: list[int], max_new_tokens: int, *, images: list[str] | None = None) -> Generation:
         if images:
             raise GenerationError(
