@@ -14,6 +14,7 @@ genevolve-mode model).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -22,6 +23,7 @@ from langchain_core.runnables import Runnable
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.core.protocol import policy_messages, tool_schemas
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
+from genevolve_graph.util.event_loop import in_sync_run
 
 if TYPE_CHECKING:
     from genevolve_graph.core.context import AgentContext
@@ -67,8 +69,15 @@ class ChatModelPolicy:
 
     async def respond(self, messages: list[BaseMessage], ctx: "AgentContext") -> AIMessage:
         request = policy_messages(messages, self.protocol)
+        config = run_config(ctx, run_name=POLICY_RUN_NAME, policy=self)
         try:
-            reply = await self._runnable.ainvoke(request, config=run_config(ctx, run_name=POLICY_RUN_NAME, policy=self))
+            if in_sync_run():
+                # A sync run (invoke, stream, batch): the model's sync API, off the loop.
+                # Its async client belongs to the caller's loop and must not be dragged
+                # onto ours (issue 24: "Event loop is closed" / "bound to a different loop").
+                reply = await asyncio.to_thread(self._runnable.invoke, request, config=config)
+            else:
+                reply = await self._runnable.ainvoke(request, config=config)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a termination cause
             raise PolicyError(f"policy model {self.model!r} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         if not isinstance(reply, BaseMessage):
