@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
 
@@ -349,6 +349,8 @@ def batch(
                       [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
     rows = _load_rows(input, max_samples=max_samples, shard=shard)
     ctx = _rollout_context(values, out)
+    if not server:  # with --server the backends and their keys are the server's
+        check_credentials(search=ctx.search, image_search=ctx.image_search)
     if preflight and not server:  # with --server the policy endpoint is the server's to reach
         _preflight(ctx)
     report = _run_rollout_stage(rows, ctx, out=out, values=values, input_path=input, digest=_digest(input),
@@ -376,6 +378,8 @@ def render(
     """Stage 2: render the programs of a stage-1 run into images named by row id (resumable)."""
     _check_concurrency(concurrency, "--concurrency")
     ctx = _render_context(values, out / "images")
+    if not server:
+        check_credentials(renderer=ctx.renderer)
     if server_output_dir and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     renderer = None if server else _make_renderer(ctx)  # on a server, the server builds the renderer
@@ -445,9 +449,13 @@ def bench_genevolve(
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     render_ctx = renderer = None
     if values["renderer"] != "none":  # configuration errors show before any rollout
+        if not server:
+            check_credentials(renderer=values["renderer"])
         render_ctx = _render_context(values, out / "renders" / "images")
         renderer = None if server else _make_renderer(render_ctx)  # with --server stage 2 renders there
     ctx = _rollout_context(values, out / "rollouts")
+    if not server:
+        check_credentials(search=ctx.search, image_search=ctx.image_search)
     if preflight and not server:
         _preflight(ctx)
     digest = _digest(bench_file)

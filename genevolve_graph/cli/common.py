@@ -204,3 +204,37 @@ def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, An
 
 
 __all__ = ["backend_options", "check_checkpoint_url", "check_run_outputs", "fail", "parse_option_pairs", "policy_context", "sqlite_file"]
+
+
+# --------------------------------------------------------------------------- credentials preflight
+
+
+def required_credentials() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(flag, backend name) -> environment variables, any one of which the backend needs.
+
+    The names come from the backends' own modules, so the preflight and the backend cannot
+    disagree about which variable is read."""
+    from genevolve_graph.generators.gemini import API_KEY_VARIABLES
+    from genevolve_graph.tools import serper, tavily
+
+    return {
+        ("--search", "serper"): (serper.KEY_ENV,),
+        ("--search", "tavily"): (tavily.KEY_ENV,),
+        ("--image-search", "serper"): (serper.KEY_ENV,),
+        ("--image-search", "tavily"): (tavily.KEY_ENV,),
+        ("--renderer", "gemini"): API_KEY_VARIABLES,
+    }
+
+
+def check_credentials(*, search: str | None = None, image_search: str | None = None, renderer: str | None = None) -> None:
+    """Refuse (exit 2, one line naming the variable) a run whose backend would find no key.
+
+    Without it, every search of the run answered "search unavailable" and the command still
+    exited 0 (issue 24): a missing credential is a configuration error, caught before any row."""
+    import os
+
+    needed = required_credentials()
+    for flag, name in (("--search", search), ("--image-search", image_search), ("--renderer", renderer)):
+        variables = needed.get((flag, name or ""))
+        if variables and not any(os.environ.get(v, "").strip() for v in variables):
+            fail(f"{flag} {name} needs {' or '.join(variables)} in the environment; set it (or choose another {flag.lstrip('-')} backend)")

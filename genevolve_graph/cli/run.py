@@ -11,7 +11,7 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_run_outputs, fail, policy_context, sqlite_file
 
 
 def register(app: typer.Typer) -> None:
@@ -83,6 +83,7 @@ def run(
             "output_name": "preview.png" if renderer == "preview" else "image.png",
         },
     )
+    check_credentials(search=search, image_search=image_search, renderer=renderer)
     if guidance not in ("off", "retrieve"):
         fail(f"unknown guidance {guidance!r} (--guidance); choose off or retrieve")
     if guidance == "retrieve" and guide_dir is None:
@@ -130,6 +131,11 @@ def run(
     typer.echo(f"trace: {url} (thread {result.thread_id})")
     if result.termination != "answer":
         typer.echo(f"error: {result.error}", err=True)
+        raise typer.Exit(1)
+    if result.render is not None and not result.render.success:
+        # The program is written, but the image the command was asked for is not: not a success (issue 24).
+        typer.echo(f"error: rendering failed ({result.render.error or 'no image'}); the program is in {path}; "
+                   "render it again with genevolve-graph render, or pass --renderer none to plan only", err=True)
         raise typer.Exit(1)
 
 

@@ -81,6 +81,9 @@ class InputState(TypedDict, total=False):
     request_images: list[str]
     """Optional reference images of the user, as ``data:image/...;base64,`` URIs (a vision
     policy sees them after the request text; checked under the image safety limits)."""
+    messages: list[AnyMessage]
+    """A chat input instead of ``request`` (chat front-ends on the LangGraph API): the last
+    human message is the request; the run ends with an AIMessage stating the program."""
 
 
 class OutputState(TypedDict, total=False):
@@ -96,6 +99,7 @@ class OutputState(TypedDict, total=False):
     rounds: int
     tool_calls: int
     review: dict[str, Any] | None
+    backend_calls: dict[str, Any]
     guide: dict[str, Any] | None
 
 
@@ -127,6 +131,10 @@ class AgentState(TypedDict, total=False):
     so that routing reads only the state and never needs a runtime."""
     review: dict[str, Any] | None
     """The human reviewer's decision (``review_before_render``): action and reason."""
+    backend_calls: dict[str, Any]
+    """Search and image-search backend calls: ``{"calls": N, "unavailable": M, "reason": str}``.
+    When every call was unavailable (a missing key, a service down), the runner fails the
+    trajectory instead of recording a program planned without any evidence (issue 24)."""
     guide: dict[str, Any] | None
     """The Decision Guide the planner was given (``guidance="retrieve"``): id, score, trigger,
     source and the text appended to the system prompt; None when none was used."""

@@ -33,6 +33,7 @@ from genevolve_graph.core.protocol import (
     parse_reply,
     validate_tool_call,
 )
+from genevolve_graph.nodes.reply import chat_request, trajectory_start
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
@@ -135,13 +136,16 @@ def make_planner(services: Services):
 
     async def turn(state: AgentState) -> dict[str, Any]:
         ctx = await checked_context(services.confine)
-        messages = list(state.get("messages") or [])
+        everything = list(state.get("messages") or [])
+        messages = everything[trajectory_start(everything):]  # a chat run's own messages come before the trajectory
         new: list[BaseMessage] = []
         first_update: dict[str, Any] = {}
         if not messages:
-            request = (state.get("request") or "").strip()
+            request = (state.get("request") or "").strip() or chat_request(everything)
             if not request:
-                return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
+                return {"termination": "error", "error": "empty request: pass the image request as 'request', or a human message in 'messages'"}
+            if not (state.get("request") or "").strip():
+                first_update["request"] = request
             guide: GuideUse | None = None
             if ctx.guidance != "off":
                 if ctx.guidance != "retrieve":

@@ -1,0 +1,50 @@
+"""Messages in and out (issue 24, item 1): a chat front-end's ``{"messages": [...]}`` input
+is a request (the last human message), and such a run ends with an AIMessage stating the
+program and the image; a ``request`` run's trajectory is unchanged."""
+
+from __future__ import annotations
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from genevolve_graph import create_genevolve_agent
+from genevolve_graph.nodes.reply import FINAL_REPLY_KEY
+
+CHAT = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "Hello! What should I draw?"},
+    {"role": "user", "content": "A red fox in fresh snow"},
+]
+
+
+def test_a_messages_input_is_a_request_and_ends_with_the_program(tmp_path):
+    agent = create_genevolve_agent(renderer="preview", output_dir=str(tmp_path))
+    out = agent.invoke({"messages": CHAT})
+    assert out["termination"] == "answer", out.get("error")
+    assert out["request"] == "A red fox in fresh snow"
+    messages = out["messages"]
+    assert [type(m) for m in messages[:4]] == [HumanMessage, AIMessage, HumanMessage, SystemMessage]  # the chat, then the trajectory
+    assert messages[4].content == "A red fox in fresh snow"  # the policy's request turn
+    last = messages[-1]
+    assert isinstance(last, AIMessage) and last.additional_kwargs.get(FINAL_REPLY_KEY)
+    assert last.content.startswith(f"Program: {out['program'].gen_prompt}")
+    assert f"Image: {out['render'].output_path}" in last.content and (tmp_path / "image.png").is_file()
+
+
+def test_streamed_chat_run_without_rendering_states_the_program():
+    agent = create_genevolve_agent(renderer="none")
+    chunks = list(agent.stream({"messages": [("user", "A poster of the Eiffel Tower at dusk")]}, stream_mode="values"))
+    final = chunks[-1]["messages"][-1]
+    assert isinstance(final, AIMessage) and final.content.startswith("Program: ") and "Image:" not in final.content
+
+
+def test_a_chat_without_a_human_message_is_an_error_message():
+    out = create_genevolve_agent(renderer="none").invoke({"messages": [{"role": "assistant", "content": "hello"}]})
+    assert out["termination"] == "error" and "human message" in out["error"]
+    assert out["messages"][-1].content.startswith("No program: error: empty request")
+
+
+def test_a_request_run_gets_no_closing_message():
+    out = create_genevolve_agent(renderer="none").invoke({"request": "A red fox in fresh snow"})
+    assert isinstance(out["messages"][0], SystemMessage)
+    assert not any(m.additional_kwargs.get(FINAL_REPLY_KEY) for m in out["messages"])
+    assert "<answer>" in out["messages"][-1].content  # the trajectory still ends with the policy's answer
