@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
 
@@ -114,6 +114,8 @@ def _rollout_context(values: dict[str, Any], out: Path):
             option=values.get("tool_option") or values.get("render_option"),
         ),
     )
+    check_option_keys(ctx.options, search=ctx.search, image_search=ctx.image_search, renderer=values.get("renderer") or "",
+                      policy=ctx.policy)
     return ctx.with_updates(max_retries=values["max_retries"], retry_initial_delay=values["retry_delay"],
                             request_timeout=values["request_timeout"])
 
@@ -145,6 +147,7 @@ def _render_context(values: dict[str, Any], images: Path):
     if values["fallback"] not in ("prompt", "skip"):
         fail(f"unknown fallback {values['fallback']!r} (--fallback); choose prompt or skip")
     options = backend_options(option=values.get("render_option"), service_url=values.get("service_url"), pipeline=values.get("pipeline"))
+    check_option_keys(options, renderer=renderer)
     return AgentContext(renderer=renderer, output_dir=str(images.expanduser().resolve()), seed=values["seed"], options=options)
 
 

@@ -11,7 +11,7 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +60,8 @@ def run(
     guide_dir: Optional[Path] = typer.Option(None, help="Experience buffer folder (guides.jsonl) for --guidance retrieve."),
     embedding_model: Optional[str] = typer.Option(None, help="sentence-transformers model (hub id or local path) for --guide-dir (default: Qwen/Qwen3-Embedding-0.6B)."),
     guide_gate: float = typer.Option(0.84, help="Minimum cosine similarity for a guide to be used."),
+    request_timeout: float = typer.Option(120.0, help="Seconds before one policy request times out."),
+    max_retries: int = typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the run ends with termination 'error'."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print neither live progress nor the trajectory."),
 ) -> None:
     """Plan a program for PROMPT, render it, and record the trajectory.
@@ -83,7 +85,11 @@ def run(
             "output_name": "preview.png" if renderer == "preview" else "image.png",
         },
     )
+    check_option_keys(ctx.options, search=search, image_search=image_search, renderer=renderer, policy=ctx.policy)
     check_credentials(search=search, image_search=image_search, renderer=renderer)
+    if request_timeout <= 0 or max_retries < 0:
+        fail("--request-timeout must be above 0 and --max-retries at least 0")
+    ctx = ctx.with_updates(request_timeout=request_timeout, max_retries=max_retries)
     if guidance not in ("off", "retrieve"):
         fail(f"unknown guidance {guidance!r} (--guidance); choose off or retrieve")
     if guidance == "retrieve" and guide_dir is None:
