@@ -10,6 +10,9 @@ environment:
   may receive the server's credentials, besides those the server's environment already
   names (``GENEVOLVE_BASE_URL``, ``OPENAI_BASE_URL``, ``SERPER_BASE_URL``,
   ``TAVILY_BASE_URL``, ``SEARXNG_URL``).
+- ``GENEVOLVE_ALLOWED_MODEL_PROVIDERS``: ``init_chat_model`` providers (``openai``,
+  ``anthropic``, ...) whose ``provider:model`` strings a caller may put in ``model``; none by
+  default, since such a model calls the provider with the server's own key.
 - ``GENEVOLVE_ALLOWED_ROOTS``: folders (``os.pathsep``-separated) that caller paths must
   stay under. Default: the server's working directory and the genevolve-graph cache folder
   (default renders, downloads and traces).
@@ -29,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from genevolve_graph.core.context import AgentContext, is_caller_context, mark_caller
+from genevolve_graph.core.model_string import ALLOWED_PROVIDERS_ENV, split_model_string
 from genevolve_graph.util.paths import cache_root
 
 ALLOWED_BASE_URLS_ENV = "GENEVOLVE_ALLOWED_BASE_URLS"
@@ -85,6 +89,8 @@ class OperatorSettings:
 
     endpoints: tuple[str, ...]
     roots: tuple[Path, ...]
+    providers: frozenset[str] = frozenset()
+    """``init_chat_model`` providers whose ``provider:model`` strings callers may choose."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -93,7 +99,8 @@ class OperatorSettings:
         configured = [env[name] for name in CONFIGURED_URL_ENVS if env.get(name, "").strip()]
         raw_roots = [r for r in env.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if r.strip()]
         roots = [Path(r).expanduser() for r in raw_roots] if raw_roots else [Path.cwd(), cache_root()]
-        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots))
+        providers = frozenset(p.lower() for p in re.split(r"[,\s]+", env.get(ALLOWED_PROVIDERS_ENV, "")) if p)
+        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots), providers)
 
     def endpoint_allowed(self, url: str) -> bool:
         wanted = Endpoint.parse(url)
@@ -144,6 +151,10 @@ def check_caller_context(ctx: "AgentContext", settings: OperatorSettings | None 
     settings = settings or OperatorSettings.from_env()
     if ctx.policy == "openai" and ctx.base_url:
         _check_endpoint("base_url", ctx.base_url, settings)
+    model = split_model_string(ctx.model) if ctx.policy == "openai" else None
+    if model is not None and model[0] not in settings.providers:
+        raise _refuse("model", ctx.model, f"the server builds 'provider:model' strings only for providers its operator allows; "
+                      f"add {model[0]!r} to {ALLOWED_PROVIDERS_ENV} on the server, or name a model at an allowed base_url")
     for name in PATH_FIELDS:
         value = getattr(ctx, name)
         if value:

@@ -91,8 +91,33 @@ class ChatModelPolicy:
         )
 
 
+def load_chat_model(spec: str, **kwargs: Any) -> Runnable:
+    """A chat model from an ``init_chat_model`` string ("openai:gpt-4o-mini").
+
+    LangChain's ``init_chat_model`` builds it when ``langchain`` is installed (every
+    provider it knows); without it, ``openai:`` models are built with langchain-openai,
+    which this package depends on. ``kwargs`` (``base_url``, ``temperature``, ...) go to
+    the model's constructor; ``None`` values are left out."""
+    from genevolve_graph.core.model_string import split_model_string
+
+    parsed = split_model_string(spec)
+    if parsed is None:
+        raise ValueError(f"model {spec!r} is not a 'provider:model' string (for example 'openai:gpt-4o-mini')")
+    provider, name = parsed
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError:
+        if provider != "openai":
+            raise ValueError(f"model {spec!r} needs LangChain's init_chat_model: pip install langchain langchain-{provider.replace('_', '-')}") from None
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI(model=name, **kwargs)
+    return init_chat_model(name, model_provider=provider, **kwargs)
+
+
 def _text_of(parts: list[Any]) -> str:
     return "".join(p.get("text", "") if isinstance(p, dict) and p.get("type", "text") == "text" else str(p) if isinstance(p, str) else "" for p in parts)
 
 
-__all__ = ["ChatModelPolicy", "model_name"]
+__all__ = ["ChatModelPolicy", "load_chat_model", "model_name"]

@@ -149,7 +149,21 @@ class OpenAIChatPolicy:
         self._rendered = RenderedMessages(protocol)
 
     @classmethod
-    def from_context(cls, ctx: "AgentContext") -> "OpenAIChatPolicy":
+    def from_context(cls, ctx: "AgentContext") -> Any:
+        """The policy of ``ctx``; a ``provider:model`` string in ``ctx.model`` ("openai:gpt-4o-mini")
+        is built by ``load_chat_model`` (LangChain's ``init_chat_model``) instead, with
+        ``ctx.base_url`` (when set) as its endpoint."""
+        from genevolve_graph.core.model_string import split_model_string
+
+        if split_model_string(ctx.model):
+            from genevolve_graph.policies.chat_model import ChatModelPolicy, load_chat_model
+
+            try:
+                chat = load_chat_model(ctx.model, base_url=ctx.base_url or None, temperature=ctx.temperature,
+                                       timeout=ctx.request_timeout, max_retries=ctx.max_retries)
+            except (ValueError, ImportError) as exc:
+                raise PolicyError(str(exc)) from exc
+            return ChatModelPolicy(chat, protocol=ctx.protocol, name="openai")
         return cls(
             base_url=ctx.base_url,
             model=ctx.model,
