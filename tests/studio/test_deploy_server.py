@@ -11,7 +11,11 @@ message, the review interrupt in LangChain's HITL shape resumed with a decision,
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +187,36 @@ def test_served_model_strings_only_for_allowed_providers(server, chat, client):
         client.runs.wait(thread["thread_id"], "genevolve", input={"request": REQUEST},
                          context={**context, "model": "anthropic:claude-x"}, raise_error=True)
     assert "GENEVOLVE_ALLOWED_MODEL_PROVIDERS" in str(refused.value)
+
+
+JS_CLIENT = ROOT / "tests" / "studio" / "js"
+
+
+def js_sdk() -> Path:
+    """The folder of the Node client with @langchain/langgraph-sdk installed: ``npm ci`` from the
+    registry into its ``node_modules`` (git-ignored) the first time, reused after."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("the JavaScript client test needs Node.js and npm on PATH (it installs @langchain/langgraph-sdk from npm)")
+    if not (JS_CLIENT / "node_modules" / "@langchain" / "langgraph-sdk" / "package.json").is_file():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_CLIENT, check=True, timeout=300, capture_output=True)
+    return JS_CLIENT
+
+
+def test_javascript_sdk_drives_the_agent_through_review(server):
+    """LangGraph's own JavaScript SDK, not ours: messages in, streamed run, the HITL interrupt,
+    a decision to resume, the final message and program (issue 24, item 15)."""
+    folder = js_sdk()
+    done = subprocess.run(["node", "drive_genevolve.mjs", server.url, str(server.tmp / "js")], cwd=folder, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (server.tmp / "js_transcript.json").write_text(done.stdout)
+    transcript = json.loads(done.stdout)["transcript"]
+    steps = {t["what"]: t["body"] for t in transcript}
+    assert steps["runs.stream"]["input"]["messages"][0]["type"] == "human"
+    assert steps["streamed nodes"][:1] == ["planner"] and steps["streamed nodes"][-1] == "__interrupt__"
+    assert steps["interrupt"]["action_requests"][0]["name"] == "submit_program"
+    assert steps["interrupt"]["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
+    final = steps["final"]
+    assert final["termination"] == "answer" and final["review"] == {"action": "approve"} and final["render"]["success"]
+    assert final["program"]["gen_prompt"] == steps["interrupt"]["action_requests"][0]["args"]["gen_prompt"]
+    assert final["last_message"]["type"] == "ai" and final["last_message"]["content"].startswith("Program: " + final["program"]["gen_prompt"])
