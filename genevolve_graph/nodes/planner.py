@@ -24,6 +24,7 @@ from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
 from genevolve_graph.core.protocol import (
+    ANSWER_TOOL,
     CONTROL_KEY,
     ParsedReply,
     answer_shape_problem,
@@ -96,6 +97,12 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
     """Understand a reply in either protocol."""
     if protocol == "native" and reply.tool_calls:
         call = reply.tool_calls[0]
+        if call["name"] == ANSWER_TOOL:  # the structured final answer
+            answer = call.get("args") or {}
+            problem = answer_shape_problem(answer)
+            if problem:
+                return ParsedReply("invalid", problem=problem.replace("the <answer>", f"the {ANSWER_TOOL} arguments"))
+            return ParsedReply("answer", answer=answer)
         args, problem = validate_tool_call(call["name"], call.get("args", {}))
         if problem:
             return ParsedReply("invalid", problem=problem)
@@ -197,6 +204,9 @@ def make_planner(services: Services):
             stored.tool_calls = [{"name": parsed.tool_name, "args": parsed.arguments, "id": call_id, "type": "tool_call"}]
         elif parsed.kind == "answer":
             update["answer"] = parsed.answer
+            submitted = [c for c in reply.tool_calls if c["name"] == ANSWER_TOOL][:1]
+            if submitted:  # recorded as the model made it: a submit_program call
+                stored.tool_calls = [{"name": ANSWER_TOOL, "args": parsed.answer, "id": submitted[0].get("id") or new_id("call"), "type": "tool_call"}]
         new.append(stored)
         if parsed.kind == "invalid":
             if rounds >= ctx.max_rounds:

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
 from genevolve_graph.policies.base import PolicyError
-from genevolve_graph.core.protocol import policy_messages, tool_schemas
+from genevolve_graph.core.protocol import native_tool_schemas, policy_messages
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 from genevolve_graph.util.event_loop import in_sync_run
 
@@ -58,7 +58,7 @@ class ChatModelPolicy:
             if bind is None:
                 raise TypeError(f"protocol 'native' needs a chat model with bind_tools; {type(model).__name__} has none")
             try:
-                self._runnable = bind(tool_schemas())
+                self._runnable = bind(native_tool_schemas())
             except NotImplementedError:
                 raise TypeError(
                     f"protocol 'native' needs a chat model that implements bind_tools; {type(model).__name__} does not "

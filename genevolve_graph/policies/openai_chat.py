@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.lean_openai import LeanChatOpenAI, ainvoke_chat
 from genevolve_graph.net.reply_check import completion_hook, malformed_reply, redact_endpoint
-from genevolve_graph.core.protocol import RenderedMessages, tool_schemas
+from genevolve_graph.core.protocol import RenderedMessages, native_tool_schemas
 from genevolve_graph.safety.redaction import redact_text
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 
@@ -145,7 +145,7 @@ class OpenAIChatPolicy:
             max_retries=0,  # retries are ours, with backoff and jitter
             **kwargs,
         )
-        self._runnable = self.chat.bind_tools(tool_schemas()) if protocol == "native" else self.chat
+        self._runnable = self.chat.bind_tools(native_tool_schemas()) if protocol == "native" else self.chat
         self._rendered = RenderedMessages(protocol)
 
     @classmethod

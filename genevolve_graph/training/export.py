@@ -39,7 +39,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.nodes.binder import id_number
 from genevolve_graph.prompts import GENEVOLVE_CALL_LINE, GENEVOLVE_TOOLS_SECTION, NATIVE_CALL_LINE, NATIVE_TOOLS_SECTION
-from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool_call, tool_schemas, tools_block
+from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool_call, native_tool_schemas, tools_block
 from genevolve_graph.core.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
@@ -471,7 +471,7 @@ def _read_record(
             tools = None
         else:
             dicts = chat_dicts(messages, protocol)
-            tools = tool_schemas() if protocol == "native" else None
+            tools = native_tool_schemas() if protocol == "native" else None  # what the model was bound with
     except Exception as exc:  # noqa: BLE001 - a message the protocol cannot render
         problem(thread_id, f"cannot render the messages: {type(exc).__name__}: {exc}")
         return None

@@ -66,7 +66,7 @@ def test_tool_calling_fake_drives_a_native_trajectory():
     assert out["termination"] == "answer" and out["tool_calls"] == 2
     assert out["program"].reference_images[0].img_id == "IMG_001"
     bound = [t["function"]["name"] for t in model.requests[0]["tools"]]
-    assert bound == ["search", "image_search", "query_knowledge"]
+    assert bound == ["search", "image_search", "query_knowledge", "submit_program"]  # native: with the structured answer
     # native protocol: tool results go back as ToolMessages answering the model's call ids
     last = model.requests[-1]["messages"]
     tool_messages = [m for m in last if isinstance(m, ToolMessage)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint
 
-import pytest
 from typer.testing import CliRunner
 
 from genevolve_graph.cli.app import _register_commands, app
