@@ -38,6 +38,7 @@ from genevolve_graph.agent.graph import GRAPH_NAME, build_builder
 from genevolve_graph.nodes.common import CONTEXT_DEFAULTS_KEY
 from genevolve_graph.policies.chat_model import ChatModelPolicy, load_chat_model
 from genevolve_graph.core.tracing import default_tags
+from genevolve_graph.safety.redaction import redact_value
 
 SERVICE_FIELDS = ("policy", "search", "image_search", "renderer")
 """Context fields that may be given as objects instead of names."""
@@ -82,7 +83,12 @@ def create_genevolve_agent(
     policy = services.get("policy")
     label = str(getattr(policy, "name", "") or ctx.policy)
     graph = build_builder(**services).compile(checkpointer=checkpointer, store=store, name=name)
-    return graph.with_config(configurable={CONTEXT_DEFAULTS_KEY: defaults}, tags=default_tags(label, ctx.experiment))
+    # Checkpoint metadata takes config["metadata"]: the same tags run_with_saver records, so
+    # `export --experiment X` finds the threads of this graph (a run's own metadata wins).
+    metadata = {"experiment": ctx.experiment, "policy": label, "protocol": protocol,
+                "model": str(getattr(policy, "model", "") or (ctx.model if ctx.policy != "rules" else "rules-v1"))}
+    return graph.with_config(configurable={CONTEXT_DEFAULTS_KEY: defaults}, tags=default_tags(label, ctx.experiment),
+                             metadata=redact_value(metadata))
 
 
 __all__ = ["create_genevolve_agent"]
