@@ -18,12 +18,12 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, builtin_help, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
 
 # --------------------------------------------------------------------------- shared options
 
 _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("policy", Optional[str], typer.Option(None, help="openai | rules (default: openai when an endpoint is configured, else rules).", rich_help_panel="Policy")),
+    ("policy", Optional[str], typer.Option(None, help=builtin_help("policy", "Planner policy") + " Default: openai when an endpoint is configured, else rules.", rich_help_panel="Policy")),
     ("base_url", Optional[str], typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy (a vLLM data-parallel server scales it across GPUs).", rich_help_panel="Policy")),
     ("model", Optional[str], typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url.", rich_help_panel="Policy")),
     ("api_key", Optional[str], typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded.", rich_help_panel="Policy")),
@@ -37,9 +37,9 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("max_retries", int, typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the row ends with termination 'error'.", rich_help_panel="Policy")),
     ("retry_delay", float, typer.Option(1.0, help="First retry backoff in seconds (doubles per retry, with jitter).", rich_help_panel="Policy")),
     ("request_timeout", float, typer.Option(120.0, help="Seconds before one policy request times out.", rich_help_panel="Policy")),
-    ("search", str, typer.Option("local", help="Text search backend.", rich_help_panel="Tools")),
+    ("search", str, typer.Option("local", help=builtin_help("search", "Text search backend"), rich_help_panel="Tools")),
     ("corpus", Optional[Path], typer.Option(None, help="JSONL corpus for --search local.", rich_help_panel="Tools")),
-    ("image_search", str, typer.Option("local", help="Image search backend.", rich_help_panel="Tools")),
+    ("image_search", str, typer.Option("local", help=builtin_help("image_search", "Image search backend"), rich_help_panel="Tools")),
     ("image_dir", Optional[Path], typer.Option(None, help="Captioned image folder for --image-search local.", rich_help_panel="Tools")),
     ("skills_dir", Optional[Path], typer.Option(None, help="Folder of extra or overriding skill guides.", rich_help_panel="Tools")),
     ("system_prompt_file", Optional[Path], typer.Option(None, help="Another system prompt ({tools} marks the tool block).", rich_help_panel="Policy")),
@@ -54,7 +54,7 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
 _POLICY_NAMES = [name for name, _, _ in _POLICY_OPTIONS]
 
 _RENDER_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("renderer", str, typer.Option("preview", help="Generator backend: preview | diffusers | service | gemini (installed ones); bench: none skips stage 2.", rich_help_panel="Rendering")),
+    ("renderer", str, typer.Option("preview", help=builtin_help("renderer", "Generator backend") + " bench: none skips stage 2.", rich_help_panel="Rendering")),
     ("service_url", Optional[list[str]], typer.Option(None, "--service-url", help="A render service (repeat for one per GPU or machine); sets option service_urls.", rich_help_panel="Rendering")),
     ("pipeline", Optional[str], typer.Option(None, help="Diffusers pipeline (hub id or folder); sets option pipeline.", rich_help_panel="Rendering")),
     ("render_option", Optional[list[str]], typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable; VALUE is read as JSON when it parses).", rich_help_panel="Rendering")),

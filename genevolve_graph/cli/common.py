@@ -302,3 +302,13 @@ def check_option_keys(options: dict[str, Any], **backends: str) -> None:
     hint = f"; use {FLAG_FOR_OPTION[key]} instead" if key in FLAG_FOR_OPTION else ""
     fail(f"--option {key}: no backend of this run reads it{hint}. Known keys: {', '.join(known)} "
          "(an installed backend declares its own with an 'options' attribute on its factory)")
+
+
+def builtin_help(field: str, what: str) -> str:
+    """Help text of a backend flag: the built-in names (read without scanning entry points,
+    so ``--help`` stays quick) and where the installed ones are listed."""
+    from genevolve_graph.core.registry import REGISTRIES
+
+    registry = REGISTRIES[field]
+    names = " | ".join([*registry.builtins, *registry.extra])
+    return f"{what}: {names}, or an installed one (genevolve-graph backends lists all, with their packages)."

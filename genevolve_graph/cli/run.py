@@ -11,7 +11,7 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import backend_options, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
+from genevolve_graph.cli.common import backend_options, builtin_help, check_checkpoint_url, check_credentials, check_option_keys, check_run_outputs, fail, policy_context, sqlite_file
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 def run(
     prompt: str = typer.Argument(..., help="The image request."),
     out: Path = typer.Option(Path("genevolve-out"), "--out", help="Output folder: program.json, the image, trace.sqlite."),
-    policy: Optional[str] = typer.Option(None, help="openai | rules | an installed policy (default: openai when an endpoint is configured, else rules)."),
+    policy: Optional[str] = typer.Option(None, help=builtin_help("policy", "Planner policy") + " Default: openai when an endpoint is configured, else rules."),
     base_url: Optional[str] = typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy."),
     model: Optional[str] = typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url."),
     api_key: Optional[str] = typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded."),
@@ -37,13 +37,13 @@ def run(
     max_rounds: int = typer.Option(11, help="Maximum policy rounds."),
     max_refs: int = typer.Option(2, help="Maximum reference images in the program."),
     max_tool_calls: int = typer.Option(10, help="Maximum tool calls."),
-    search: str = typer.Option("local", help="Text search backend."),
+    search: str = typer.Option("local", help=builtin_help("search", "Text search backend")),
     corpus: Optional[Path] = typer.Option(None, help="JSONL corpus for --search local."),
-    image_search: str = typer.Option("local", help="Image search backend."),
+    image_search: str = typer.Option("local", help=builtin_help("image_search", "Image search backend")),
     image_dir: Optional[Path] = typer.Option(None, help="Captioned image folder for --image-search local."),
     skills_dir: Optional[Path] = typer.Option(None, help="Folder of extra or overriding skill guides."),
     system_prompt_file: Optional[Path] = typer.Option(None, help="Another system prompt ({tools} marks the tool block)."),
-    renderer: str = typer.Option("preview", help="preview | none | an installed generator backend."),
+    renderer: str = typer.Option("preview", help=builtin_help("renderer", "Generator backend")),
     checkpoint: Optional[str] = typer.Option(None, help="memory | sqlite:///PATH | postgresql://... (default: sqlite:///OUT/trace.sqlite)."),
     thread_id: Optional[str] = typer.Option(None, help="Thread id in the checkpointer (default: a new uuid)."),
     experiment: str = typer.Option("", help="Experiment tag recorded in checkpoint metadata."),

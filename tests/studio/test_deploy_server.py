@@ -220,3 +220,11 @@ def test_javascript_sdk_drives_the_agent_through_review(server):
     assert final["termination"] == "answer" and final["review"] == {"action": "approve"} and final["render"]["success"]
     assert final["program"]["gen_prompt"] == steps["interrupt"]["action_requests"][0]["args"]["gen_prompt"]
     assert final["last_message"]["type"] == "ai" and final["last_message"]["content"].startswith("Program: " + final["program"]["gen_prompt"])
+
+
+def test_render_assistant_program_input_is_typed_over_the_server(client):
+    [assistant] = client.assistants.search(graph_id="genevolve_render")
+    schema = client.assistants.get_schemas(assistant["assistant_id"])["input_schema"]
+    ref = schema["properties"]["program"]["$ref"].rsplit("/", 1)[1]
+    program = schema["$defs"][ref]
+    assert program["properties"]["gen_prompt"]["type"] == "string" and program["properties"]["reference_images"]["type"] == "array"
