@@ -12,7 +12,7 @@ import pytest
 
 from genevolve_graph.testing.scripted_data import AUDITOR, EXPANDER, KSCORE, TEACHER, VISUAL, data_server
 
-from .conftest import cli, models_asked, read_jsonl
+from .conftest import ROOT, cli, models_asked, read_jsonl
 
 EXPECTED_HEADLINE = [
     ["requests", 19], ["teacher answered", 16], ["passed structural checks", 10], ["filtered trajectories", 7],
@@ -167,3 +167,11 @@ def test_train_sft_takes_one_step_on_the_sft_view(built, tmp_path):
     assert result.exit_code == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["records"] == 3 and summary["steps"] == 1 and summary["first_loss"] > 0
+
+
+def test_the_docs_funnel_table_is_the_reports_headline():
+    """Issue 24, item 14: docs/data.md's funnel rows differed from what ``data report`` prints."""
+    text = (ROOT / "docs" / "data.md").read_text()
+    table = text.split("| step | count | drops on the way |")[1].split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")[:2]] for line in table.strip().splitlines()[1:]]
+    assert [[name, int(count)] for name, count in rows] == EXPECTED_HEADLINE

@@ -159,3 +159,4 @@ def test_data_notebook_builds_the_small_recipe_and_draws_its_funnel(kernel_env, 
     assert "filtered trajectories: 7" in text and "benchmark cases: 2" in text
     assert "image/png" in kinds and (kernel_env / "build" / "report" / "funnel.png").is_file()
     assert "sft: 3 trajectories" in text and "bench: " in text and "rl: " in text
+    assert "TqdmWarning" not in text and "IProgress not found" not in text, text  # issue 24: no warning in the output
