@@ -34,7 +34,7 @@ from genevolve_graph.core.protocol import (
     parse_reply,
     validate_tool_call,
 )
-from genevolve_graph.nodes.reply import chat_request, trajectory_start
+from genevolve_graph.nodes.reply import chat_request, continues_chat, fresh_trajectory, is_chat_run, trajectory_start
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
@@ -147,11 +147,15 @@ def make_planner(services: Services):
         messages = everything[trajectory_start(everything):]  # a chat run's own messages come before the trajectory
         new: list[BaseMessage] = []
         first_update: dict[str, Any] = {}
+        restart = continues_chat(everything)  # a chat's next turn: a new trajectory on the same thread
         if not messages:
-            request = (state.get("request") or "").strip() or chat_request(everything)
+            given = (state.get("request") or "").strip()
+            request = (chat_request(everything) or given) if is_chat_run(everything) else given
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request', or a human message in 'messages'"}
-            if not (state.get("request") or "").strip():
+            if restart:
+                first_update.update(fresh_trajectory())
+            if request != given:
                 first_update["request"] = request
             guide: GuideUse | None = None
             if ctx.guidance != "off":
@@ -175,8 +179,8 @@ def make_planner(services: Services):
                 return {"termination": "error", "error": str(exc)}
             if guide is not None:
                 first_update["guide"] = guide.model_dump()
-        rounds = state.get("rounds", 0)
-        used = state.get("tool_calls", 0)
+        rounds = 0 if restart else state.get("rounds", 0)
+        used = 0 if restart else state.get("tool_calls", 0)
         final_sent = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
         if not final_sent and (rounds >= ctx.max_rounds - 1 or used >= ctx.max_tool_calls):
             new.append(control_message(FINAL_STEP, "final_step"))

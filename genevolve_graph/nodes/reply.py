@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from genevolve_graph.core.protocol import new_id
+from genevolve_graph.core.protocol import CONTROL_KEY, new_id
 
 SYSTEM_ID_PREFIX = "system-"
 FINAL_REPLY_KEY = "genevolve_final_reply"
@@ -27,13 +27,43 @@ def _is_system_prompt(message: Any) -> bool:
     return isinstance(message, SystemMessage) and str(message.id or "").startswith(SYSTEM_ID_PREFIX)
 
 
+def _is_callers(message: Any) -> bool:
+    """A human turn of the caller (not the planner's request turn or a control message)."""
+    return (isinstance(message, HumanMessage) and not str(message.id or "").startswith("request-")
+            and CONTROL_KEY not in message.additional_kwargs)
+
+
+def _is_final_reply(message: Any) -> bool:
+    return isinstance(message, AIMessage) and bool(message.additional_kwargs.get(FINAL_REPLY_KEY))
+
+
 def trajectory_start(messages: list[BaseMessage]) -> int:
-    """Index of the planner's system prompt (0 when the state starts with it or is empty);
-    ``len(messages)`` when the caller's chat messages are all there is so far."""
-    for index, message in enumerate(messages):
-        if _is_system_prompt(message):
-            return index
-    return len(messages)
+    """Index of the current trajectory's system prompt; ``len(messages)`` when a trajectory
+    must start: the caller's chat messages are all there is so far, or the caller wrote again
+    after the closing reply of the last trajectory (the next turn of a chat thread)."""
+    starts = [index for index, message in enumerate(messages) if _is_system_prompt(message)]
+    if not starts:
+        return len(messages)
+    last = starts[-1]
+    closed = any(_is_final_reply(m) for m in messages[last:])
+    if closed and messages and _is_callers(messages[-1]):
+        return len(messages)
+    return last
+
+
+def continues_chat(messages: list[BaseMessage]) -> bool:
+    """A new trajectory begins on a thread that already holds one (a chat's next turn)."""
+    return trajectory_start(messages) == len(messages) and any(_is_system_prompt(m) for m in messages)
+
+
+def fresh_trajectory() -> dict[str, Any]:
+    """The state update that clears the previous trajectory's results for a chat's next turn
+    (its messages stay, so the chat keeps its history)."""
+    from langgraph.types import Overwrite
+
+    return {"rounds": 0, "tool_calls": 0, "answer": None, "references": None, "program": None, "render": None,
+            "termination": None, "error": None, "review": None, "next_step": None, "guide": None, "backend_calls": {},
+            "repairs": Overwrite([]), "images": Overwrite({})}
 
 
 def is_chat_run(messages: list[BaseMessage]) -> bool:

@@ -48,3 +48,26 @@ def test_a_request_run_gets_no_closing_message():
     assert isinstance(out["messages"][0], SystemMessage)
     assert not any(m.additional_kwargs.get(FINAL_REPLY_KEY) for m in out["messages"])
     assert "<answer>" in out["messages"][-1].content  # the trajectory still ends with the policy's answer
+
+
+def test_the_next_chat_turn_on_a_thread_plans_the_new_request_afresh(tmp_path):
+    """A chat front-end sends each new message to the same thread: the next turn is a new
+    trajectory (fresh rounds, images, repairs), and the chat keeps its history."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    agent = create_genevolve_agent(checkpointer=InMemorySaver(), renderer="none")
+    config = {"configurable": {"thread_id": "chat"}}
+    first = agent.invoke({"messages": [{"role": "user", "content": "A red fox in fresh snow"}]}, config)
+    assert first["termination"] == "answer" and "fox" in first["program"].gen_prompt
+    second = agent.invoke({"messages": [{"role": "user", "content": "A poster of the Eiffel Tower at dusk"}]}, config)
+    assert second["termination"] == "answer", second.get("error")
+    assert second["request"] == "A poster of the Eiffel Tower at dusk"
+    assert "Eiffel Tower" in second["program"].gen_prompt and "fox" not in second["program"].gen_prompt
+    alone = agent.invoke({"messages": [{"role": "user", "content": "A poster of the Eiffel Tower at dusk"}]},
+                         {"configurable": {"thread_id": "alone"}})
+    # counted and planned afresh: exactly what the same request gets on a thread of its own
+    assert (second["rounds"], second["tool_calls"], second["program"]) == (alone["rounds"], alone["tool_calls"], alone["program"])
+    assert second["repairs"] == alone["repairs"]
+    finals = [m for m in second["messages"] if m.additional_kwargs.get(FINAL_REPLY_KEY)]
+    assert len(finals) == 2 and "Eiffel Tower" in finals[-1].content and "fox" in finals[0].content
+    assert agent.get_state(config).values["images"] == agent.get_state({"configurable": {"thread_id": "alone"}}).values["images"]
