@@ -51,6 +51,16 @@ def trajectory_start(messages: list[BaseMessage]) -> int:
     return last
 
 
+def policy_trajectory(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """The messages of the thread's last trajectory as the policy saw them: from its system
+    prompt, without the closing reply of a chat run (what training exports must read; a
+    ``request`` run's messages come back unchanged)."""
+    starts = [index for index, message in enumerate(messages) if _is_system_prompt(message)]
+    if not starts:
+        return list(messages)
+    return [m for m in messages[starts[-1]:] if not _is_final_reply(m)]
+
+
 def continues_chat(messages: list[BaseMessage]) -> bool:
     """A new trajectory begins on a thread that already holds one (a chat's next turn)."""
     return trajectory_start(messages) == len(messages) and any(_is_system_prompt(m) for m in messages)

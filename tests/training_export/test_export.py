@@ -247,3 +247,24 @@ async def test_corrupt_unfinished_and_imageless_threads_are_reported_and_skipped
     assert problems["no-render"].startswith("unfinished: next node(s) render")
     assert "IMG_001 is missing" in problems["teapot"] and "teapot.png" in problems["teapot"]
     assert report.exported == 1 and report.threads == 6
+
+
+def test_a_chat_run_exports_the_same_trajectory_as_a_request_run(tmp_path):
+    """Issue 24: a ``{"messages": [...]}`` run keeps the caller's chat and a closing reply in its
+    messages; the export reads only the trajectory the policy saw."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from genevolve_graph import create_genevolve_agent
+
+    saver = InMemorySaver()
+    agent = create_genevolve_agent(checkpointer=saver, renderer="none", experiment="chat-export")
+    agent.invoke({"request": "A red fox in fresh snow"}, {"configurable": {"thread_id": "by-request"}})
+    agent.invoke({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "What shall I draw?"},
+                               {"role": "user", "content": "A red fox in fresh snow"}]}, {"configurable": {"thread_id": "by-chat"}})
+    from genevolve_graph.training.export import ExportFilters
+
+    records = {r.meta["thread_id"]: r.to_json() for r in export_threads(saver, format="trl", filters=ExportFilters(dedupe=False))}
+    assert set(records) == {"by-request", "by-chat"}
+    chat, plain = records["by-chat"]["messages"], records["by-request"]["messages"]
+    assert [m["role"] for m in chat] == [m["role"] for m in plain] and chat[0]["role"] == "system"
+    assert [m["content"] for m in chat[1:]] == [m["content"] for m in plain[1:]]  # no greeting, no closing reply
