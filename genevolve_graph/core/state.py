@@ -131,6 +131,10 @@ class AgentState(TypedDict, total=False):
     so that routing reads only the state and never needs a runtime."""
     review: dict[str, Any] | None
     """The human reviewer's decision (``review_before_render``): action and reason."""
+    trajectory_from: int | None
+    """Index in ``messages`` of the current trajectory's system prompt, written by the planner
+    (0 for a ``request`` run; after the caller's chat for a ``messages`` run). Not an input:
+    a caller's messages can never pass for the planner's."""
     backend_calls: dict[str, Any]
     """Search and image-search backend calls: ``{"calls": N, "unavailable": M, "reason": str}``.
     When every call was unavailable (a missing key, a service down), the runner fails the

@@ -34,7 +34,7 @@ from genevolve_graph.core.protocol import (
     parse_reply,
     validate_tool_call,
 )
-from genevolve_graph.nodes.reply import chat_request, continues_chat, fresh_trajectory, is_chat_run, trajectory_start
+from genevolve_graph.nodes.reply import chat_request, fresh_trajectory, trajectory_start
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
@@ -144,17 +144,18 @@ def make_planner(services: Services):
     async def turn(state: AgentState) -> dict[str, Any]:
         ctx = await checked_context(services.confine)
         everything = list(state.get("messages") or [])
-        messages = everything[trajectory_start(everything):]  # a chat run's own messages come before the trajectory
+        start = trajectory_start(state)  # a chat run's own messages come before its trajectory
+        messages = everything[start:] if start is not None else []
         new: list[BaseMessage] = []
         first_update: dict[str, Any] = {}
-        restart = continues_chat(everything)  # a chat's next turn: a new trajectory on the same thread
-        if not messages:
+        restart = start is None and state.get("trajectory_from") is not None  # a chat's next turn on the same thread
+        if start is None:
             given = (state.get("request") or "").strip()
-            request = (chat_request(everything) or given) if is_chat_run(everything) else given
+            chat = bool(everything)  # the caller's messages: the request is the last human one
+            request = (chat_request(state) or ("" if restart else given)) if chat else given
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request', or a human message in 'messages'"}
-            if restart:
-                first_update.update(fresh_trajectory())
+            first_update.update(fresh_trajectory(len(everything)))
             if request != given:
                 first_update["request"] = request
             guide: GuideUse | None = None

@@ -37,62 +37,63 @@ def _is_final_reply(message: Any) -> bool:
     return isinstance(message, AIMessage) and bool(message.additional_kwargs.get(FINAL_REPLY_KEY))
 
 
-def trajectory_start(messages: list[BaseMessage]) -> int:
-    """Index of the current trajectory's system prompt; ``len(messages)`` when a trajectory
-    must start: the caller's chat messages are all there is so far, or the caller wrote again
-    after the closing reply of the last trajectory (the next turn of a chat thread)."""
-    starts = [index for index, message in enumerate(messages) if _is_system_prompt(message)]
-    if not starts:
-        return len(messages)
-    last = starts[-1]
-    closed = any(_is_final_reply(m) for m in messages[last:])
-    if closed and messages and _is_callers(messages[-1]):
-        return len(messages)
-    return last
+def trajectory_start(state: dict[str, Any]) -> int | None:
+    """Where the current trajectory begins in ``messages``; None when one must begin now.
+
+    The planner records the index in ``trajectory_from``, a channel no caller can write (it
+    is not part of the input schema), so a caller's own messages can never pass for a
+    system prompt or a trajectory. A new trajectory begins on a fresh thread, and when the
+    caller wrote again after the closing reply of a finished chat trajectory (the next turn
+    of a chat thread)."""
+    messages = list(state.get("messages") or [])
+    start = state.get("trajectory_from")
+    if start is None:  # threads recorded before the channel existed began with the planner's prompt
+        return 0 if state.get("rounds") and messages and _is_system_prompt(messages[0]) else None
+    if state.get("termination") and messages and _is_callers(messages[-1]) and any(_is_final_reply(m) for m in messages[start:]):
+        return None
+    return start
 
 
-def policy_trajectory(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """The messages of the thread's last trajectory as the policy saw them: from its system
-    prompt, without the closing reply of a chat run (what training exports must read; a
-    ``request`` run's messages come back unchanged)."""
-    starts = [index for index, message in enumerate(messages) if _is_system_prompt(message)]
-    if not starts:
-        return list(messages)
-    return [m for m in messages[starts[-1]:] if not _is_final_reply(m)]
+def is_chat_run(state: dict[str, Any]) -> bool:
+    """The trajectory follows the caller's own messages (a ``{"messages": [...]}`` input)."""
+    start = state.get("trajectory_from")
+    if start is None:
+        return bool(state.get("messages")) and not state.get("rounds")
+    return start > 0
 
 
-def continues_chat(messages: list[BaseMessage]) -> bool:
-    """A new trajectory begins on a thread that already holds one (a chat's next turn)."""
-    return trajectory_start(messages) == len(messages) and any(_is_system_prompt(m) for m in messages)
+def chat_request(state: dict[str, Any]) -> str:
+    """The last human message's text: the image request of a chat run."""
+    for message in reversed(list(state.get("messages") or [])):
+        if _is_callers(message):
+            return text_of(message.content).strip()
+    return ""
 
 
-def fresh_trajectory() -> dict[str, Any]:
-    """The state update that clears the previous trajectory's results for a chat's next turn
-    (its messages stay, so the chat keeps its history)."""
+def policy_trajectory(values: dict[str, Any]) -> list[BaseMessage]:
+    """The messages of the thread's last trajectory as the policy saw them, without the
+    closing reply of a chat run: what training exports read (a ``request`` run's messages
+    come back unchanged)."""
+    messages = list(values.get("messages") or [])
+    start = values.get("trajectory_from") or 0
+    return [m for m in messages[start:] if not _is_final_reply(m)]
+
+
+def fresh_trajectory(start: int) -> dict[str, Any]:
+    """The state update that begins a trajectory at ``messages[start]``; on a thread that held
+    one (a chat's next turn) it also clears that trajectory's results, keeping its messages
+    so the chat keeps its history."""
     from langgraph.types import Overwrite
 
-    return {"rounds": 0, "tool_calls": 0, "answer": None, "references": None, "program": None, "render": None,
-            "termination": None, "error": None, "review": None, "next_step": None, "guide": None, "backend_calls": {},
-            "repairs": Overwrite([]), "images": Overwrite({})}
-
-
-def is_chat_run(messages: list[BaseMessage]) -> bool:
-    """The run began with the caller's messages rather than a ``request``."""
-    return bool(messages) and not _is_system_prompt(messages[0])
+    return {"trajectory_from": start, "rounds": 0, "tool_calls": 0, "answer": None, "references": None, "program": None,
+            "render": None, "termination": None, "error": None, "review": None, "next_step": None, "guide": None,
+            "backend_calls": {}, "repairs": Overwrite([]), "images": Overwrite({})}
 
 
 def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type", "text") == "text")
-
-
-def chat_request(messages: list[BaseMessage]) -> str:
-    """The last human message's text: the image request of a chat run."""
-    for message in reversed(messages[: trajectory_start(messages)]):
-        if isinstance(message, HumanMessage):
-            return text_of(message.content).strip()
-    return ""
 
 
 def final_reply(state: dict[str, Any]) -> AIMessage:
@@ -115,7 +116,7 @@ def final_reply(state: dict[str, Any]) -> AIMessage:
 
 
 def _closing(state: dict[str, Any], update: dict[str, Any], ends: bool) -> dict[str, Any]:
-    if not ends or not is_chat_run(list(state.get("messages") or [])):
+    if not ends or not is_chat_run(state):
         return update
     merged = {**state, **update}
     return {**update, "messages": [*update.get("messages", []), final_reply(merged)]}

@@ -461,7 +461,7 @@ def _read_record(
     if snapshot.next or not values.get("termination"):
         problem(thread_id, f"unfinished: next node(s) {', '.join(snapshot.next) or 'none'}, termination {values.get('termination')}")
         return None
-    messages = policy_trajectory(values.get("messages") or [])  # a chat run's own messages and closing reply are not training data
+    messages = policy_trajectory(values)  # a chat run's own messages and closing reply are not training data
     if not messages:
         problem(thread_id, "the thread holds no messages")
         return None
