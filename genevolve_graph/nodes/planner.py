@@ -155,7 +155,7 @@ def make_planner(services: Services):
             request = (chat_request(state) or ("" if restart else given)) if chat else given
             if not request:
                 return {"termination": "error", "error": "empty request: pass the image request as 'request', or a human message in 'messages'"}
-            first_update.update(fresh_trajectory(len(everything)))
+            first_update.update(fresh_trajectory(len(everything), reset=restart))
             if request != given:
                 first_update["request"] = request
             guide: GuideUse | None = None

@@ -79,12 +79,14 @@ def policy_trajectory(values: dict[str, Any]) -> list[BaseMessage]:
     return [m for m in messages[start:] if not _is_final_reply(m)]
 
 
-def fresh_trajectory(start: int) -> dict[str, Any]:
-    """The state update that begins a trajectory at ``messages[start]``; on a thread that held
-    one (a chat's next turn) it also clears that trajectory's results, keeping its messages
-    so the chat keeps its history."""
+def fresh_trajectory(start: int, *, reset: bool) -> dict[str, Any]:
+    """The state update that begins a trajectory at ``messages[start]``. ``reset`` (a chat's
+    next turn, on a thread that held one) also clears that trajectory's results, keeping its
+    messages so the chat keeps its history; a fresh thread's output gains no empty keys."""
     from langgraph.types import Overwrite
 
+    if not reset:
+        return {"trajectory_from": start}
     return {"trajectory_from": start, "rounds": 0, "tool_calls": 0, "answer": None, "references": None, "program": None,
             "render": None, "termination": None, "error": None, "review": None, "next_step": None, "guide": None,
             "backend_calls": {}, "repairs": Overwrite([]), "images": Overwrite({})}
