@@ -23,7 +23,6 @@ from langgraph.graph import END, START, StateGraph
 
 from genevolve_graph import AgentContext, Program
 from genevolve_graph.agent.embed import agent_subgraph
-from genevolve_graph.persistence import serializer
 
 
 class PosterState(TypedDict, total=False):
@@ -60,7 +59,7 @@ def build_app(checkpointer: Any = None):
 
 
 async def main(idea: str, out: Path) -> dict[str, Any]:
-    saver = InMemorySaver(serde=serializer())
+    saver = InMemorySaver()  # a bare saver: our state models are on LangGraph's safe msgpack list
     app = build_app(saver)
     config = {"configurable": {"thread_id": "poster-1"}, "recursion_limit": 60}
     context = AgentContext(policy="rules", renderer="preview", output_dir=str(out.resolve()), options={"output_name": "poster.png"})

@@ -7,7 +7,8 @@
     agent = create_genevolve_agent(ChatOpenAI(model="gpt-4o-mini"), protocol="native", renderer="none")
     agent.invoke({"request": "A red fox in fresh snow"})
 
-- ``model``: any LangChain chat model. ``protocol="genevolve"`` parses its text replies as
+- ``model``: any LangChain chat model, or an ``init_chat_model`` string such as
+  ``"openai:gpt-4o-mini"`` (with ``base_url=`` as its endpoint when given). ``protocol="genevolve"`` parses its text replies as
   the released checkpoint's protocol; ``protocol="native"`` binds the tools with
   ``bind_tools`` and reads its ``tool_calls``. ``None`` keeps the context's choice: an
   OpenAI-compatible endpoint (``policy="openai"``) or the offline rule-based planner.
@@ -35,8 +36,9 @@ from langgraph.store.base import BaseStore
 from genevolve_graph.core.context import AgentContext, check_fields
 from genevolve_graph.agent.graph import GRAPH_NAME, build_builder
 from genevolve_graph.nodes.common import CONTEXT_DEFAULTS_KEY
-from genevolve_graph.policies.chat_model import ChatModelPolicy
+from genevolve_graph.policies.chat_model import ChatModelPolicy, load_chat_model
 from genevolve_graph.core.tracing import default_tags
+from genevolve_graph.safety.redaction import redact_value
 
 SERVICE_FIELDS = ("policy", "search", "image_search", "renderer")
 """Context fields that may be given as objects instead of names."""
@@ -51,7 +53,7 @@ def _search_object(value: Any) -> Any:
 
 
 def create_genevolve_agent(
-    model: Runnable | None = None,
+    model: Runnable | str | None = None,
     *,
     protocol: str = "genevolve",
     checkpointer: BaseCheckpointSaver | None = None,
@@ -70,6 +72,8 @@ def create_genevolve_agent(
     services["search"] = _search_object(services.get("search"))
     if model is not None and services.get("policy") is not None:
         raise ValueError("pass either model= or policy= as an object, not both")
+    if isinstance(model, str):  # an init_chat_model string, "openai:gpt-4o-mini"
+        model = load_chat_model(model, base_url=context_fields.get("base_url") or None)
     if model is not None:
         services["policy"] = ChatModelPolicy(model, protocol=protocol)
     elif isinstance(services.get("policy"), Runnable) and not hasattr(services["policy"], "respond"):
@@ -79,7 +83,12 @@ def create_genevolve_agent(
     policy = services.get("policy")
     label = str(getattr(policy, "name", "") or ctx.policy)
     graph = build_builder(**services).compile(checkpointer=checkpointer, store=store, name=name)
-    return graph.with_config(configurable={CONTEXT_DEFAULTS_KEY: defaults}, tags=default_tags(label, ctx.experiment))
+    # Checkpoint metadata takes config["metadata"]: the same tags run_with_saver records, so
+    # `export --experiment X` finds the threads of this graph (a run's own metadata wins).
+    metadata = {"experiment": ctx.experiment, "policy": label, "protocol": protocol,
+                "model": str(getattr(policy, "model", "") or (ctx.model if ctx.policy != "rules" else "rules-v1"))}
+    return graph.with_config(configurable={CONTEXT_DEFAULTS_KEY: defaults}, tags=default_tags(label, ctx.experiment),
+                             metadata=redact_value(metadata))
 
 
 __all__ = ["create_genevolve_agent"]

@@ -20,6 +20,7 @@ from genevolve_graph.nodes.common import dual_node
 from genevolve_graph.nodes.emitter import emitter, route_after_emitter
 from genevolve_graph.nodes.planner import PLANNER_DESTINATIONS, make_planner
 from genevolve_graph.nodes.render import make_render_node
+from genevolve_graph.nodes.reply import acloses_chat, closes_chat
 from genevolve_graph.nodes.review import review, route_after_review
 from genevolve_graph.nodes.tools import make_tools_node
 from genevolve_graph.nodes.services import Services
@@ -47,9 +48,9 @@ def build_builder(
     builder.add_node("planner", dual_node(make_planner(services), "planner"), destinations=PLANNER_DESTINATIONS)  # routes itself
     builder.add_node("tools", dual_node(make_tools_node(services), "tools"))
     builder.add_node("binder", binder)
-    builder.add_node("emitter", emitter)
-    builder.add_node("review", review)
-    builder.add_node("render", dual_node(make_render_node(services), "render"))
+    builder.add_node("emitter", closes_chat(emitter))  # a chat run (messages input) ends with a closing AIMessage
+    builder.add_node("review", closes_chat(review))
+    builder.add_node("render", dual_node(acloses_chat(make_render_node(services)), "render"))
     builder.add_edge(START, "planner")
     builder.add_edge("tools", "planner")
     builder.add_edge("binder", "emitter")

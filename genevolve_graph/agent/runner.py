@@ -65,13 +65,28 @@ def run_config(ctx: AgentContext, thread_id: str, **metadata: Any) -> dict[str, 
             "tags": default_tags(ctx.policy, ctx.experiment)}
 
 
+def unavailable_backend(values: dict[str, Any]) -> str | None:
+    """Why the trajectory counts as failed when every search and image-search call found its
+    backend unavailable (no key, service down): its program rests on no evidence at all, and
+    a batch must count it as failed rather than report "0 failed" (issue 24). None otherwise."""
+    tally = values.get("backend_calls") or {}
+    calls, unavailable = tally.get("calls", 0), tally.get("unavailable", 0)
+    if calls and unavailable >= calls:
+        return f"every search backend call was unavailable ({unavailable} of {calls}): {tally.get('reason', '')}"
+    return None
+
+
 def result_from_values(thread_id: str, values: dict[str, Any]) -> RunResult:
+    termination, error = values.get("termination"), values.get("error")
+    unavailable = unavailable_backend(values)
+    if unavailable and termination == "answer":
+        termination, error = "error", unavailable
     return RunResult(
         thread_id=thread_id,
         request=values.get("request", ""),
         program=values.get("program"),
-        termination=values.get("termination"),
-        error=values.get("error"),
+        termination=termination,
+        error=error,
         rounds=values.get("rounds", 0),
         tool_calls=values.get("tool_calls", 0),
         repairs=list(values.get("repairs") or []),

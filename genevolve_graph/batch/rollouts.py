@@ -133,7 +133,10 @@ class RolloutStage:
     def report_lines(self, folder: RunFolder) -> list[str]:
         if self.checkpoint_url.startswith(("http://", "https://")):
             return [f"trace: the threads of the LangGraph Server at {self.checkpoint_url} (metadata run_id {self.run_id})"]
-        return [f"trace: {folder.manifest.get('checkpoint')} (threads {self.run_id}:<id>)"]
+        # The absolute URL, as ``run`` prints it: run.json keeps it relative to the folder
+        # (so a moved folder resumes), but a printed relative URL misleads (issue 24).
+        recorded = folder.manifest.get("checkpoint") or self.checkpoint_url
+        return [f"trace: {redact_url(absolute_checkpoint(recorded, folder))} (threads {self.run_id}:<id>)"]
 
     # ------------------------------------------------ on a LangGraph Server (batch.server)
 

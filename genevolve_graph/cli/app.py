@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "genevolve_graph.cli.train",
     "genevolve_graph.cli.data",
     "genevolve_graph.cli.serve_policy",
+    "genevolve_graph.cli.backends",
 ]
 """Modules with a ``register(app)`` function adding more subcommands."""
 

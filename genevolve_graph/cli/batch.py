@@ -18,13 +18,13 @@ from typing import Any, Callable, Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, check_server_reachable, fail,
-                                        policy_context, sqlite_file)
+from genevolve_graph.cli.common import (backend_options, builtin_help, check_checkpoint_url, check_credentials, check_option_keys, check_out_folder,
+                                        check_run_outputs, check_server_reachable, fail, policy_context, sqlite_file)
 
 # --------------------------------------------------------------------------- shared options
 
 _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("policy", Optional[str], typer.Option(None, help="openai | rules (default: openai when an endpoint is configured, else rules).", rich_help_panel="Policy")),
+    ("policy", Optional[str], typer.Option(None, help=builtin_help("policy", "Planner policy") + " Default: openai when an endpoint is configured, else rules.", rich_help_panel="Policy")),
     ("base_url", Optional[str], typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy (a vLLM data-parallel server scales it across GPUs).", rich_help_panel="Policy")),
     ("model", Optional[str], typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url.", rich_help_panel="Policy")),
     ("api_key", Optional[str], typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded.", rich_help_panel="Policy")),
@@ -38,9 +38,9 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
     ("max_retries", int, typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the row ends with termination 'error'.", rich_help_panel="Policy")),
     ("retry_delay", float, typer.Option(1.0, help="First retry backoff in seconds (doubles per retry, with jitter).", rich_help_panel="Policy")),
     ("request_timeout", float, typer.Option(120.0, help="Seconds one policy request may take in all, connect to last byte (the outbound total deadline).", rich_help_panel="Policy")),
-    ("search", str, typer.Option("local", help="Text search backend.", rich_help_panel="Tools")),
+    ("search", str, typer.Option("local", help=builtin_help("search", "Text search backend"), rich_help_panel="Tools")),
     ("corpus", Optional[Path], typer.Option(None, help="JSONL corpus for --search local.", rich_help_panel="Tools")),
-    ("image_search", str, typer.Option("local", help="Image search backend.", rich_help_panel="Tools")),
+    ("image_search", str, typer.Option("local", help=builtin_help("image_search", "Image search backend"), rich_help_panel="Tools")),
     ("image_dir", Optional[Path], typer.Option(None, help="Captioned image folder for --image-search local.", rich_help_panel="Tools")),
     ("skills_dir", Optional[Path], typer.Option(None, help="Folder of extra or overriding skill guides.", rich_help_panel="Tools")),
     ("system_prompt_file", Optional[Path], typer.Option(None, help="Another system prompt ({tools} marks the tool block).", rich_help_panel="Policy")),
@@ -55,7 +55,7 @@ _POLICY_OPTIONS: list[tuple[str, Any, Any]] = [
 _POLICY_NAMES = [name for name, _, _ in _POLICY_OPTIONS]
 
 _RENDER_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("renderer", str, typer.Option("preview", help="Generator backend: preview | diffusers | service | gemini (installed ones); bench: none skips stage 2.", rich_help_panel="Rendering")),
+    ("renderer", str, typer.Option("preview", help=builtin_help("renderer", "Generator backend") + " bench: none skips stage 2.", rich_help_panel="Rendering")),
     ("service_url", Optional[list[str]], typer.Option(None, "--service-url", help="A render service (repeat for one per GPU or machine); sets option service_urls.", rich_help_panel="Rendering")),
     ("pipeline", Optional[str], typer.Option(None, help="Diffusers pipeline (hub id or folder); sets option pipeline.", rich_help_panel="Rendering")),
     ("render_option", Optional[list[str]], typer.Option(None, "--option", help="Backend option KEY=VALUE (repeatable; VALUE is read as JSON when it parses).", rich_help_panel="Rendering")),
@@ -115,6 +115,8 @@ def _rollout_context(values: dict[str, Any], out: Path):
             option=values.get("tool_option") or values.get("render_option"),
         ),
     )
+    check_option_keys(ctx.options, search=ctx.search, image_search=ctx.image_search, renderer=values.get("renderer") or "",
+                      policy=ctx.policy)
     return ctx.with_updates(max_retries=values["max_retries"], retry_initial_delay=values["retry_delay"],
                             request_timeout=values["request_timeout"])
 
@@ -148,6 +150,7 @@ def _render_context(values: dict[str, Any], images: Path):
     if values["fallback"] not in ("prompt", "skip"):
         fail(f"unknown fallback {values['fallback']!r} (--fallback); choose prompt or skip")
     options = backend_options(option=values.get("render_option"), service_url=values.get("service_url"), pipeline=values.get("pipeline"))
+    check_option_keys(options, renderer=renderer)
     return AgentContext(renderer=renderer, output_dir=str(images.expanduser().resolve()), seed=values["seed"], options=options)
 
 
@@ -355,6 +358,8 @@ def batch(
                       [("--input", input), ("--corpus", values["corpus"]), ("--system-prompt-file", values["system_prompt_file"])])
     rows = _load_rows(input, max_samples=max_samples, shard=shard)
     ctx = _rollout_context(values, out)
+    if not server:  # with --server the backends and their keys are the server's
+        check_credentials(search=ctx.search, image_search=ctx.image_search)
     if preflight and not server:  # with --server the policy endpoint is the server's to reach
         _preflight(ctx)
     report = _run_rollout_stage(rows, ctx, out=out, values=values, input_path=input, digest=_digest(input),
@@ -383,6 +388,8 @@ def render(
     _check_concurrency(concurrency, "--concurrency")
     check_out_folder("--out", out)
     ctx = _render_context(values, out / "images")
+    if not server:
+        check_credentials(renderer=ctx.renderer)
     if server_output_dir and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     renderer = None if server else _make_renderer(ctx)  # on a server, the server builds the renderer
@@ -463,9 +470,13 @@ def _bench_stages(rows: list[Any], bench_file: Path, *, out: Path, hint: str, va
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     render_ctx = renderer = None
     if values["renderer"] != "none":  # configuration errors show before any rollout
+        if not server:
+            check_credentials(renderer=values["renderer"])
         render_ctx = _render_context(values, out / "renders" / "images")
         renderer = None if server else _make_renderer(render_ctx)  # with --server stage 2 renders there
     ctx = _rollout_context(values, out / "rollouts")
+    if not server:
+        check_credentials(search=ctx.search, image_search=ctx.image_search)
     if values["preflight"] and not server:
         _preflight(ctx)
     digest = _digest(bench_file)

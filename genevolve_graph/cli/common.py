@@ -288,3 +288,111 @@ def check_run_outputs(outputs: list[tuple[str, Any]], inputs: list[tuple[str, An
 
 
 __all__ = ["backend_options", "check_checkpoint_url", "check_run_outputs", "fail", "trace_database_inputs", "parse_option_pairs", "policy_context", "sqlite_file"]
+
+
+# --------------------------------------------------------------------------- credentials preflight
+
+
+def required_credentials() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(flag, backend name) -> environment variables, any one of which the backend needs.
+
+    The names come from the backends' own modules, so the preflight and the backend cannot
+    disagree about which variable is read."""
+    from genevolve_graph.generators.gemini import API_KEY_VARIABLES
+    from genevolve_graph.tools import serper, tavily
+
+    return {
+        ("--search", "serper"): (serper.KEY_ENV,),
+        ("--search", "tavily"): (tavily.KEY_ENV,),
+        ("--image-search", "serper"): (serper.KEY_ENV,),
+        ("--image-search", "tavily"): (tavily.KEY_ENV,),
+        ("--renderer", "gemini"): API_KEY_VARIABLES,
+    }
+
+
+def check_credentials(*, search: str | None = None, image_search: str | None = None, renderer: str | None = None) -> None:
+    """Refuse (exit 2, one line naming the variable) a run whose backend would find no key.
+
+    Without it, every search of the run answered "search unavailable" and the command still
+    exited 0 (issue 24): a missing credential is a configuration error, caught before any row."""
+    import os
+
+    needed = required_credentials()
+    for flag, name in (("--search", search), ("--image-search", image_search), ("--renderer", renderer)):
+        variables = needed.get((flag, name or ""))
+        if variables and not any(os.environ.get(v, "").strip() for v in variables):
+            fail(f"{flag} {name} needs {' or '.join(variables)} in the environment; set it (or choose another {flag.lstrip('-')} backend)")
+
+
+# --------------------------------------------------------------------------- option keys
+
+
+OTHER_OPTION_KEYS = (
+    "chat_client",  # policies.openai_chat
+    "output_name",  # nodes.render
+    "serper_base_url", "tavily_base_url", "tavily_search_depth",
+    "searxng_url", "searxng_language", "searxng_safesearch",
+    "ddgs_backend", "ddgs_region", "ddgs_safesearch",
+    "langchain_search",
+)
+"""Option keys the built-in backends read besides the generators' (``core.options.OPTION_DOCS``)
+and the web tools' (``tools.web_options.WebOptions``)."""
+
+
+def declared_option_keys(registry: Any, name: str) -> tuple[str, ...]:
+    """The option keys an installed backend declares: an ``options`` attribute (names, or a
+    dict name -> description) on the factory its entry point names (docs/extending.md).
+    A built-in name, an unknown name or a factory that cannot be imported declares nothing
+    here; building the backend reports those."""
+    if not name or name in registry.builtins or name not in registry:
+        return ()
+    try:
+        factory = registry.factory(name)
+    except ValueError:
+        return ()
+    declared = getattr(factory, "options", ())
+    return tuple(str(k) for k in (declared.keys() if isinstance(declared, dict) else declared or ()))
+
+
+def known_option_keys(*, search: str = "", image_search: str = "", renderer: str = "", policy: str = "") -> list[str]:
+    """Every option key a backend of the run may read: the built-ins' and the chosen plugins' own."""
+    import dataclasses
+
+    from genevolve_graph.core.options import OPTION_DOCS
+    from genevolve_graph.core.registry import GENERATORS, IMAGE_SEARCH, POLICIES, SEARCH
+    from genevolve_graph.tools.web_options import WebOptions
+
+    keys = {k for group in OPTION_DOCS.values() for k in group}
+    keys.update(f.name for f in dataclasses.fields(WebOptions))
+    keys.update(OTHER_OPTION_KEYS)
+    for registry, name in ((SEARCH, search), (IMAGE_SEARCH, image_search), (GENERATORS, renderer), (POLICIES, policy)):
+        keys.update(declared_option_keys(registry, name))
+    return sorted(keys)
+
+
+FLAG_FOR_OPTION = {"request_timeout": "--request-timeout", "max_retries": "--max-retries", "retry_delay": "--retry-delay",
+                   "seed": "--seed", "max_rounds": "--max-rounds", "temperature": "--temperature"}
+"""Context fields people try as options: the error points at their flag."""
+
+
+def check_option_keys(options: dict[str, Any], **backends: str) -> None:
+    """Exit 2 on an ``--option KEY=VALUE`` that no backend reads (a silently ignored typo ran
+    with the default before, issue 24), naming the known keys."""
+    known = known_option_keys(**backends)
+    unknown = [k for k in options if k not in known]
+    if not unknown:
+        return
+    key = unknown[0]
+    hint = f"; use {FLAG_FOR_OPTION[key]} instead" if key in FLAG_FOR_OPTION else ""
+    fail(f"--option {key}: no backend of this run reads it{hint}. Known keys: {', '.join(known)} "
+         "(an installed backend declares its own with an 'options' attribute on its factory)")
+
+
+def builtin_help(field: str, what: str) -> str:
+    """Help text of a backend flag: the built-in names (read without scanning entry points,
+    so ``--help`` stays quick) and where the installed ones are listed."""
+    from genevolve_graph.core.registry import REGISTRIES
+
+    registry = REGISTRIES[field]
+    names = " | ".join([*registry.builtins, *registry.extra])
+    return f"{what}: {names}, or an installed one (genevolve-graph backends lists all, with their packages)."

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from genevolve_graph.util import event_loop
-from genevolve_graph.cli.common import check_out_folder, fail
+from genevolve_graph.cli.common import check_credentials, check_out_folder, fail
 
 data_app = typer.Typer(help="Build GenEvolve-style training and benchmark data from recipes.", no_args_is_help=True)
 
@@ -39,6 +39,7 @@ def build_command(
         recipe = load_recipe(path, allow_env=allow_env or ())
     except RecipeError as exc:
         fail(str(exc))
+    check_recipe_credentials(recipe, chosen)
     if checkpoint is not None:
         from genevolve_graph.cli.common import check_checkpoint_url
 
@@ -87,3 +88,14 @@ def report_command(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
+
+
+def check_recipe_credentials(recipe: object, stages: object) -> None:
+    """The teacher's search backends and the ground-truth renderer need their keys before
+    any stage starts (the same preflight as ``run``/``batch``)."""
+    chosen = set(stages or [])
+    teacher, render = getattr(recipe, "teacher"), getattr(recipe, "render")
+    if not chosen or "trajectories" in chosen:
+        check_credentials(search=teacher.search, image_search=teacher.image_search)
+    if not chosen or "render" in chosen:
+        check_credentials(renderer=render.renderer)

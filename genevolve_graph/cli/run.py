@@ -11,8 +11,8 @@ import typer
 
 from genevolve_graph.util import event_loop
 
-from genevolve_graph.cli.common import (backend_options, check_checkpoint_url, check_out_folder, check_run_outputs, fail, policy_context,
-                                        sqlite_file)
+from genevolve_graph.cli.common import (backend_options, builtin_help, check_checkpoint_url, check_credentials, check_option_keys, check_out_folder,
+                                        check_run_outputs, fail, policy_context, sqlite_file)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 def run(
     prompt: str = typer.Argument(..., help="The image request."),
     out: Path = typer.Option(Path("genevolve-out"), "--out", help="Output folder: program.json, the image, trace.sqlite."),
-    policy: Optional[str] = typer.Option(None, help="openai | rules | an installed policy (default: openai when an endpoint is configured, else rules)."),
+    policy: Optional[str] = typer.Option(None, help=builtin_help("policy", "Planner policy") + " Default: openai when an endpoint is configured, else rules."),
     base_url: Optional[str] = typer.Option(None, envvar=["GENEVOLVE_BASE_URL", "OPENAI_BASE_URL"], help="OpenAI-compatible endpoint of the policy."),
     model: Optional[str] = typer.Option(None, envvar="GENEVOLVE_MODEL", help="Model name at --base-url."),
     api_key: Optional[str] = typer.Option(None, help="API key for --base-url (default: OPENAI_API_KEY). Never recorded."),
@@ -38,13 +38,13 @@ def run(
     max_rounds: int = typer.Option(11, help="Maximum policy rounds."),
     max_refs: int = typer.Option(2, help="Maximum reference images in the program."),
     max_tool_calls: int = typer.Option(10, help="Maximum tool calls."),
-    search: str = typer.Option("local", help="Text search backend."),
+    search: str = typer.Option("local", help=builtin_help("search", "Text search backend")),
     corpus: Optional[Path] = typer.Option(None, help="JSONL corpus for --search local."),
-    image_search: str = typer.Option("local", help="Image search backend."),
+    image_search: str = typer.Option("local", help=builtin_help("image_search", "Image search backend")),
     image_dir: Optional[Path] = typer.Option(None, help="Captioned image folder for --image-search local."),
     skills_dir: Optional[Path] = typer.Option(None, help="Folder of extra or overriding skill guides."),
     system_prompt_file: Optional[Path] = typer.Option(None, help="Another system prompt ({tools} marks the tool block)."),
-    renderer: str = typer.Option("preview", help="preview | none | an installed generator backend."),
+    renderer: str = typer.Option("preview", help=builtin_help("renderer", "Generator backend")),
     checkpoint: Optional[str] = typer.Option(None, help="memory | sqlite:///PATH | postgresql://... (default: sqlite:///OUT/trace.sqlite)."),
     thread_id: Optional[str] = typer.Option(None, help="Thread id in the checkpointer (default: a new uuid)."),
     experiment: str = typer.Option("", help="Experiment tag recorded in checkpoint metadata."),
@@ -61,6 +61,8 @@ def run(
     guide_dir: Optional[Path] = typer.Option(None, help="Experience buffer folder (guides.jsonl) for --guidance retrieve."),
     embedding_model: Optional[str] = typer.Option(None, help="sentence-transformers model (hub id or local path) for --guide-dir (default: Qwen/Qwen3-Embedding-0.6B)."),
     guide_gate: float = typer.Option(0.84, help="Minimum cosine similarity for a guide to be used."),
+    request_timeout: float = typer.Option(120.0, help="Seconds before one policy request times out."),
+    max_retries: int = typer.Option(3, help="Retries of a failed policy request (429, 5xx, timeouts) before the run ends with termination 'error'."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print neither live progress nor the trajectory."),
 ) -> None:
     """Plan a program for PROMPT, render it, and record the trajectory.
@@ -84,6 +86,11 @@ def run(
             "output_name": "preview.png" if renderer == "preview" else "image.png",
         },
     )
+    check_option_keys(ctx.options, search=search, image_search=image_search, renderer=renderer, policy=ctx.policy)
+    check_credentials(search=search, image_search=image_search, renderer=renderer)
+    if request_timeout <= 0 or max_retries < 0:
+        fail("--request-timeout must be above 0 and --max-retries at least 0")
+    ctx = ctx.with_updates(request_timeout=request_timeout, max_retries=max_retries)
     if guidance not in ("off", "retrieve"):
         fail(f"unknown guidance {guidance!r} (--guidance); choose off or retrieve")
     if guidance == "retrieve" and guide_dir is None:
@@ -139,6 +146,11 @@ def run(
     typer.echo(f"trace: {url} (thread {result.thread_id})")
     if result.termination != "answer":
         typer.echo(f"error: {result.error}", err=True)
+        raise typer.Exit(1)
+    if result.render is not None and not result.render.success:
+        # The program is written, but the image the command was asked for is not: not a success (issue 24).
+        typer.echo(f"error: rendering failed ({result.render.error or 'no image'}); the program is in {path}; "
+                   "render it again with genevolve-graph render, or pass --renderer none to plan only", err=True)
         raise typer.Exit(1)
 
 

@@ -53,7 +53,8 @@ class AgentContext:
     )
     model: str = field(
         default="",
-        metadata={"description": "Model name served at base_url. Defaults to GENEVOLVE_MODEL."},
+        metadata={"description": "Model name served at base_url, or an init_chat_model string such as 'openai:gpt-4o-mini' "
+                                 "(served callers: only providers in the server's GENEVOLVE_ALLOWED_MODEL_PROVIDERS). Defaults to GENEVOLVE_MODEL."},
     )
     protocol: Protocol = field(
         default="genevolve",

@@ -10,6 +10,9 @@ environment:
   may receive the server's credentials, besides those the server's environment already
   names (``GENEVOLVE_BASE_URL``, ``OPENAI_BASE_URL``, ``SERPER_BASE_URL``,
   ``TAVILY_BASE_URL``, ``SEARXNG_URL``).
+- ``GENEVOLVE_ALLOWED_MODEL_PROVIDERS``: ``init_chat_model`` providers (``openai``,
+  ``anthropic``, ...) whose ``provider:model`` strings a caller may put in ``model``; none by
+  default, since such a model calls the provider with the server's own key.
 - ``GENEVOLVE_ALLOWED_ROOTS``: folders (``os.pathsep``-separated) that the files a caller
   names to *read* must stay under. Default: the server's working directory and the
   genevolve-graph cache folder (default renders, downloads and traces).
@@ -34,6 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from genevolve_graph.core.context import AgentContext, is_caller_context, mark_caller
+from genevolve_graph.core.model_string import ALLOWED_PROVIDERS_ENV, split_model_string
 from genevolve_graph.util.paths import cache_root, default_output_dir, file_stem, trace_databases
 
 ALLOWED_BASE_URLS_ENV = "GENEVOLVE_ALLOWED_BASE_URLS"
@@ -104,6 +108,8 @@ class OperatorSettings:
     endpoints: tuple[str, ...]
     roots: tuple[Path, ...]
     renders: Path = Path()
+    providers: frozenset[str] = frozenset()
+    """``init_chat_model`` providers whose ``provider:model`` strings callers may choose."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -114,7 +120,8 @@ class OperatorSettings:
         roots = [Path(r).expanduser() for r in raw_roots] if raw_roots else [Path.cwd(), cache_root()]
         raw_renders = env.get(RENDERS_DIR_ENV, "").strip()
         renders = Path(raw_renders).expanduser() if raw_renders else default_output_dir()
-        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots), renders.resolve())
+        providers = frozenset(p.lower() for p in re.split(r"[,\s]+", env.get(ALLOWED_PROVIDERS_ENV, "")) if p)
+        return cls(tuple(configured + listed), tuple(r.resolve() for r in roots), renders.resolve(), providers)
 
     def endpoint_allowed(self, url: str) -> bool:
         wanted = Endpoint.parse(url)
@@ -182,6 +189,10 @@ def check_caller_context(ctx: "AgentContext", settings: OperatorSettings | None 
     settings = settings or OperatorSettings.from_env()
     if ctx.policy == "openai" and ctx.base_url:
         _check_endpoint("base_url", ctx.base_url, settings)
+    model = split_model_string(ctx.model) if ctx.policy == "openai" else None
+    if model is not None and model[0] not in settings.providers:
+        raise _refuse("model", ctx.model, f"the server builds 'provider:model' strings only for providers its operator allows; "
+                      f"add {model[0]!r} to {ALLOWED_PROVIDERS_ENV} on the server, or name a model at an allowed base_url")
     for name in PATH_FIELDS:
         value = getattr(ctx, name)
         if value:

@@ -88,6 +88,47 @@ def tool_schemas() -> list[dict[str, Any]]:
     ]
 
 
+ANSWER_TOOL = "submit_program"
+"""The structured final answer of ``native`` mode: a tool-calling model submits the program as
+a tool call instead of writing ``<answer>`` JSON in prose."""
+
+
+def answer_tool_schema() -> dict[str, Any]:
+    """OpenAI function schema of ``submit_program``: the answer JSON of DESIGN.md §3 as arguments."""
+    return {
+        "type": "function",
+        "function": {
+            "name": ANSWER_TOOL,
+            "description": "Finish: submit the prompt-reference program. Call it once, when the evidence is gathered; it ends the planning.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "gen_prompt": {"type": "string", "description": "The full generation prompt; references named only as 'the first reference image', ..."},
+                    "reference_images": {
+                        "type": "array",
+                        "description": "The images to condition on, by the IMG_### ids that image_search returned.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "img_id": {"type": "string", "description": "An IMG_### id from image_search."},
+                                "note": {"type": "string", "description": "What to take from this image."},
+                            },
+                            "required": ["img_id"],
+                        },
+                    },
+                },
+                "required": ["gen_prompt", "reference_images"],
+            },
+        },
+    }
+
+
+def native_tool_schemas() -> list[dict[str, Any]]:
+    """What ``native`` mode binds: the three tools and ``submit_program``. The text protocol's
+    ``<tools>`` block stays the three tools, as the released checkpoint was trained on."""
+    return [*tool_schemas(), answer_tool_schema()]
+
+
 def tools_block() -> str:
     """The ``<tools>`` section of the system prompt: one JSON schema per line."""
     lines = [json.dumps(schema, ensure_ascii=False) for schema in tool_schemas()]

@@ -122,6 +122,9 @@ class InputState(TypedDict, total=False):
     request_images: list[str]
     """Optional reference images of the user, as ``data:image/...;base64,`` URIs (a vision
     policy sees them after the request text; checked under the image safety limits)."""
+    messages: list[AnyMessage]
+    """A chat input instead of ``request`` (chat front-ends on the LangGraph API): the last
+    human message is the request; the run ends with an AIMessage stating the program."""
 
 
 class OutputState(TypedDict, total=False):
@@ -137,6 +140,7 @@ class OutputState(TypedDict, total=False):
     rounds: int
     tool_calls: int
     review: dict[str, Any] | None
+    backend_calls: dict[str, Any]
     guide: dict[str, Any] | None
 
 
@@ -168,6 +172,14 @@ class AgentState(TypedDict, total=False):
     so that routing reads only the state and never needs a runtime."""
     review: dict[str, Any] | None
     """The human reviewer's decision (``review_before_render``): action and reason."""
+    trajectory_from: int | None
+    """Index in ``messages`` of the current trajectory's system prompt, written by the planner
+    (0 for a ``request`` run; after the caller's chat for a ``messages`` run). Not an input:
+    a caller's messages can never pass for the planner's."""
+    backend_calls: dict[str, Any]
+    """Search and image-search backend calls: ``{"calls": N, "unavailable": M, "reason": str}``.
+    When every call was unavailable (a missing key, a service down), the runner fails the
+    trajectory instead of recording a program planned without any evidence (issue 24)."""
     guide: dict[str, Any] | None
     """The Decision Guide the planner was given (``guidance="retrieve"``): id, score, trigger,
     source and the text appended to the system prompt; None when none was used."""

@@ -14,8 +14,11 @@ from typing import Any, Sequence
 def load_embedder(name_or_path: str) -> Any:
     """A ``SentenceTransformer`` from a local folder or a model id (hub access follows
     ``HF_HUB_OFFLINE``)."""
+    from genevolve_graph.util.quiet import quiet_progress_imports
+
     try:
-        from sentence_transformers import SentenceTransformer
+        with quiet_progress_imports():
+            from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("near-duplicate removal needs sentence-transformers: pip install 'genevolve-graph[data]'") from exc
     path = Path(name_or_path).expanduser()

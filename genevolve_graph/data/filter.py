@@ -65,7 +65,8 @@ async def run_filter(recipe: Recipe, root: Path, *, client: Any, resume: bool | 
         return await engine.run_items(
             STAGE, items, make_worker(recipe, client if recipe.filter.audit.enabled else None), out_dir=root / "filter",
             settings=settings, concurrency=recipe.filter.concurrency, resume=resume, progress=progress,
-            is_failure=lambda r: r.get("filter_status") != KEPT, outcome_field="filter_status", error_field="filter_error",
+            # only infrastructure errors count as failed: a quality drop is an outcome (issue 24)
+            is_failure=lambda r: r.get("filter_status") == INFRA, outcome_field="filter_status", error_field="filter_error",
             input_path=str(root / "trajectories" / "results.jsonl"), retry_infra=retry_infra,
         )
     finally:

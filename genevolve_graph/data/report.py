@@ -152,25 +152,114 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class ChartRow:
+    """One bar of the funnel chart: a step, and its items split by outcome."""
+
+    label: str
+    branch: str
+    """``""`` on the shared trunk, ``"sft"`` or ``"gt"`` after the fork."""
+    segments: list[tuple[str, str, int]]
+    """``(kind, reason, count)``; kind is kept, dropped, infra, pending, or a view of the split."""
+
+    @property
+    def total(self) -> int:
+        return sum(count for _, _, count in self.segments)
+
+
+def _stage_segments(stage: dict[str, Any], kept_label: str = "kept") -> list[tuple[str, str, int]]:
+    segments = [("kept", kept_label, stage["kept"])]
+    segments += [("dropped", reason, count) for reason, count in stage["dropped"].items()]
+    segments += [("infra", reason, count) for reason, count in stage["infra_error"].items()]
+    if stage.get("pending"):
+        segments.append(("pending", "pending", stage["pending"]))
+    return [seg for seg in segments if seg[2]]
+
+
+def chart_rows(data: dict[str, Any]) -> list[ChartRow]:
+    """The funnel as the chart draws it, from the recipe's cells down: the shared stages, then
+    the fork of the filtered trajectories into the SFT view and the ground-truth (GT)
+    candidates, then the GT branch (render, visual filter) into the RL and benchmark views.
+    Every row shows what went on (kept), the quality drops by reason, the infrastructure
+    failures by reason and what is still pending."""
+    by = {s["stage"]: s for s in data["stages"]}
+    rows: list[ChartRow] = []
+    req = by.get("requests")
+    if req:
+        failed_cells = sum(req["infra_error"].values())
+        cells = [("kept", "expanded", req["input"] - failed_cells - req["pending"])]
+        cells += [("infra", reason.replace(" (cells)", ""), count) for reason, count in req["infra_error"].items()]
+        cells += [("pending", "pending", req["pending"])] if req["pending"] else []
+        rows.append(ChartRow("cells", "", [seg for seg in cells if seg[2]]))
+        malformed = req["dropped"].get("malformed_request", 0)
+        written = [("kept", "kept", req["kept"])] + [("dropped", r, c) for r, c in req["dropped"].items()]
+        rows.append(ChartRow(f"requests written ({req.get('generated', 0) + malformed})", "", [seg for seg in written if seg[2]]))
+    for stage, label in (("trajectories", "teacher trajectories"), ("filter", "checks and audit")):
+        if stage in by:
+            rows.append(ChartRow(label, "", _stage_segments(by[stage])))
+    render, split = by.get("render"), data.get("split")
+    if render and "sft_view" in render:
+        rows.append(ChartRow("SFT view", "sft", [("kept", "SFT trajectories", render["sft_view"])]))
+        rows.append(ChartRow("candidates", "gt", [("kept", "to render", render.get("selected_for_gt", render["input"]))]))
+    if render:
+        rows.append(ChartRow("render", "gt", _stage_segments(render, "rendered")))
+    if "visual-filter" in by:
+        rows.append(ChartRow("visual filter", "gt", _stage_segments(by["visual-filter"])))
+    if split:
+        rows.append(ChartRow("RL / benchmark split", "gt", [seg for seg in (("rl", "RL cases", split["rl"]), ("bench", "benchmark cases", split["bench"])) if seg[2]]))
+    return rows
+
+
+KIND_COLOURS = {"kept": "#4c78a8", "pending": "#d9d9d9", "rl": "#54a24b", "bench": "#b279a2"}
+DROP_COLOURS = ["#f58518", "#ffbf79", "#e45756", "#ff9d98", "#eeca3b", "#9d755d", "#bab0ac", "#72b7b2",
+                "#fcce14", "#d67195", "#8c6d31", "#bcbd22", "#17becf", "#c49c94", "#f7b6d2", "#dbdb8d"]
+"""One colour per quality-drop reason (none of them the kept, RL or benchmark colour)."""
+INFRA_COLOUR = "#7f0000"
+BRANCH_PREFIX = {"": "", "sft": "SFT branch \u25b8 ", "gt": "GT branch \u25b8 "}
+
+
 def funnel_chart(data: dict[str, Any], path: Path) -> Path:
-    """A horizontal funnel: one bar per headline step, centred, labelled with its count."""
+    """The funnel as stacked bars (``chart_rows``): one colour per quality-drop reason, hatched
+    dark red for infrastructure failures, the fork marked by branch labels, and a legend."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    steps = data["headline"]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * max(3, len(steps)) + 1))
-    top = max((c for _, c in steps), default=1) or 1
-    for row, (name, count) in enumerate(steps):
-        ax.barh(row, count, left=(top - count) / 2, color="#4c78a8" if "GT" not in name and "RL" not in name and "bench" not in name else "#f58518")
-        ax.text(top / 2, row, f"{name}: {count}", ha="center", va="center", color="black", fontsize=9)
-    ax.set_yticks([])
-    ax.set_xticks([])
+    rows = chart_rows(data)
+    reasons = list(dict.fromkeys(reason for row in rows for kind, reason, _ in row.segments if kind == "dropped"))
+    drop_colour = {reason: DROP_COLOURS[i % len(DROP_COLOURS)] for i, reason in enumerate(reasons)}
+    fig, ax = plt.subplots(figsize=(11, 0.55 * max(4, len(rows)) + 2.2))
+    for y, row in enumerate(rows):
+        left = 0
+        for kind, reason, count in row.segments:
+            colour = drop_colour[reason] if kind == "dropped" else INFRA_COLOUR if kind == "infra" else KIND_COLOURS[kind]
+            ax.barh(y, count, left=left, color=colour, edgecolor="white", hatch="//" if kind == "infra" else None)
+            if count:
+                ax.text(left + count / 2, y, str(count), ha="center", va="center", fontsize=8,
+                        color="white" if kind in ("kept", "infra", "rl", "bench") else "black")
+            left += count
+        infra = ", ".join(f"{r} {c}" for k, r, c in row.segments if k == "infra")
+        if infra:
+            ax.text(left + 0.3, y, f"infrastructure: {infra}", va="center", fontsize=7, color=INFRA_COLOUR)
+    fork = next((i for i, row in enumerate(rows) if row.branch), None)
+    if fork is not None:  # the fork: the filtered trajectories go to the SFT view or become GT candidates
+        ax.axhline(fork - 0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.text(0.2, fork - 0.5, " fork of the filtered trajectories ", va="bottom", fontsize=7, color="grey")
+    ax.set_yticks(range(len(rows)), [BRANCH_PREFIX[row.branch] + row.label for row in rows], fontsize=9)
     ax.invert_yaxis()
-    ax.set_title("Data funnel")
-    for side in ("top", "right", "left", "bottom"):
+    ax.set_xlabel("items")
+    ax.set_xlim(0, max((row.total for row in rows), default=1) * 1.6 + 1)
+    ax.set_title("Data funnel, from the recipe's cells down (then the SFT and GT branches)")
+    for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    handles = [Patch(color=KIND_COLOURS["kept"], label="kept / passed on"),
+               Patch(facecolor=INFRA_COLOUR, hatch="//", edgecolor="white", label="infrastructure failure")]
+    handles += [Patch(color=drop_colour[r], label=f"dropped: {r}") for r in reasons]
+    handles += [Patch(color=KIND_COLOURS[k], label=label) for k, label in (("rl", "RL cases"), ("bench", "benchmark cases"), ("pending", "pending"))
+                if any(kind == k for row in rows for kind, _, _ in row.segments)]
+    ax.legend(handles=handles, loc="lower right", fontsize=7, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -69,7 +69,8 @@ async def run_requests(recipe: Recipe, root: Path, *, expander: Any, embedder: A
     run = await engine.run_items(
         STAGE, items, make_worker(recipe, expander), out_dir=root / "requests", settings=settings,
         concurrency=recipe.expander.concurrency, resume=resume, progress=progress,
-        is_failure=lambda r: r.get("requests_status") != KEPT, outcome_field="requests_status", error_field="requests_error",
+        # only infrastructure errors count as failed: a quality drop is an outcome (issue 24)
+        is_failure=lambda r: r.get("requests_status") == INFRA, outcome_field="requests_status", error_field="requests_error",
         input_path=recipe.path, retry_infra=retry_infra,
     )
     if run.complete:

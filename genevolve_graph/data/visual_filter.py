@@ -47,7 +47,8 @@ async def run_visual_filter(recipe: Recipe, root: Path, *, client: Any, resume: 
             STAGE, items, make_worker(recipe, client if recipe.visual_filter.enabled else None), out_dir=root / "visual-filter",
             settings={"recipe": recipe.name, "thresholds": recipe.visual_filter.thresholds, "judge": getattr(client, "model", None)},
             concurrency=recipe.visual_filter.concurrency, resume=resume, progress=progress,
-            is_failure=lambda r: r.get("visual_status") != KEPT, outcome_field="visual_status", error_field="visual_error",
+            # only infrastructure errors count as failed: a quality drop is an outcome (issue 24)
+            is_failure=lambda r: r.get("visual_status") == INFRA, outcome_field="visual_status", error_field="visual_error",
             input_path=str(path), retry_infra=retry_infra,
         )
     finally:

@@ -48,7 +48,10 @@ class SentenceEmbedder:
         name: str | None = None,
     ) -> None:
         if isinstance(model, str | os.PathLike):
-            from sentence_transformers import SentenceTransformer
+            from genevolve_graph.util.quiet import quiet_progress_imports
+
+            with quiet_progress_imports():
+                from sentence_transformers import SentenceTransformer
 
             self.name = name or str(model)
             local = Path(model).exists()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncio
-import concurrent.futures
-import contextvars
 from typing import Awaitable, Callable
 
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -14,6 +12,7 @@ from langgraph.config import get_config, get_stream_writer
 from langgraph.runtime import get_runtime
 
 from genevolve_graph.core.context import AgentContext, with_defaults
+from genevolve_graph.util.event_loop import run_sync
 
 CONTEXT_DEFAULTS_KEY = "genevolve_context_defaults"
 """``configurable`` key of the context defaults a ``create_genevolve_agent`` graph carries."""
@@ -46,9 +45,10 @@ class DualNode(Runnable[Any, dict[str, Any]]):
 
     A bare ``Runnable`` rather than ``RunnableLambda``: LangGraph already traces the node,
     and a lambda would configure a second callback manager on every call (about 0.4 ms).
-    The sync path runs the coroutine on a private event loop (in a worker thread when the
-    calling thread already has a loop, as in a notebook cell), with the caller's context
-    variables, so the runtime and stream writer stay reachable.
+    The sync path runs the coroutine on the one event loop that synchronous runs share
+    (``util.event_loop.run_sync``), with the caller's context variables, so the runtime and
+    stream writer stay reachable. A loop per step would close under the async HTTP clients
+    that the next step reuses (issue 24: "Event loop is closed" on the second round).
     """
 
     def __init__(self, afunc: Callable[[Any], Awaitable[Any]], name: str) -> None:
@@ -59,13 +59,7 @@ class DualNode(Runnable[Any, dict[str, Any]]):
         return await self.afunc(input)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.afunc(input))
-        context = contextvars.copy_context()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(context.run, asyncio.run, self.afunc(input)).result()
+        return run_sync(self.afunc(input))
 
 
 def dual_node(afunc: Callable[[Any], Awaitable[dict[str, Any]]], name: str) -> DualNode:

@@ -24,6 +24,7 @@ from genevolve_graph.nodes.common import checked_context, emit
 from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.prompts import FINAL_STEP, FORMAT_ERROR, PromptFileError, system_prompt
 from genevolve_graph.core.protocol import (
+    ANSWER_TOOL,
     CONTROL_KEY,
     ParsedReply,
     answer_shape_problem,
@@ -33,6 +34,7 @@ from genevolve_graph.core.protocol import (
     parse_reply,
     validate_tool_call,
 )
+from genevolve_graph.nodes.reply import chat_request, fresh_trajectory, trajectory_start
 from genevolve_graph.nodes.services import Services
 from genevolve_graph.core.state import AgentState
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
@@ -101,6 +103,12 @@ def interpret(reply: AIMessage, protocol: str) -> ParsedReply:
     """Understand a reply in either protocol."""
     if protocol == "native" and reply.tool_calls:
         call = reply.tool_calls[0]
+        if call["name"] == ANSWER_TOOL:  # the structured final answer
+            answer = call.get("args") or {}
+            problem = answer_shape_problem(answer)
+            if problem:
+                return ParsedReply("invalid", problem=problem.replace("the <answer>", f"the {ANSWER_TOOL} arguments"))
+            return ParsedReply("answer", answer=answer)
         args, problem = validate_tool_call(call["name"], call.get("args", {}))
         if problem:
             return ParsedReply("invalid", problem=problem)
@@ -141,13 +149,21 @@ def make_planner(services: Services):
 
     async def turn(state: AgentState) -> dict[str, Any]:
         ctx = await checked_context(services.confine)
-        messages = list(state.get("messages") or [])
+        everything = list(state.get("messages") or [])
+        start = trajectory_start(state)  # a chat run's own messages come before its trajectory
+        messages = everything[start:] if start is not None else []
         new: list[BaseMessage] = []
         first_update: dict[str, Any] = {}
-        if not messages:
-            request = (state.get("request") or "").strip()
+        restart = start is None and state.get("trajectory_from") is not None  # a chat's next turn on the same thread
+        if start is None:
+            given = (state.get("request") or "").strip()
+            chat = bool(everything)  # the caller's messages: the request is the last human one
+            request = (chat_request(state) or ("" if restart else given)) if chat else given
             if not request:
-                return {"termination": "error", "error": "empty request: pass the image request as 'request'"}
+                return {"termination": "error", "error": "empty request: pass the image request as 'request', or a human message in 'messages'"}
+            first_update.update(fresh_trajectory(len(everything), reset=restart))
+            if request != given:
+                first_update["request"] = request
             guide: GuideUse | None = None
             if ctx.guidance != "off":
                 if ctx.guidance != "retrieve":
@@ -170,8 +186,8 @@ def make_planner(services: Services):
                 return {"termination": "error", "error": str(exc)}
             if guide is not None:
                 first_update["guide"] = guide.model_dump()
-        rounds = state.get("rounds", 0)
-        used = state.get("tool_calls", 0)
+        rounds = 0 if restart else state.get("rounds", 0)
+        used = 0 if restart else state.get("tool_calls", 0)
         final_sent = any(isinstance(m, HumanMessage) and m.additional_kwargs.get(CONTROL_KEY) == "final_step" for m in messages)
         if not final_sent and (rounds >= ctx.max_rounds - 1 or used >= ctx.max_tool_calls):
             new.append(control_message(FINAL_STEP, "final_step"))
@@ -202,6 +218,9 @@ def make_planner(services: Services):
             stored.tool_calls = [{"name": parsed.tool_name, "args": parsed.arguments, "id": call_id, "type": "tool_call"}]
         elif parsed.kind == "answer":
             update["answer"] = parsed.answer
+            submitted = [c for c in reply.tool_calls if c["name"] == ANSWER_TOOL][:1]
+            if submitted:  # recorded as the model made it: a submit_program call
+                stored.tool_calls = [{"name": ANSWER_TOOL, "args": parsed.answer, "id": submitted[0].get("id") or new_id("call"), "type": "tool_call"}]
         new.append(stored)
         if parsed.kind == "invalid":
             if rounds >= ctx.max_rounds:

@@ -12,6 +12,17 @@ the repairs made to it and every reference image the trajectory found. The run r
 - ``{"action": "reject"}`` (optionally with ``"reason"``) ends with termination ``rejected``
   and renders nothing.
 
+The payload also carries LangChain v1's human-in-the-loop shape (``HITLRequest``), so chat
+front-ends that render ``HumanInTheLoopMiddleware`` interrupts can review the program:
+``action_requests`` holds one action, ``submit_program``, whose ``args`` are the program,
+and ``review_configs`` allows ``approve``, ``edit`` and ``reject``. The matching resume value
+``{"decisions": [decision]}`` maps onto the actions above:
+
+- ``{"type": "approve"}`` = ``{"action": "approve"}``;
+- ``{"type": "edit", "edited_action": {"name": "submit_program", "args": PROGRAM}}`` =
+  ``{"action": "edit", "program": PROGRAM}``;
+- ``{"type": "reject", "message": TEXT}`` = ``{"action": "reject", "reason": TEXT}``.
+
 A resume value that is none of these, or an edit that cannot become a program, is not an
 error of the run: the node asks again, with the problem in the payload's ``error``, so
 nothing already done is lost.
@@ -34,6 +45,8 @@ from genevolve_graph.core.state import AgentState, Program
 from genevolve_graph.safety.protocol_tags import neutralize_data
 
 ACTIONS = ("approve", "edit", "reject")
+REVIEW_ACTION = "submit_program"
+"""The action name of the HITL request: the program the agent wants to render."""
 HOW_TO_RESUME = (
     "Resume with Command(resume={'action': 'approve'}), "
     "{'action': 'edit', 'program': {'gen_prompt': ..., 'reference_images': [{'img_id': 'IMG_001', 'note': ...}]}} "
@@ -52,16 +65,46 @@ def review_payload(state: AgentState, error: str = "") -> dict[str, Any]:
         "repairs": list(state.get("repairs") or []),
         "references": [images[i].model_dump(mode="json") for i in sorted(images)],
         "how_to_resume": HOW_TO_RESUME,
+        # LangChain v1's HITLRequest shape (langchain.agents.middleware.human_in_the_loop).
+        "action_requests": [{"name": REVIEW_ACTION, "args": program.model_dump(mode="json"),
+                             "description": f"Review the program planned for: {state.get('request', '')}"[:2000]}],
+        "review_configs": [{"action_name": REVIEW_ACTION, "allowed_decisions": list(ACTIONS)}],
     }
     if error:
         payload["error"] = error
     return payload
 
 
+def from_hitl(value: Any) -> tuple[Any, str]:
+    """A LangChain ``{"decisions": [...]}`` resume value as our ``{"action": ...}`` form
+    (anything else is returned as it is); ``(None, problem)`` for a malformed one."""
+    if not isinstance(value, dict) or "decisions" not in value:
+        return value, ""
+    decisions = value["decisions"]
+    if not isinstance(decisions, list) or len(decisions) != 1 or not isinstance(decisions[0], dict):
+        return None, f"'decisions' must be a list of one decision (one action was requested); got {decisions!r:.200}"
+    decision = decisions[0]
+    kind = decision.get("type")
+    if kind == "approve":
+        return {"action": "approve"}, ""
+    if kind == "reject":
+        return {"action": "reject", "reason": decision.get("message") or ""}, ""
+    if kind == "edit":
+        edited = decision.get("edited_action")
+        if not isinstance(edited, dict) or not isinstance(edited.get("args"), dict):
+            return None, "an edit decision needs 'edited_action': {'name': 'submit_program', 'args': {program}}"
+        return {"action": "edit", "program": edited["args"]}, ""
+    return None, f"decision type must be one of {', '.join(ACTIONS)}; got {kind!r:.50}"
+
+
 def read_decision(value: Any, state: AgentState, ctx: AgentContext) -> tuple[dict[str, Any] | None, str]:
     """The state update a resume value asks for, or ``(None, problem)``."""
+    value, problem = from_hitl(value)
+    if problem:
+        return None, problem
     if not isinstance(value, dict) or value.get("action") not in ACTIONS:
-        return None, f"the resume value must be a dict with 'action' one of {', '.join(ACTIONS)}; got {value!r:.200}"
+        return None, (f"the resume value must be a dict with 'action' one of {', '.join(ACTIONS)} "
+                      f"(or {{'decisions': [{{'type': ...}}]}}); got {value!r:.200}")
     action = value["action"]
     if action == "approve":
         return {"review": {"action": "approve"}}, ""

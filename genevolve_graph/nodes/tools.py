@@ -45,30 +45,46 @@ def _failure(tool: str, exc: BaseException) -> str:
     return f"{tool} failed: {type(exc).__name__}: {exc}"
 
 
-async def run_search(services: Services, ctx: AgentContext, queries: list[str], top_k: int) -> str:
+def _count(tally: dict[str, Any], exc: BaseException | None) -> None:
+    """One backend call in ``tally``; an unavailable backend is counted with its reason."""
+    tally["calls"] = tally.get("calls", 0) + 1
+    if isinstance(exc, BackendUnavailable):
+        tally["unavailable"] = tally.get("unavailable", 0) + 1
+        tally.setdefault("reason", str(exc)[:300])
+
+
+async def run_search(services: Services, ctx: AgentContext, queries: list[str], top_k: int, tally: dict[str, Any] | None = None) -> str:
     """All queries run concurrently; one block per query, in the order asked."""
+    tally = {} if tally is None else tally
     try:
         backend = await services.aget_search(ctx)
     except Exception as exc:  # noqa: BLE001 - a misconfigured backend is an observation
+        _count(tally, exc if isinstance(exc, BackendUnavailable) else BackendUnavailable(_failure("search", exc)))
         return _failure("search", exc)
     results = await asyncio.gather(*(backend.search(q, top_k) for q in queries), return_exceptions=True)
     blocks = []
     for query, result in zip(queries, results):
         if isinstance(result, BaseException):
+            _count(tally, result)
             blocks.append(f"--- search result for [{query}] ---\n{_failure('search', result)}\n--- end of search result ---")
         else:
+            _count(tally, None)
             blocks.append(search_block(query, result))
     return "\n".join(blocks)
 
 
 async def run_image_search(
-    services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference]
+    services: Services, ctx: AgentContext, query: str, top_k: int, registry: dict[str, Reference],
+    tally: dict[str, Any] | None = None,
 ) -> tuple[str | list[dict[str, Any]], dict[str, Reference], list[Reference]]:
+    tally = {} if tally is None else tally
     try:
         backend = await services.aget_image_search(ctx)
         outcome = await backend.search_images(query, top_k)
     except Exception as exc:  # noqa: BLE001
+        _count(tally, exc if isinstance(exc, BackendUnavailable) else None)
         return f"--- image search result for [{query}] ---\n{_failure('image_search', exc)}\n--- end of image search result ---", {}, []
+    _count(tally, None)
     refs, added = assign_ids(registry, outcome.hits)
     block = image_search_block(query, refs, outcome.rejected)
     if ctx.options.get("show_images") and refs:
@@ -104,13 +120,14 @@ def make_tools_node(services: Services):
             emit("tool_started", tool=name, arguments=args)
             top_k = int(args.get("top_k", ctx.top_k))
             results: dict[str, Any] = {}
+            tally = dict(state.get("backend_calls") or {})
 
             async def execute(**arguments: Any) -> Any:
                 if name == "search":
-                    return await run_search(services, ctx, arguments["queries"], top_k)
+                    return await run_search(services, ctx, arguments["queries"], top_k, tally)
                 if name == "image_search":
                     content, results["added"], results["refs"] = await run_image_search(
-                        services, ctx, arguments["query"], top_k, state.get("images") or {}
+                        services, ctx, arguments["query"], top_k, state.get("images") or {}, tally
                     )
                     return content
                 return await run_query_knowledge(services, ctx, arguments["skill_name"])
@@ -126,6 +143,8 @@ def make_tools_node(services: Services):
                 for ref in results["refs"]:
                     emit("image_ready", img_id=ref.img_id, local_path=ref.local_path, title=ref.title)
             update["tool_calls"] = used + 1
+            if tally:
+                update["backend_calls"] = tally
             text = observation if isinstance(observation, str) else observation[0]["text"]
             thumbnails = 0 if isinstance(observation, str) else len(observation) - 1
             emit("tool_done", tool=name, chars=len(text), images=found, thumbnails=thumbnails)

@@ -24,7 +24,7 @@ from genevolve_graph.policies.base import PolicyError
 from genevolve_graph.policies.lean_openai import LeanChatOpenAI, ainvoke_chat
 from genevolve_graph.net.limits import DeadlineExceeded, OutboundLimits, limit_exceeded, limited_client
 from genevolve_graph.net.reply_check import completion_hook, malformed_reply, redact_endpoint
-from genevolve_graph.core.protocol import RenderedMessages, tool_schemas
+from genevolve_graph.core.protocol import RenderedMessages, native_tool_schemas
 from genevolve_graph.safety.redaction import redact_text
 from genevolve_graph.core.tracing import POLICY_RUN_NAME, run_config
 
@@ -158,11 +158,25 @@ class OpenAIChatPolicy:
             max_retries=0,  # retries are ours, with backoff and jitter
             **kwargs,
         )
-        self._runnable = self.chat.bind_tools(tool_schemas()) if protocol == "native" else self.chat
+        self._runnable = self.chat.bind_tools(native_tool_schemas()) if protocol == "native" else self.chat
         self._rendered = RenderedMessages(protocol)
 
     @classmethod
-    def from_context(cls, ctx: "AgentContext") -> "OpenAIChatPolicy":
+    def from_context(cls, ctx: "AgentContext") -> Any:
+        """The policy of ``ctx``; a ``provider:model`` string in ``ctx.model`` ("openai:gpt-4o-mini")
+        is built by ``load_chat_model`` (LangChain's ``init_chat_model``) instead, with
+        ``ctx.base_url`` (when set) as its endpoint."""
+        from genevolve_graph.core.model_string import split_model_string
+
+        if split_model_string(ctx.model):
+            from genevolve_graph.policies.chat_model import ChatModelPolicy, load_chat_model
+
+            try:
+                chat = load_chat_model(ctx.model, base_url=ctx.base_url or None, temperature=ctx.temperature,
+                                       timeout=ctx.request_timeout, max_retries=ctx.max_retries)
+            except (ValueError, ImportError) as exc:
+                raise PolicyError(str(exc)) from exc
+            return ChatModelPolicy(chat, protocol=ctx.protocol, name="openai")
         return cls(
             base_url=ctx.base_url,
             model=ctx.model,

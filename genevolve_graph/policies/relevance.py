@@ -8,8 +8,10 @@ captions say "snow", nor a bus because both say "red". So relevance is decided o
   fresh snow"), plus the heads of noun phrases joined to it by "and" ("Saturn and its
   rings"), plus proper names anywhere ("the Eiffel Tower"). Adjectives ("red"), counts and
   settings after a preposition ("in fresh snow", "on a wooden table") are not subjects;
-- a hit (an image title, a text result's title) is relevant when the noun phrase its title
-  opens with contains a subject head, or the title contains a proper name of the request.
+- a hit (an image title, a text result's title) is relevant when the title contains a proper
+  name of the request, or the noun phrase its title opens with contains a subject head. A
+  head that is part of a name does not count on its own: "the Eiffel Tower" is not matched
+  by Big Ben's "clock tower" through the shared word "tower".
 
 Plain string rules, no model: they are the offline baseline's, and they are deterministic.
 """
@@ -203,7 +205,10 @@ class Subject:
             if key.strip() and key in lowered:
                 return name
         title_words = {part for p in leading_phrases(title) for w in p.words for part in (w, *w.split("-"))}
+        named = {normalise(w) for name in self.names for w in words(name)}
         for phrase in self.phrases:
+            if phrase.head in named:
+                continue  # a named subject ("the Eiffel Tower") matches by its name, never by its generic head ("tower")
             if phrase.head in title_words:
                 return phrase.text
         return None

@@ -51,7 +51,10 @@ class PromptFileError(ValueError):
 GENEVOLVE_CALL_LINE = 'call one tool: <tool_call>{"name": <tool name>, "arguments": <JSON object>}</tool_call>'
 GENEVOLVE_TOOLS_SECTION = "Tools (one JSON schema per line):\n{tools}\n\nTool results come back inside <tool_response></tool_response>."
 NATIVE_CALL_LINE = "call one of the provided tools (one call per round)"
-NATIVE_TOOLS_SECTION = "The tools are provided through the API; their results come back as tool messages."
+NATIVE_TOOLS_SECTION = (
+    "The tools are provided through the API; their results come back as tool messages. "
+    "To finish, call submit_program with the gen_prompt and reference_images (or write the <answer> JSON)."
+)
 
 
 def system_prompt(

@@ -43,7 +43,7 @@ from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import ValidationError
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
+from typing_extensions import Required, TypedDict  # pydantic needs it on Python < 3.12 for the JSON schemas Studio shows
 
 from genevolve_graph.core.context import AgentContext
 from genevolve_graph.safety.file_guard import same_file
@@ -67,8 +67,28 @@ checked from the headers of inline references before any is decoded or stored.""
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
 
 
+class ReferenceInput(TypedDict, total=False):
+    """One reference of the program, as a stage-1 result records it."""
+
+    img_id: Required[str]
+    note: str
+    title: str
+    url: str
+    local_path: str
+    """A file on the server (under its allowed roots), unless ``reference_data`` sends the image."""
+    page_url: str
+
+
+class ProgramInput(TypedDict, total=False):
+    """The prompt-reference program to render (typed, so Studio and SDK clients see its fields)."""
+
+    gen_prompt: Required[str]
+    reference_images: list[ReferenceInput]
+    """None or empty: a text-only program."""
+
+
 class RenderInput(TypedDict, total=False):
-    program: dict[str, Any]
+    program: ProgramInput
     """``{"gen_prompt": str, "reference_images": [{"img_id", "note", "local_path", ...}]}``."""
     reference_data: dict[str, str]
     """References sent inline: ``{img_id: "data:image/...;base64,..."}`` (wins over ``local_path``)."""

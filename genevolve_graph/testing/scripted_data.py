@@ -322,3 +322,47 @@ def data_server(latency: float = 0.0, outages: bool = True) -> ScriptedChatServe
     """``with data_server() as server:`` all scripted models at ``server.base_url``;
     ``server.script.outages = False`` ends the scripted outages."""
     return ScriptedChatServer(DataScript(outages), latency=latency, model="scripted-data")
+
+
+def serve(embedder: str | None = None, outages: bool = True) -> None:
+    """Start the scripted endpoints, build the embedder, print the two variables the bundled
+    recipe reads, and serve until interrupted: the command-line route to an offline
+    ``data build`` (docs/data.md)::
+
+        python -m genevolve_graph.testing.scripted_data --embedder /tmp/genevolve-embedder
+        # in another shell, with the printed exports:
+        genevolve-graph data build --recipes bundled:small --out data-demo
+    """
+    import signal
+    import sys
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    directory = Path(embedder).expanduser().resolve() if embedder else Path(tempfile.mkdtemp(prefix="genevolve-embedder-"))
+    if not (directory / "modules.json").is_file():
+        build_embedder(directory)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with data_server(outages=outages) as server:
+        print(f"export GENEVOLVE_DATA_BASE_URL={server.base_url}")
+        print(f"export GENEVOLVE_DATA_EMBEDDER={directory}")
+        print("# scripted data endpoints are serving; Ctrl-C stops them", file=sys.stderr)
+        sys.stdout.flush()
+        stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m genevolve_graph.testing.scripted_data",
+                                     description="Serve the scripted data endpoints and print GENEVOLVE_DATA_BASE_URL / GENEVOLVE_DATA_EMBEDDER.")
+    parser.add_argument("--embedder", help="Folder of the tiny embedder (built there when missing; default: a new temporary folder).")
+    parser.add_argument("--no-outages", action="store_true", help="No scripted failures (every endpoint answers).")
+    args = parser.parse_args(argv)
+    serve(args.embedder, outages=not args.no_outages)
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,8 @@ class RecordedRequest:
     raw: bytes = b""
     """The request body exactly as it arrived (for byte-level comparisons of clients)."""
     headers: dict[str, str] = field(default_factory=dict)
+    peer: tuple[str, int] | None = None
+    """The client's address and port: requests from one port came over one kept-alive connection."""
 
 
 @dataclass
@@ -106,7 +108,8 @@ class ScriptedChatServer(ServedApp):
         raw = await request.body()
         body = json.loads(raw)
         record = RecordedRequest(body=body, arrived=time.monotonic(), authorization="authorization" in request.headers,
-                                 raw=raw, headers=dict(request.headers))
+                                 raw=raw, headers=dict(request.headers),
+                                 peer=(request.client.host, request.client.port) if request.client else None)
         with self._lock:
             self.requests.append(record)
             self.in_flight += 1

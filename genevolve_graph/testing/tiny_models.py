@@ -208,7 +208,10 @@ def build_tiny_sentence_transformer(kind: EmbedderKind = "static", *, directory:
     ``Qwen3Model`` with last-token pooling and normalisation, shaped like Qwen3-Embedding.
     """
     import torch
-    from sentence_transformers import SentenceTransformer
+    from genevolve_graph.util.quiet import quiet_progress_imports
+
+    with quiet_progress_imports():
+        from sentence_transformers import SentenceTransformer
 
     torch.manual_seed(seed)
     if kind == "static":
@@ -293,7 +296,10 @@ def build_word_sentence_transformer(texts: Iterable[str], *, directory: str | Pa
     import re as _re
 
     import torch
-    from sentence_transformers import SentenceTransformer
+    from genevolve_graph.util.quiet import quiet_progress_imports
+
+    with quiet_progress_imports():
+        from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
+from genevolve_graph.util.quiet import quiet_progress_imports
 
-with warnings.catch_warnings():
-    # bm25s imports tqdm.auto, which warns "IProgress not found" in a Jupyter kernel without
-    # ipywidgets; every call below passes show_progress=False, so no bar is ever drawn.
-    warnings.filterwarnings("ignore", message="IProgress not found")
+with quiet_progress_imports():  # every call below passes show_progress=False: no bar is ever drawn
     import bm25s
 
 

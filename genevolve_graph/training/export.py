@@ -40,7 +40,8 @@ from genevolve_graph.safety.file_guard import is_within
 from genevolve_graph.safety.imaging import UnsafeImageError, read_image_file
 from genevolve_graph.nodes.binder import id_number
 from genevolve_graph.prompts import GENEVOLVE_CALL_LINE, GENEVOLVE_TOOLS_SECTION, NATIVE_CALL_LINE, NATIVE_TOOLS_SECTION
-from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool_call, tool_schemas, tools_block
+from genevolve_graph.nodes.reply import policy_trajectory
+from genevolve_graph.core.protocol import chat_dicts, format_answer, format_tool_call, native_tool_schemas, tools_block
 from genevolve_graph.core.state import Reference
 from genevolve_graph.training.scrub import Scrubber
 from genevolve_graph.training.sft_data import ChatMessage, SFTRecord
@@ -487,7 +488,7 @@ def _read_record(
     if snapshot.next or not values.get("termination"):
         problem(thread_id, f"unfinished: next node(s) {', '.join(snapshot.next) or 'none'}, termination {values.get('termination')}")
         return None
-    messages = values.get("messages") or []
+    messages = policy_trajectory(values)  # a chat run's own messages and closing reply are not training data
     if not messages:
         problem(thread_id, "the thread holds no messages")
         return None
@@ -498,7 +499,7 @@ def _read_record(
             tools = None
         else:
             dicts = chat_dicts(messages, protocol)
-            tools = tool_schemas() if protocol == "native" else None
+            tools = native_tool_schemas() if protocol == "native" else None  # what the model was bound with
     except Exception as exc:  # noqa: BLE001 - a message the protocol cannot render
         problem(thread_id, f"cannot render the messages: {type(exc).__name__}: {exc}")
         return None

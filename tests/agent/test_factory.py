@@ -66,7 +66,7 @@ def test_tool_calling_fake_drives_a_native_trajectory():
     assert out["termination"] == "answer" and out["tool_calls"] == 2
     assert out["program"].reference_images[0].img_id == "IMG_001"
     bound = [t["function"]["name"] for t in model.requests[0]["tools"]]
-    assert bound == ["search", "image_search", "query_knowledge"]
+    assert bound == ["search", "image_search", "query_knowledge", "submit_program"]  # native: with the structured answer
     # native protocol: tool results go back as ToolMessages answering the model's call ids
     last = model.requests[-1]["messages"]
     tool_messages = [m for m in last if isinstance(m, ToolMessage)]
@@ -155,3 +155,37 @@ def test_context_schema_has_fixed_choices_and_no_other_keys():
     assert props["search"]["enum"] == ["local", "serper", "searxng", "tavily", "ddgs", "langchain"]
     assert props["image_search"]["enum"] == ["local", "serper", "searxng", "tavily", "ddgs"]
     assert props["renderer"]["enum"] == ["preview", "diffusers", "service", "gemini", "none"]
+
+
+def test_factory_agents_record_experiment_policy_and_model_in_checkpoint_metadata(tmp_path):
+    """Issue 24, item 5: only the tracing tags carried the experiment, so ``export --experiment``
+    found none of a factory-built agent's threads."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from typer.testing import CliRunner
+
+    from genevolve_graph.cli.app import _register_commands, app
+
+    db = tmp_path / "trace.sqlite"
+    conn = sqlite3.connect(db, check_same_thread=False)
+    saver = SqliteSaver(conn)
+    try:
+        model = FakeListChatModel(responses=[answer("A red fox in fresh snow.")])
+        agent = create_genevolve_agent(model, checkpointer=saver, renderer="none", experiment="expA")
+        agent.invoke({"request": "A red fox in fresh snow"}, {"configurable": {"thread_id": "fox-1"}})
+        other = create_genevolve_agent(checkpointer=saver, renderer="none", experiment="expB")
+        other.invoke({"request": "A red fox in fresh snow"}, {"configurable": {"thread_id": "fox-2"}})
+        [latest] = list(saver.list({"configurable": {"thread_id": "fox-1"}}, limit=1))
+        assert latest.metadata["experiment"] == "expA" and latest.metadata["policy"] == "FakeListChatModel"
+        assert latest.metadata["model"] == "FakeListChatModel" and latest.metadata["protocol"] == "genevolve"
+        [rules] = list(saver.list({"configurable": {"thread_id": "fox-2"}}, limit=1))
+        assert rules.metadata["policy"] == "rules" and rules.metadata["model"] == "rules-v1"
+    finally:
+        conn.close()
+    _register_commands()
+    result = CliRunner().invoke(app, ["export", "--checkpoint", f"sqlite:///{db}", "--out", str(tmp_path / "sft.jsonl"),
+                                      "--experiment", "expA", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "sft.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and "A red fox in fresh snow" in rows[0]

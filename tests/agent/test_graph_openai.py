@@ -224,7 +224,7 @@ async def test_native_protocol_uses_tool_calling(scripted_server, tmp_path, opti
     result = await run(server, tmp_path, request="three penguins", protocol="native", options=options)
     assert result.termination == "answer", result.error
     bodies = server.successful_bodies()
-    assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["search", "image_search", "query_knowledge"]
+    assert [t["function"]["name"] for t in bodies[0]["tools"]] == ["search", "image_search", "query_knowledge", "submit_program"]
     assert "<tools>" not in bodies[0]["messages"][0]["content"]
     last = bodies[-1]["messages"]
     assert last[-1]["role"] == "tool" and last[-1]["tool_call_id"] == "call_b"

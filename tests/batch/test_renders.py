@@ -125,10 +125,26 @@ def test_render_input_errors_exit_2(cli, tmp_path):
     assert result.exit_code == 2 and "--option 'novalue' is not KEY=VALUE" in result.stderr
 
 
-def test_secret_looking_options_are_not_written_to_the_run_folder(cli, tmp_path):
+def keyed_renderer(ctx):
+    """An installed renderer that reads an ``api_key`` option (the preview renderer underneath)."""
+    from genevolve_graph.core.registry import GENERATORS, import_path
+
+    return import_path(GENERATORS.builtins["preview"])(ctx)
+
+
+keyed_renderer.options = ("api_key", "steps")  # declared, so --option accepts them (issue 24)
+
+
+def test_secret_looking_options_are_not_written_to_the_run_folder(cli, tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from genevolve_graph.core.registry import GENERATORS
+
+    monkeypatch.setattr(GENERATORS, "_installed", {"keyed": EntryPoint("keyed", f"{__name__}:keyed_renderer", GENERATORS.group)})
     source = write_jsonl(tmp_path / "results.jsonl", stage1_rows()[:1])
     out = tmp_path / "renders"
-    result = cli("render", "--input", source, "--out", out, "--option", "api_key=sk-secret-42", "--option", "steps=4", "--no-progress")
+    result = cli("render", "--input", source, "--out", out, "--renderer", "keyed", "--option", "api_key=sk-secret-42",
+                 "--option", "steps=4", "--no-progress")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["sessions"][0]["settings"]["options"] == {"api_key": "***", "steps": 4}

@@ -171,3 +171,31 @@ async def test_registered_factories_may_return_chat_models_and_retrievers(monkey
     assert isinstance(policy, ChatModelPolicy) and policy.name == "chat-plugin"
     hits = await make_search_backend(ctx).search("cats", 3)
     assert hits[0].title == "cat notes" and hits[0].snippet == "Cats purr (cats)."
+
+
+@pytest.mark.timeout(180)
+def test_the_docs_pyproject_builds_a_wheel_beside_a_data_folder(tmp_path):
+    """Issue 24, item 14: without ``[build-system]`` and an explicit package list, setuptools'
+    flat-layout discovery refused the plugin project as soon as a data folder (the doc's
+    ``photos/``) sat beside the package. Built offline with the environment's setuptools."""
+    import zipfile
+
+    project_dir = tmp_path / "my-genevolve-plugins"
+    found = blocks()
+    for (kind, name), body in found.items():
+        if kind == "file":
+            (project_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (project_dir / name).write_text(body, encoding="utf-8")
+    (project_dir / "my_genevolve_plugins" / "__init__.py").write_text("", encoding="utf-8")
+    (project_dir / "photos").mkdir()
+    (project_dir / "photos" / "red_bus.png").write_bytes(b"not read")
+    assert "build-backend" in tomllib.loads((project_dir / "pyproject.toml").read_text())["build-system"]
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                           "-w", str(tmp_path / "dist"), str(project_dir)], capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("my_genevolve_plugins-0.1.0-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "my_genevolve_plugins/search.py" in names and not any(n.startswith("photos/") for n in names)
+    assert "[genevolve_graph.search]" in entry_points and "glossary = my_genevolve_plugins.search:from_context" in entry_points

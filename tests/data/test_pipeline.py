@@ -12,7 +12,7 @@ import pytest
 
 from genevolve_graph.testing.scripted_data import AUDITOR, EXPANDER, KSCORE, TEACHER, VISUAL, data_server
 
-from .conftest import cli, models_asked, read_jsonl
+from .conftest import ROOT, cli, models_asked, read_jsonl
 
 EXPECTED_HEADLINE = [
     ["requests", 19], ["teacher answered", 16], ["passed structural checks", 10], ["filtered trajectories", 7],
@@ -167,3 +167,33 @@ def test_train_sft_takes_one_step_on_the_sft_view(built, tmp_path):
     assert result.exit_code == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["records"] == 3 and summary["steps"] == 1 and summary["first_loss"] > 0
+
+
+def test_the_docs_funnel_table_is_the_reports_headline():
+    """Issue 24, item 14: docs/data.md's funnel rows differed from what ``data report`` prints."""
+    text = (ROOT / "docs" / "data.md").read_text()
+    table = text.split("| step | count | drops on the way |")[1].split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")[:2]] for line in table.strip().splitlines()[1:]]
+    assert [[name, int(count)] for name, count in rows] == EXPECTED_HEADLINE
+
+
+def test_the_funnel_chart_draws_the_fork_the_drop_reasons_and_infrastructure_from_the_cells(built, tmp_path):
+    """Issue 24, item 13: funnel.png stacked the SFT and GT branches as if consecutive, began at
+    the requests, and showed neither drop reasons nor infrastructure failures."""
+    from genevolve_graph.data.report import chart_rows, write_report
+
+    out, _ = built
+    data, report_dir = write_report(out, tmp_path / "report")
+    rows = chart_rows(data)
+    assert [(r.branch, r.label) for r in rows] == [
+        ("", "cells"), ("", "requests written (21)"), ("", "teacher trajectories"), ("", "checks and audit"),
+        ("sft", "SFT view"), ("gt", "candidates"), ("gt", "render"), ("gt", "visual filter"), ("gt", "RL / benchmark split"),
+    ]
+    seg = {r.label: r.segments for r in rows}
+    assert seg["cells"] == [("kept", "expanded", 7), ("infra", "expander_error", 1)]
+    assert ("infra", "teacher_error", 1) in seg["teacher trajectories"] and ("dropped", "termination_no_answer", 2) in seg["teacher trajectories"]
+    assert ("infra", "audit_judge_error", 1) in seg["checks and audit"] and ("dropped", "url_or_id_leak", 1) in seg["checks and audit"]
+    # the fork: both branches start from the 7 filtered trajectories
+    assert seg["SFT view"][0][2] + seg["candidates"][0][2] == 7
+    assert seg["RL / benchmark split"] == [("rl", "RL cases", 1), ("bench", "benchmark cases", 2)]
+    assert (report_dir / "funnel.png").stat().st_size > 10_000

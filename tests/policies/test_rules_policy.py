@@ -178,3 +178,19 @@ def test_subject_is_the_head_noun_not_an_incidental_word():
     assert tea.heads == {"tea"} and tea.match("Teal teapot on a wooden table") is None
     rings = subject_of("Saturn and its rings seen from a spacecraft")
     assert rings.heads == {"saturn", "ring"} and rings.match("Planetary rings") == "rings"
+
+
+def test_a_named_subject_is_not_matched_by_its_generic_noun():
+    """Issue 24, item 11: "A poster of the Eiffel Tower at dusk" cited Big Ben and the Leaning
+    Tower of Pisa, because all three share the head noun "tower"."""
+    from genevolve_graph import create_genevolve_agent
+    from genevolve_graph.policies.relevance import subject_of
+
+    tower = subject_of("A poster of the Eiffel Tower at dusk")
+    assert tower.match("Big Ben clock tower in London") is None
+    assert tower.match("Leaning Tower of Pisa") is None
+    assert tower.match("The Eiffel Tower from the Champ de Mars") == "Eiffel Tower"
+    program = create_genevolve_agent(renderer="none").invoke({"request": "A poster of the Eiffel Tower at dusk"})["program"]
+    assert "Eiffel Tower is a wrought-iron lattice tower" in program.gen_prompt
+    assert "Big Ben" not in program.gen_prompt and "Pisa" not in program.gen_prompt
+    assert [r.title for r in program.reference_images] == ["Eiffel Tower silhouette at dusk"]

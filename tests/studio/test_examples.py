@@ -20,8 +20,12 @@ def load(name: str) -> ModuleType:
     return module
 
 
-async def test_embed_subgraph_example(tmp_path, capsys):
+async def test_embed_subgraph_example(tmp_path, capsys, monkeypatch, caplog):
+    # a bare InMemorySaver (issue 24: the example still passed serde=serializer()), under strict msgpack
+    assert "serde=" not in (ROOT / "examples" / "embed_subgraph.py").read_text()
+    monkeypatch.setenv("LANGGRAPH_STRICT_MSGPACK", "true")
     state = await load("embed_subgraph").main("the Colosseum", tmp_path)
+    assert not [r for r in caplog.records if "unregistered type" in r.getMessage() or "Blocked deserialization" in r.getMessage()]
     assert state["termination"] == "answer" and state["caption"].startswith("Poster of the Colosseum (")
     assert '"THE COLOSSEUM"' in state["program"].gen_prompt
     assert (tmp_path / "poster.png").stat().st_size > 5_000

@@ -143,6 +143,7 @@ def test_evaluation_notebook_loads_a_given_summary(kernel_env, tmp_path, monkeyp
 def test_human_review_notebook(kernel_env, tmp_path):
     text, kinds = execute("human_review", tmp_path)
     assert "waiting at: ('review',)" in text and "references found: ['IMG_001: " in text
+    assert "Big Ben" not in text and "Pisa" not in text  # facts about the named subject only (issue 24)
     assert "termination: answer | review: {'action': 'edit'}" in text
     assert "program: A minimalist poster: the tower from the first reference image at dusk" in text
     assert "edit: replaced IMG_001 in gen_prompt with 'the first reference image'" in text
@@ -158,3 +159,4 @@ def test_data_notebook_builds_the_small_recipe_and_draws_its_funnel(kernel_env, 
     assert "filtered trajectories: 7" in text and "benchmark cases: 2" in text
     assert "image/png" in kinds and (kernel_env / "build" / "report" / "funnel.png").is_file()
     assert "sft: 3 trajectories" in text and "bench: " in text and "rl: " in text
+    assert "TqdmWarning" not in text and "IProgress not found" not in text, text  # issue 24: no warning in the output

@@ -14,7 +14,7 @@ import pytest
 from genevolve_graph import build_graph
 from genevolve_graph.persistence import open_checkpointer, open_checkpointer_sync
 from genevolve_graph.prompts import FINAL_STEP
-from genevolve_graph.core.protocol import tool_schemas, tools_block
+from genevolve_graph.core.protocol import native_tool_schemas, tools_block
 from genevolve_graph.agent.runner import run_with_saver
 from genevolve_graph.training.export import (
     ExportError,
@@ -116,10 +116,10 @@ async def test_trl_export_native_protocol_keeps_tool_calls_and_tools(scripted_se
         (trl,) = export_threads(saver, format="trl")
         (sft,) = export_threads(saver, format="sft", images_dir=tmp_path / "d" / "images")
     bodies = server.successful_bodies()
-    assert bodies[-1]["tools"] and [t["function"]["name"] for t in bodies[-1]["tools"]] == [t["function"]["name"] for t in tool_schemas()]
+    assert bodies[-1]["tools"] and [t["function"]["name"] for t in bodies[-1]["tools"]] == [t["function"]["name"] for t in native_tool_schemas()]
     # trl: the native messages as sent (tool_calls, tool role), the final reply, and the tool schemas.
     row = trl.trl_row()
-    assert json.loads(row["tools"]) == tool_schemas()
+    assert json.loads(row["tools"]) == native_tool_schemas()
     sent = bodies[-1]["messages"]
     assert [m["role"] for m in row["messages"][:-1]] == [m["role"] for m in sent]
     assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "image_search"
@@ -127,7 +127,7 @@ async def test_trl_export_native_protocol_keeps_tool_calls_and_tools(scripted_se
     assert row["messages"][-1] == {"role": "assistant", "content": script[-1]}
     # The row reads back (tools as a JSON string) and validates: bare-JSON answer, IMG ids from the tool turn.
     parsed, problem = parse_record(json.loads(json.dumps(row)))
-    assert problem == "" and parsed.tools == tool_schemas() and record_problems(parsed, None) == []
+    assert problem == "" and parsed.tools == native_tool_schemas() and record_problems(parsed, None) == []
     # sft: the same trajectory in the text protocol.
     messages = sft.to_json()["messages"]
     assert tools_block() in messages[0]["content"] and "provided through the API" not in messages[0]["content"]
@@ -247,3 +247,24 @@ async def test_corrupt_unfinished_and_imageless_threads_are_reported_and_skipped
     assert problems["no-render"].startswith("unfinished: next node(s) render")
     assert "IMG_001 is missing" in problems["teapot"] and "teapot.png" in problems["teapot"]
     assert report.exported == 1 and report.threads == 6
+
+
+def test_a_chat_run_exports_the_same_trajectory_as_a_request_run(tmp_path):
+    """Issue 24: a ``{"messages": [...]}`` run keeps the caller's chat and a closing reply in its
+    messages; the export reads only the trajectory the policy saw."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from genevolve_graph import create_genevolve_agent
+
+    saver = InMemorySaver()
+    agent = create_genevolve_agent(checkpointer=saver, renderer="none", experiment="chat-export")
+    agent.invoke({"request": "A red fox in fresh snow"}, {"configurable": {"thread_id": "by-request"}})
+    agent.invoke({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "What shall I draw?"},
+                               {"role": "user", "content": "A red fox in fresh snow"}]}, {"configurable": {"thread_id": "by-chat"}})
+    from genevolve_graph.training.export import ExportFilters
+
+    records = {r.meta["thread_id"]: r.to_json() for r in export_threads(saver, format="trl", filters=ExportFilters(dedupe=False))}
+    assert set(records) == {"by-request", "by-chat"}
+    chat, plain = records["by-chat"]["messages"], records["by-request"]["messages"]
+    assert [m["role"] for m in chat] == [m["role"] for m in plain] and chat[0]["role"] == "system"
+    assert [m["content"] for m in chat[1:]] == [m["content"] for m in plain[1:]]  # no greeting, no closing reply
