@@ -29,7 +29,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from genevolve_graph.util import event_loop
 from genevolve_graph.batch.engine import Executor, RunFolder, StageReport, StopController, open_run_folder, redact_options, run_session
-from genevolve_graph.batch.rows import BatchRow, file_stem
+from genevolve_graph.batch.rows import BatchRow
+from genevolve_graph.util.paths import file_stem
 from genevolve_graph.core.context import AgentContext
 from genevolve_graph.safety.redaction import redact_text, redact_url
 from genevolve_graph.core.state import Program, Reference, RenderResult

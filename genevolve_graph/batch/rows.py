@@ -10,12 +10,9 @@ rows. Problems are reported with the file and line (or array item) so they can b
 from __future__ import annotations
 
 import json
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
-
-from genevolve_graph.util.paths import file_stem
 
 PROMPT_FIELDS = ("question", "prompt")
 
@@ -137,11 +134,3 @@ def read_rows(path: Path, *, option: str = "--input", tolerate_torn_tail: bool =
     if not rows:
         raise InputError(f"{path} holds no rows; put one JSON object per line, each with a 'question' or 'prompt'")
     return rows
-
-
-def file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()

@@ -173,13 +173,27 @@ def _check_concurrency(value: int, option: str) -> None:
 
 def _load_rows(path: Path, *, max_samples: Optional[int], shard: Optional[str], tolerate_torn_tail: bool = False):
     from genevolve_graph.batch.rows import InputError, read_rows
+
+    _check_max_samples(max_samples, "rows")
+    try:
+        rows = read_rows(path, tolerate_torn_tail=tolerate_torn_tail)
+    except InputError as exc:
+        fail(str(exc))
+    return _select_rows(rows, max_samples=max_samples, shard=shard, source=path)
+
+
+def _check_max_samples(max_samples: Optional[int], unit: str) -> None:
+    if max_samples is not None and max_samples < 1:
+        fail(f"--max-samples {max_samples} is too small; pass a positive number of {unit}")
+
+
+def _select_rows(rows: list[Any], *, max_samples: Optional[int], shard: Optional[str], source: Path) -> list[Any]:
+    """The first ``--max-samples`` rows, then ``--shard i/n`` of them (the order every stage uses)."""
+    from genevolve_graph.batch.rows import InputError
     from genevolve_graph.batch.shards import parse_shard, select_shard
 
-    if max_samples is not None and max_samples < 1:
-        fail(f"--max-samples {max_samples} is too small; pass a positive number of rows")
     try:
         shard_spec = parse_shard(shard) if shard else None
-        rows = read_rows(path, tolerate_torn_tail=tolerate_torn_tail)
     except InputError as exc:
         fail(str(exc))
     if max_samples is not None:
@@ -187,7 +201,7 @@ def _load_rows(path: Path, *, max_samples: Optional[int], shard: Optional[str], 
     if shard_spec:
         rows = select_shard(rows, *shard_spec)
         if not rows:
-            fail(f"--shard {shard} selects no rows of {path} ({len(rows)} rows); use fewer shards")
+            fail(f"--shard {shard} selects no rows of {source} ({len(rows)} rows); use fewer shards")
     return rows
 
 
@@ -199,9 +213,9 @@ def _folder_outputs(out: Path) -> list[tuple[str, Path]]:
 
 
 def _digest(path: Path) -> str:
-    from genevolve_graph.batch.rows import file_digest
+    from genevolve_graph.util.digest import file_sha256
 
-    return file_digest(path)
+    return file_sha256(path)
 
 
 def _finish(report: Any, *, resume_hint: str) -> None:
@@ -450,22 +464,13 @@ _JUDGE_OPTIONS: list[tuple[str, Any, Any]] = [
 def _bench_stages(rows: list[Any], bench_file: Path, *, out: Path, hint: str, values: dict[str, Any]) -> Optional[Path]:
     """Stage 1 into OUT/rollouts, then stage 2 into OUT/renders (resumable); returns the stage-2
     results file, or None when ``--renderer none`` stopped after stage 1. Exits on interruption."""
-    from genevolve_graph.batch.rows import BatchRow, InputError
-    from genevolve_graph.batch.shards import parse_shard, select_shard
+    from genevolve_graph.batch.rows import BatchRow
 
     _check_concurrency(values["concurrency"], "--concurrency")
     _check_concurrency(values["render_concurrency"], "--render-concurrency")
     max_samples, shard, server = values["max_samples"], values["shard"], values["server"]
-    if max_samples is not None and max_samples < 1:
-        fail(f"--max-samples {max_samples} is too small; pass a positive number of prompts")
-    try:
-        shard_spec = parse_shard(shard) if shard else None
-    except InputError as exc:
-        fail(str(exc))
-    if max_samples is not None:
-        rows = rows[:max_samples]
-    if shard_spec:
-        rows = select_shard(rows, *shard_spec)
+    _check_max_samples(max_samples, "prompts")
+    rows = _select_rows(rows, max_samples=max_samples, shard=shard, source=bench_file)
     if values["server_output_dir"] and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
     render_ctx = renderer = None

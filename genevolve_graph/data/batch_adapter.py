@@ -23,7 +23,8 @@ from genevolve_graph.batch.local import LocalExecutor
 from genevolve_graph.batch.journal import JournalError, read_json, write_json_atomic, write_text_atomic
 from genevolve_graph.batch.renders import RenderOptions, arun_renders, program_of
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
-from genevolve_graph.batch.rows import BatchRow, InputError, file_stem, read_rows, row_key
+from genevolve_graph.batch.rows import BatchRow, InputError, read_rows, row_key
+from genevolve_graph.util.paths import file_stem
 
 Item = BatchRow
 """One unit of work: ``key`` (the id as text), ``position``, ``data`` (the record so far)."""

@@ -22,19 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genevolve_graph.evaluation.judge_client import JudgeClient, ask_parsed
+from genevolve_graph.util.digest import file_sha256
 
 T = TypeVar("T")
 
 CACHE_FILE = "judge_cache.sqlite"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def rubric_version(rubric: str, layout: str) -> str:

@@ -121,7 +121,7 @@ def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str,
                settings: OperatorSettings | None = None) -> Path:
     """Where the row's image goes (see the module docstring); ``settings``: a caller's run,
     confined to the renders folder (blocking then: it resolves paths)."""
-    from genevolve_graph.batch.rows import file_stem
+    from genevolve_graph.util.paths import file_stem
 
     if settings is not None:
         name = f"{file_stem(row_id)}.png" if row_id else served_image_name(ctx, thread_id)
@@ -136,7 +136,7 @@ def image_file(ctx: AgentContext, thread_id: str, row_id: str, batch_run: str,
 def admit(state: dict[str, Any], ctx: AgentContext, thread_id: str, *, confined: bool) -> tuple[Program, Path]:
     """The program with every reference on this machine's disk, checked, and the output
     file; raises ``InputRefused`` naming what is wrong. Blocking: runs in a worker thread."""
-    from genevolve_graph.batch.rows import file_stem
+    from genevolve_graph.util.paths import file_stem
 
     settings = OperatorSettings.from_env() if confined else None
     row_id, batch_run = _text(state, "row_id"), _text(state, "batch_run")

@@ -53,11 +53,12 @@ def test_a_provider_without_langchain_names_the_install():
 
 def test_a_served_caller_gets_a_model_string_only_for_an_allowed_provider(tmp_path):
     ctx = AgentContext(policy="openai", model="openai:gpt-4o-mini", output_dir=str(tmp_path))
-    closed = OperatorSettings(endpoints=(), roots=(tmp_path,))
+    closed = OperatorSettings(endpoints=(), roots=(tmp_path,), renders=tmp_path)
     with pytest.raises(ContextRefused, match="GENEVOLVE_ALLOWED_MODEL_PROVIDERS"):
         check_caller_context(ctx, closed)
-    check_caller_context(ctx, OperatorSettings(endpoints=(), roots=(tmp_path,), providers=frozenset({"openai"})))
-    settings = OperatorSettings.from_env({"GENEVOLVE_ALLOWED_MODEL_PROVIDERS": "openai, Anthropic", "GENEVOLVE_ALLOWED_ROOTS": str(tmp_path)})
+    check_caller_context(ctx, OperatorSettings(endpoints=(), roots=(tmp_path,), renders=tmp_path, providers=frozenset({"openai"})))
+    settings = OperatorSettings.from_env({"GENEVOLVE_ALLOWED_MODEL_PROVIDERS": "openai, Anthropic", "GENEVOLVE_ALLOWED_ROOTS": str(tmp_path),
+                                          "GENEVOLVE_RENDERS_DIR": str(tmp_path)})
     assert settings.providers == {"openai", "anthropic"}
     # the base URL rule still applies to a model string
     with pytest.raises(ContextRefused, match="base_url"):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from genevolve_graph.batch.rows import InputError, file_stem, read_rows
+from genevolve_graph.batch.rows import InputError, read_rows
+from genevolve_graph.util.paths import file_stem
 
 from .conftest import error_lines, policy_args, write_jsonl
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from genevolve_graph.batch.rows import file_stem
+from genevolve_graph.util.paths import file_stem
 
 from ..studio.dev_server import langgraph_dev
 from .conftest import policy_args, read_results, script_for, write_jsonl

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from genevolve_graph.batch.renders import program_of
-from genevolve_graph.batch.rows import file_stem
+from genevolve_graph.util.paths import file_stem
 from genevolve_graph.cli.batch import _render_context
 
 from .conftest import read_results, write_jsonl

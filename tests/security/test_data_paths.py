@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from genevolve_graph import AgentContext
-from genevolve_graph.batch.rows import BatchRow, file_stem
+from genevolve_graph.batch.rows import BatchRow
+from genevolve_graph.util.paths import file_stem
 from genevolve_graph.core.protocol import format_answer, format_tool_call, wrap_tool_response
 from genevolve_graph.tools.local_images import DEFAULT_IMAGE_DIR
 from genevolve_graph.training.sft_data import load_sft, load_training_records

@@ -19,7 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
 
 from genevolve_graph import AgentContext
-from genevolve_graph.batch.rows import file_stem
+from genevolve_graph.util.paths import file_stem
 from genevolve_graph.safety.imaging import to_data_uri
 from genevolve_graph.serving.render_graph import MAX_REFERENCES, RENDER_GRAPH_NAME, build_render_graph, make_render_graph, render_graph
 
