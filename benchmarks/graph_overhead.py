@@ -32,7 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from genevolve_graph import AgentContext, build_graph, event_loop  # noqa: E402
+from genevolve_graph import AgentContext, build_graph  # noqa: E402
+from genevolve_graph.util import event_loop  # noqa: E402
 from genevolve_graph.persistence import open_checkpointer  # noqa: E402
 from genevolve_graph.agent.runner import run_with_saver  # noqa: E402
 from genevolve_graph.testing.scripted_openai import scripted_server_process  # noqa: E402
