@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -330,13 +331,20 @@ class RenderedMessages:
     costs a pydantic message per message per round, and hands the chat model new objects
     it must convert again. This keeps the rendered message of each state message (by its
     ``id``, checked against the message's content, so a message replaced under the same id
-    is rendered anew), most recently used first, bounded. One instance per policy.
+    is rendered anew). One instance per policy.
+
+    An entry lives as long as its state message: it is dropped when the trajectory that
+    holds the message is gone, so the cache holds the trajectories in flight, not every
+    trajectory a batch has run (``size`` bounds it besides, oldest out first).
     """
 
     def __init__(self, protocol: str = "genevolve", size: int = 16384) -> None:
         self.protocol = protocol
         self.size = size
-        self._cache: OrderedDict[str, tuple[BaseMessage, BaseMessage]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[weakref.ref[BaseMessage], BaseMessage]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     def render(self, messages: list[BaseMessage]) -> list[BaseMessage]:
         out: list[BaseMessage] = []
@@ -344,17 +352,31 @@ class RenderedMessages:
         for message in messages:
             key = message.id
             hit = cache.get(key) if key else None
-            if hit is not None and (hit[0] is message or _same_message(hit[0], message)):
-                cache.move_to_end(key)
-                out.append(hit[1])
-                continue
+            if hit is not None:
+                held = hit[0]()
+                if held is message or (held is not None and _same_message(held, message)):
+                    cache.move_to_end(key)
+                    out.append(hit[1])
+                    continue
             rendered = policy_messages([message], self.protocol)[0]
             if key:
-                cache[key] = (message, rendered)
+                cache[key] = (weakref.ref(message, self._forget(key)), rendered)
                 if len(cache) > self.size:
                     cache.popitem(last=False)
             out.append(rendered)
         return out
+
+    def _forget(self, key: str) -> Any:
+        """The callback that drops ``key``'s entry once its state message is collected (not a
+        newer entry stored under the same id)."""
+        cache = self._cache
+
+        def forget(ref: weakref.ref[BaseMessage]) -> None:
+            entry = cache.get(key)
+            if entry is not None and entry[0] is ref:
+                del cache[key]
+
+        return forget
 
 
 def _same_message(a: BaseMessage, b: BaseMessage) -> bool:

@@ -136,3 +136,25 @@ def test_rendered_messages_match_policy_messages_and_render_each_message_once(pr
     # A message replaced under the same id (LangGraph's add_messages semantics) renders anew.
     replaced = rendered.render([*history[:3], ToolMessage(content="other", tool_call_id="c1", id="t1")])
     assert replaced[3] is not first[3] and "other" in str(replaced[3].content)
+
+
+def test_rendered_messages_are_kept_only_while_their_trajectory_lives():
+    """The policy's render cache hits on every later round of a trajectory, and lets a
+    finished trajectory's messages go (a 10^4-row batch kept 16k of them before)."""
+    import gc
+
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from genevolve_graph.core.protocol import RenderedMessages
+
+    cache = RenderedMessages("genevolve")
+    state = [HumanMessage("a red fox", id="h1"),
+             AIMessage("", id="a1", tool_calls=[{"name": "search", "args": {"queries": ["fox"]}, "id": "c1"}]),
+             ToolMessage("fox facts", tool_call_id="c1", id="t1")]
+    first = cache.render(state)
+    again = cache.render(state)
+    assert all(a is b for a, b in zip(first, again)) and len(cache) == 3
+    assert cache.render([ToolMessage("other facts", tool_call_id="c1", id="t1")])[0] is not first[2]  # replaced under its id
+    del state, first, again
+    gc.collect()
+    assert len(cache) == 0
