@@ -354,6 +354,16 @@ class _Candidate:
     metadata: dict[str, Any]
     score: float | None = None
 
+    def kept(self) -> "_Candidate":
+        """What the second pass reads of a candidate that passed the filters: the memory of
+        an export grows with its threads only by a few short fields each."""
+        return _Candidate(self.thread_id, self.order, "", self.termination, self.rounds,
+                          {k: self.metadata[k] for k in RECORD_METADATA if k in self.metadata}, self.score)
+
+
+RECORD_METADATA = ("protocol", "experiment", "policy", "model", "row_id")
+"""The checkpoint metadata a training record carries (``_read_record``)."""
+
 
 def _summaries(
     saver: BaseCheckpointSaver, thread_ids: list[str], report: ExportReport, problem: Callable[[str, str], None]
@@ -455,7 +465,7 @@ def export_threads(
             report.filtered[reason] += 1
             continue
         key = _prompt_key(candidate.request) if filters.dedupe else candidate.thread_id
-        groups.setdefault(key, []).append(candidate)
+        groups.setdefault(key, []).append(candidate.kept())
 
     for group in groups.values():
         group.sort(key=lambda c: (-(c.score if c.score is not None else float("-inf")), c.order))
