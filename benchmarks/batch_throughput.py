@@ -8,7 +8,11 @@ results.jsonl). Compared with
 - the ideal: rows x rounds x latency / concurrency (target: wall <= 1.5 x ideal);
 - a plain thread-pool loop over the same server: 64 threads, each sending its rows' 5 chat
   requests with the ``openai`` client and nothing else: no tools, no checkpoints, no
-  records (target: batch throughput >= 0.8 x the loop's).
+  records (target: batch throughput >= 0.8 x the loop's);
+- LangGraph's own floor: a graph of the batch's shape (planner, tools, binder, emitter) whose
+  planner sends the same chat requests with the async ``openai`` client and whose other
+  nodes do nothing, on LangGraph's in-memory saver. It shows how much of the gap to the loop
+  is the framework's supersteps (about three per row beside the rounds) and how much is ours.
 
 The batch runs on the event loop the command line uses (``genevolve_graph.util.event_loop``:
 uvloop where installed).
@@ -26,9 +30,11 @@ Run: python benchmarks/batch_throughput.py [--rows 594] [--rounds 5] [--latency-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import math
+import operator
 import multiprocessing
 import os
 import resource
@@ -37,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -73,6 +79,7 @@ def script(rows: int, rounds: int) -> dict[str, list[str]]:
     table = {request(i): trajectory(i, rounds) for i in range(rows)}
     table.update({request(f"warm-{i}"): trajectory(i, rounds) for i in range(8)})
     table.update({request(f"loop-{i}"): trajectory(i, rounds) for i in range(rows)})
+    table.update({request(f"floor-{i}"): trajectory(i, rounds) for i in range(rows)})
     return table
 
 
@@ -190,6 +197,63 @@ def run_thread_pool(base_url: str, rows: int, rounds: int, threads: int) -> floa
     return time.perf_counter() - start
 
 
+class FloorState(TypedDict):
+    """The floor graph's state: the chat so far and the rounds done."""
+
+    messages: Annotated[list, operator.add]
+    rounds: int
+
+
+async def run_langgraph_floor(base_url: str, rows: int, rounds: int, concurrency: int) -> float:
+    """LangGraph's own floor for the same trajectories: a graph of the batch's shape (a
+    planner that sends the chat request with the ``openai`` async client, a tools node, a
+    binder and an emitter, each doing nothing else), LangGraph's in-memory saver, the same
+    durability (``async``) and concurrency. What the framework costs per row before any of
+    our nodes' work, checkpoint database or records: the batch can approach this, not pass it."""
+    import openai
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+
+    from genevolve_graph.prompts import system_prompt
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=120)
+    system = system_prompt(protocol="genevolve", max_tool_calls=10, max_rounds=11, max_refs=2)
+
+    async def planner(state: FloorState) -> dict[str, Any]:
+        reply = await client.chat.completions.create(model="bench", messages=state["messages"], temperature=0.6, top_p=0.9, max_tokens=4096)
+        return {"messages": [{"role": "assistant", "content": reply.choices[0].message.content}], "rounds": state["rounds"] + 1}
+
+    async def tools(state: FloorState) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": "<tool_response>\nok\n</tool_response>"}]}
+
+    async def passthrough(state: FloorState) -> dict[str, Any]:
+        return {"rounds": state["rounds"]}
+
+    builder = StateGraph(FloorState)
+    builder.add_node("planner", planner)
+    builder.add_node("tools", tools)
+    builder.add_node("binder", passthrough)
+    builder.add_node("emitter", passthrough)
+    builder.add_edge(START, "planner")
+    builder.add_conditional_edges("planner", lambda s: "tools" if s["rounds"] < rounds else "binder", ["tools", "binder"])
+    builder.add_edge("tools", "planner")
+    builder.add_edge("binder", "emitter")
+    builder.add_edge("emitter", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": request(f"floor-{i}")}]
+            await graph.ainvoke({"messages": messages, "rounds": 0}, {"configurable": {"thread_id": f"floor-{i}"}}, durability="async")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(rows)))
+    wall = time.perf_counter() - start
+    await client.close()
+    return wall
+
+
 def checkpoint_bytes(db: Path) -> tuple[int, int, int]:
     with sqlite3.connect(db) as conn:
         (ck,) = conn.execute("select coalesce(sum(length(checkpoint)) + sum(length(metadata)), 0) from checkpoints").fetchone()
@@ -229,6 +293,10 @@ def main() -> None:
             loop_wall = run_thread_pool(server.base_url, args.rows, args.rounds, args.concurrency)
             loop_cpu = time.process_time() - loop_cpu
             loop_stats = server.stats()
+            server.reset()
+            floor_cpu = time.process_time()
+            floor_wall = event_loop.run(run_langgraph_floor(server.base_url, args.rows, args.rounds, args.concurrency))
+            floor_cpu = time.process_time() - floor_cpu
     finally:
         server.close()
     ideal = args.rows * args.rounds * latency / args.concurrency
@@ -244,6 +312,10 @@ def main() -> None:
     print(f"thread-pool loop CPU time: {loop_cpu:.2f} s = {loop_cpu / (args.rows * args.rounds) * 1000:.2f} ms per round")
     print(f"thread-pool loop wall: {loop_wall:.2f} s   throughput: batch {speed:.1f} rows/s vs loop {loop_speed:.1f} rows/s "
           f"= {speed / loop_speed:.2f} x (target >= 0.8)")
+    floor_speed = args.rows / floor_wall
+    print(f"LangGraph's floor (the batch's graph shape, no-op nodes, in-memory saver): wall {floor_wall:.2f} s, "
+          f"CPU {floor_cpu / (args.rows * args.rounds) * 1000:.2f} ms per round, {floor_speed:.1f} rows/s = {floor_speed / loop_speed:.2f} x the loop; "
+          f"the batch is {speed / floor_speed:.2f} x this floor")
     print(f"server max in flight: batch {batch_stats['max_in_flight']}, loop {loop_stats['max_in_flight']}; "
           f"requests: batch {batch_stats['requests']} ({batch_stats['errors']} errors; {8 * args.rounds} of them the 8 warm-up rows), "
           f"loop {loop_stats['requests']}")
