@@ -29,6 +29,7 @@ def build_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
     retry_infra: bool = typer.Option(False, "--retry-infra", help="Run again the items recorded as infrastructure failures (endpoint, renderer or judge outages)."),
     allow_env: Optional[list[str]] = typer.Option(None, "--allow-env", help="An environment variable the recipe may read (${NAME} or api_key_env) besides GENEVOLVE_DATA_*; repeat for more."),
+    server_root: Optional[list[Path]] = typer.Option(None, "--server-root", help="With --server: a folder of the server's files that this machine reads at the same path (a shared volume; repeatable). The reference images and renders the server's records name are read only there, in --server-output-dir, the recipe's teacher.image_dir and the bundled images.", rich_help_panel="Run"),
     **values: Any,
 ) -> None:
     """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output.
@@ -51,6 +52,8 @@ def build_command(
     server = values["server"]
     if values["server_output_dir"] and not server:
         fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
+    if server_root and not server:
+        fail("--server-root names a folder shared with a LangGraph Server: pass --server too, or drop it")
     check_recipe_credentials(recipe, chosen, on_server=bool(server))
     if checkpoint is not None:
         from genevolve_graph.cli.common import check_checkpoint_url
@@ -67,7 +70,8 @@ def build_command(
             executors["render"] = _server_executor(server, concurrency=recipe.render.concurrency, assistant=values["render_assistant"])
     options = BuildOptions(stages=chosen, max_samples=max_samples, resume=None if resume else False, progress=progress, checkpoint=checkpoint,
                            retry_infra=retry_infra, server=server or "", executors=executors,
-                           server_output_dir=values["server_output_dir"] or "")
+                           server_output_dir=values["server_output_dir"] or "",
+                           server_roots=tuple(str(p.expanduser().resolve()) for p in server_root or ()))
     try:
         outcomes = event_loop.run(build(recipe, out, options, notify=typer.echo))
     except (RecipeError, InputError, JournalError) as exc:

@@ -56,6 +56,9 @@ class BuildOptions:
     ``render``), built as ``batch --server`` builds it."""
     server_output_dir: str = ""
     """With ``server``: the image folder on the server (``--server-output-dir``)."""
+    server_roots: tuple[str, ...] = ()
+    """With ``server``: folders of the server's files shared with this machine at the same
+    paths (``--server-root``); its records may name files only there (``data.server_files``)."""
 
 
 @dataclass
@@ -133,6 +136,17 @@ def _checkpoint_of(root: Path, given: str | None) -> str:
     return url
 
 
+def _on_server(options: BuildOptions, recipe: Recipe, stage: str) -> Any:
+    """The stage's ``--server`` executor, its records confined to the shared folders (or None: here)."""
+    if not options.server:
+        return None
+    from genevolve_graph.data.server_files import SharedFilesOnly, shared_roots
+
+    roots = shared_roots(server_roots=options.server_roots, server_output_dir=options.server_output_dir,
+                         image_dir=recipe.resolve(recipe.teacher.image_dir))
+    return SharedFilesOnly(options.executors[stage], roots)
+
+
 async def build(recipe: Recipe, root: Path, options: BuildOptions, services: Services | None = None,
                 notify: Callable[[str], None] = print) -> list[StageOutcome]:
     """Run the asked stages in order; stops at the first stage that does not complete."""
@@ -185,7 +199,7 @@ async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOption
 
         run, url = await run_trajectories(recipe, root, checkpoint=options.checkpoint, max_samples=options.max_samples,
                                           services=services.graph_services or None, server=options.server,
-                                          executor=options.executors.get("trajectories"), **common)
+                                          executor=_on_server(options, recipe, "trajectories"), **common)
         return StageOutcome(stage, run, {"checkpoint": engine.recorded_checkpoint(root / "trajectories")})
     if stage == "filter":
         from genevolve_graph.data.filter import run_filter
@@ -196,7 +210,7 @@ async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOption
         from genevolve_graph.data.render import run_render
 
         return StageOutcome(stage, await run_render(recipe, root, renderer=services.renderer, server=options.server,
-                                                    executor=options.executors.get("render"),
+                                                    executor=_on_server(options, recipe, "render"),
                                                     server_output_dir=options.server_output_dir, **common))
     if stage == "visual-filter":
         from genevolve_graph.data.visual_filter import run_visual_filter

@@ -85,7 +85,8 @@ def test_data_build_on_a_langgraph_server_stops_resumes_and_splits(data_env, tmp
                       out / "trajectories" / "results.jsonl", env)
         scripted.latency = 0.0
 
-        args = ["--recipes", recipe, "--out", out, "--server", server.url, "--no-progress"]
+        # the server writes its renders under its cache (XDG_CACHE_HOME), a folder this machine shares
+        args = ["--recipes", recipe, "--out", out, "--server", server.url, "--server-root", tmp_path / "cache", "--no-progress"]
         resumed = cli("data", "build", *args, "--stages", "trajectories,filter,render,visual-filter")
         assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
         trajectories = read_jsonl(out / "trajectories" / "results.jsonl")
@@ -116,3 +117,30 @@ def test_data_build_on_a_langgraph_server_stops_resumes_and_splits(data_env, tmp
     assert not (out / "sft" / "problems.txt").exists()
     assert cli("data", "report", out).exit_code == 0
     assert json.loads((out / "report" / "funnel.json").read_text())["headline"] == EXPECTED_HEADLINE
+
+
+def test_a_server_record_naming_a_file_outside_the_shared_folders_fails_alone(tmp_path):
+    """A server's reply is data: a render whose output_path has the right shape but lies
+    outside the folders shared with this machine becomes that row's render failure (never read
+    by the visual filter or copied by the split); one inside them is kept as it is."""
+    from genevolve_graph.batch.renders import RenderStage
+    from genevolve_graph.batch.rows import BatchRow
+    from genevolve_graph.core.context import AgentContext
+    from genevolve_graph.data.server_files import _Confined, shared_roots
+    from genevolve_graph.util.paths import file_stem
+
+    shared = tmp_path / "shared"
+    stage = RenderStage(AgentContext(renderer="preview"), None, tmp_path / "render", "skip", run_id="r1", server_url="http://127.0.0.1:1")
+    row = BatchRow(key="a1", position=0, data={"id": "a1", "question": "q", "gen_prompt": "A poster.", "reference_images": []})
+    thread = "3f1c2d9e-0000-4000-8000-000000000001"
+    confined = _Confined(stage, shared_roots(server_roots=[str(shared)]))
+
+    def render(folder: Path) -> dict:
+        values = {"render": {"success": True, "backend": "preview", "output_path": str(folder / file_stem(thread) / "a1.png")}}
+        return confined.remote_record(row, thread, values, 0.1)
+
+    outside = render(tmp_path / "elsewhere")
+    assert outside["success"] is False and outside["output_path"] is None and outside["render_thread"] == thread
+    assert "outside the folders shared" in outside["render_error"] and "--server-root" in outside["render_error"]
+    inside = render(shared)
+    assert inside["success"] is True and inside["output_path"] == str(shared / file_stem(thread) / "a1.png")
