@@ -63,7 +63,8 @@ class _Confined:
         problem = outside_shared(record, self.roots)
         if problem is None:
             return record
-        where = {"thread_id": thread_id, "server_thread": True} if self.stage.outcome_field == "termination" else {"render_thread": thread_id}
+        where = ({"thread_id": thread_id, "server_thread": True} if self.stage.outcome_field == "termination"
+                 else {"render_thread": thread_id, "render_server": record.get("render_server")})
         return {**self.stage.failure(row, problem), **where}
 
 
