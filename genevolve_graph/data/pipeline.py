@@ -142,6 +142,9 @@ def _on_server(options: BuildOptions, recipe: Recipe, stage: str) -> Any:
         return None
     from genevolve_graph.data.server_files import SharedFilesOnly, shared_roots
 
+    if stage not in options.executors:
+        raise RecipeError(f"BuildOptions.server is set but executors has no {stage!r} executor; build one with "
+                          "genevolve_graph.batch.executors.executor_for(server=..., concurrency=..., assistant=...)")
     roots = shared_roots(server_roots=options.server_roots, server_output_dir=options.server_output_dir,
                          image_dir=recipe.resolve(recipe.teacher.image_dir))
     return SharedFilesOnly(options.executors[stage], roots)
