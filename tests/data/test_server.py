@@ -144,3 +144,29 @@ def test_a_server_record_naming_a_file_outside_the_shared_folders_fails_alone(tm
     assert "outside the folders shared" in outside["render_error"] and "--server-root" in outside["render_error"]
     inside = render(shared)
     assert inside["success"] is True and inside["output_path"] == str(shared / file_stem(thread) / "a1.png")
+
+
+@pytest.fixture
+def recipe_env(monkeypatch, tmp_path):
+    """The bundled recipe's variables, naming nothing that answers (these runs stop before any stage)."""
+    monkeypatch.setenv("GENEVOLVE_DATA_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("GENEVOLVE_DATA_EMBEDDER", str(tmp_path / "no-embedder"))
+
+
+def test_server_only_options_without_server_are_one_line_errors(tmp_path, recipe_env):
+    for option, value in (("--server-root", tmp_path), ("--server-output-dir", "/srv/renders")):
+        result = cli("data", "build", "--recipes", "bundled:small", "--out", tmp_path / "build", option, value)
+        assert result.exit_code == 2
+        assert f"{option} names a folder" in result.stderr and "pass --server too" in result.stderr
+    assert not (tmp_path / "build" / "requests").exists()  # nothing ran
+
+
+def test_an_unreachable_server_is_one_line_naming_it(tmp_path, recipe_env):
+    from genevolve_graph.testing.langgraph_dev import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("data", "build", "--recipes", "bundled:small", "--out", tmp_path / "build", "--stages", "requests,trajectories",
+                 "--server", url)
+    assert result.exit_code == 2
+    assert f"cannot reach the LangGraph Server {url} (--server)" in result.stderr
+    assert not (tmp_path / "build" / "requests").exists()  # refused before any stage
