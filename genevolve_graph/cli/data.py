@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from genevolve_graph.util import event_loop
+from genevolve_graph.cli.batch import _BENCH_RUN_OPTIONS, _server_executor, _with_options
 from genevolve_graph.cli.common import check_credentials, check_out_folder, fail
 
 data_app = typer.Typer(help="Build GenEvolve-style training and benchmark data from recipes.", no_args_is_help=True)
 
+_SERVER_OPTIONS = [option for option in _BENCH_RUN_OPTIONS if option[0] in ("server", "assistant", "render_assistant", "server_output_dir")]
+"""``--server``, ``--assistant``, ``--render-assistant``, ``--server-output-dir``: those of ``bench --server``."""
+
 
 @data_app.command("build")
+@_with_options(_SERVER_OPTIONS)
 def build_command(
     recipes: Path = typer.Option(..., "--recipes", help="Recipe YAML (see docs/data.md; 'bundled:small' is the demo recipe)."),
     out: Path = typer.Option(..., "--out", help="The data folder: one subfolder per stage, then sft/, rl/, bench/."),
     stages: Optional[list[str]] = typer.Option(None, "--stages", help="Stages to run, comma-separated or repeated: requests, trajectories, filter, render, visual-filter, split (default: all)."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Only about N requests (enough cells for N; the first N go to the teacher)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume stages already started in --out (default); --no-resume refuses such a folder."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpointer of the teacher's trajectories (default: the recipe's, else sqlite:///OUT/trajectories/trace.sqlite)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Checkpointer of the teacher's trajectories (default: the recipe's, else sqlite:///OUT/trajectories/trace.sqlite). With --server: the database that server's checkpointer writes, which the split reads."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
     retry_infra: bool = typer.Option(False, "--retry-infra", help="Run again the items recorded as infrastructure failures (endpoint, renderer or judge outages)."),
     allow_env: Optional[list[str]] = typer.Option(None, "--allow-env", help="An environment variable the recipe may read (${NAME} or api_key_env) besides GENEVOLVE_DATA_*; repeat for more."),
+    server_root: Optional[list[Path]] = typer.Option(None, "--server-root", help="With --server: a folder of the server's files that this machine reads at the same path (a shared volume; repeatable). The reference images and renders the server's records name are read only there, in --server-output-dir, the recipe's teacher.image_dir and the bundled images.", rich_help_panel="Run"),
+    **values: Any,
 ) -> None:
-    """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output."""
+    """Run the pipeline's stages; every stage resumes and can run alone on the previous stage's output.
+
+    With --server URL the trajectories and render stages run on that LangGraph Server, as
+    'batch --server' and 'render --server' do (docs/data.md)."""
     from genevolve_graph.data.batch_adapter import InputError, JournalError
     from genevolve_graph.data.pipeline import BuildOptions, build, parse_stages
     from genevolve_graph.data.recipes import RecipeError, bundled_recipe, load_recipe
@@ -39,15 +49,29 @@ def build_command(
         recipe = load_recipe(path, allow_env=allow_env or ())
     except RecipeError as exc:
         fail(str(exc))
-    check_recipe_credentials(recipe, chosen)
+    server = values["server"]
+    if values["server_output_dir"] and not server:
+        fail("--server-output-dir names a folder on a LangGraph Server: pass --server too, or drop it")
+    if server_root and not server:
+        fail("--server-root names a folder shared with a LangGraph Server: pass --server too, or drop it")
+    check_recipe_credentials(recipe, chosen, on_server=bool(server))
     if checkpoint is not None:
         from genevolve_graph.cli.common import check_checkpoint_url
 
         check_checkpoint_url(checkpoint)
         if checkpoint == "memory":
             fail("--checkpoint memory keeps nothing for the split to read; pass sqlite:///PATH or postgresql://...")
+    executors: dict[str, Any] = {}
+    if server:  # built as batch --server and render --server build theirs (URL, langgraph-sdk, reachable, key from the environment)
+        if "trajectories" in chosen:
+            executors["trajectories"] = _server_executor(server, concurrency=recipe.teacher.concurrency, assistant=values["assistant"],
+                                                         durability="async")
+        if "render" in chosen:
+            executors["render"] = _server_executor(server, concurrency=recipe.render.concurrency, assistant=values["render_assistant"])
     options = BuildOptions(stages=chosen, max_samples=max_samples, resume=None if resume else False, progress=progress, checkpoint=checkpoint,
-                           retry_infra=retry_infra)
+                           retry_infra=retry_infra, server=server or "", executors=executors,
+                           server_output_dir=values["server_output_dir"] or "",
+                           server_roots=tuple(str(p.expanduser().resolve()) for p in server_root or ()))
     try:
         outcomes = event_loop.run(build(recipe, out, options, notify=typer.echo))
     except (RecipeError, InputError, JournalError) as exc:
@@ -90,9 +114,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
-def check_recipe_credentials(recipe: object, stages: object) -> None:
+def check_recipe_credentials(recipe: object, stages: object, *, on_server: bool = False) -> None:
     """The teacher's search backends and the ground-truth renderer need their keys before
-    any stage starts (the same preflight as ``run``/``batch``)."""
+    any stage starts (the same preflight as ``run``/``batch``); with ``--server`` they are
+    the server's."""
+    if on_server:
+        return
     chosen = set(stages or [])
     teacher, render = getattr(recipe, "teacher"), getattr(recipe, "render")
     if not chosen or "trajectories" in chosen:

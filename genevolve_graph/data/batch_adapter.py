@@ -182,16 +182,20 @@ async def teacher_rollouts(
     settings: dict[str, Any],
     services: dict[str, Any] | None = None,
     retry_infra: bool = False,
+    server: str = "",
+    executor: Any = None,
 ) -> tuple[StageRun, str]:
     """The teacher's trajectories through the batch rollout stage (each row one checkpointer
-    thread); returns the run and the checkpoint URL the threads are in."""
+    thread); returns the run and the checkpoint URL the threads are in. With ``server`` (and
+    its ``executor``, as ``batch --server`` builds it) every row is a background run on that
+    LangGraph Server and the server's threads are the trace, recorded as such in ``run.json``."""
     from genevolve_graph.batch.rollouts import prepare_rollouts
 
-    options = RolloutOptions(out_dir=out_dir, checkpoint=checkpoint, concurrency=concurrency, resume=resume,
-                             input_path=input_path, input_digest=input_digest, progress=progress, extra_settings=settings,
-                             retry_failed=retry_infra)
+    options = RolloutOptions(out_dir=out_dir, checkpoint=server or checkpoint, concurrency=concurrency, resume=resume,
+                             input_path=input_path, input_digest=input_digest, progress=progress,
+                             extra_settings={**settings, "server": server} if server else settings, retry_failed=retry_infra)
     folder, url = prepare_rollouts(rows, ctx, options)
-    report = await arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, services=services)
+    report = await arun_rollouts(rows, ctx, options, folder=folder, checkpoint_url=url, services=services, executor=executor)
     return _from_report(report), url
 
 
@@ -207,13 +211,20 @@ async def render_items(
     settings: dict[str, Any],
     renderer: Any = None,
     retry_infra: bool = False,
+    server: str = "",
+    executor: Any = None,
+    server_output_dir: str = "",
 ) -> StageRun:
     """Render the rows' programs through the batch render stage (``images/<id>.png``);
-    a row without a program is recorded as failed, never rendered from its request."""
+    a row without a program is recorded as failed, never rendered from its request. With
+    ``server`` (and its ``executor``) the rows render there, as ``render --server`` does."""
     from genevolve_graph.batch.renders import prepare_renders
 
+    if server:
+        settings = {**settings, "server": server, "server_output_dir": server_output_dir}
     options = RenderOptions(out_dir=out_dir, concurrency=concurrency, resume=resume, fallback="skip",
-                            input_path=input_path, progress=progress, extra_settings=settings)
+                            input_path=input_path, progress=progress, extra_settings=settings, server_url=server,
+                            server_output_dir=server_output_dir)
     folder = prepare_renders(rows, ctx, options)
     if retry_infra:
         try:
@@ -221,7 +232,7 @@ async def render_items(
         except BaseException:
             folder.release()
             raise
-    report = await arun_renders(rows, ctx, options, folder=folder, renderer=renderer)
+    report = await arun_renders(rows, ctx, options, folder=folder, renderer=renderer, executor=executor)
     return _from_report(report)
 
 

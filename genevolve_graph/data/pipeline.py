@@ -48,6 +48,17 @@ class BuildOptions:
     checkpoint: str | None = None
     retry_infra: bool = False
     """Run again the items a stage recorded as infrastructure failures (after an outage)."""
+    server: str = ""
+    """A LangGraph Server the trajectories and render stages run on (``--server``); empty: here.
+    ``checkpoint`` then names the database that server's checkpointer writes, for the split."""
+    executors: dict[str, Any] = field(default_factory=dict)
+    """With ``server``: the executor of each stage that runs there (``trajectories``,
+    ``render``), built as ``batch --server`` builds it."""
+    server_output_dir: str = ""
+    """With ``server``: the image folder on the server (``--server-output-dir``)."""
+    server_roots: tuple[str, ...] = ()
+    """With ``server``: folders of the server's files shared with this machine at the same
+    paths (``--server-root``); its records may name files only there (``data.server_files``)."""
 
 
 @dataclass
@@ -117,7 +128,26 @@ def _checkpoint_of(root: Path, given: str | None) -> str:
         raise StageOrderError(f"{manifest} names no checkpointer; run --stages trajectories first")
     if "***" in url:
         raise RecipeError(f"the trajectories are in {url}; pass that URL with --checkpoint (passwords are not stored)")
+    if url.startswith(("http://", "https://")):
+        raise RecipeError(f"the trajectories ran on the LangGraph Server {url}, and the split exports them from the database that "
+                          "server's checkpointer writes: pass it with --checkpoint (sqlite:///PATH of the server's GENEVOLVE_TRACE_DB "
+                          "when it runs langgraph.studio.json on a disk this machine reads, or the database of the checkpointer "
+                          "its langgraph.json names)")
     return url
+
+
+def _on_server(options: BuildOptions, recipe: Recipe, stage: str) -> Any:
+    """The stage's ``--server`` executor, its records confined to the shared folders (or None: here)."""
+    if not options.server:
+        return None
+    from genevolve_graph.data.server_files import SharedFilesOnly, shared_roots
+
+    if stage not in options.executors:
+        raise RecipeError(f"BuildOptions.server is set but executors has no {stage!r} executor; build one with "
+                          "genevolve_graph.batch.executors.executor_for(server=..., concurrency=..., assistant=...)")
+    roots = shared_roots(server_roots=options.server_roots, server_output_dir=options.server_output_dir,
+                         image_dir=recipe.resolve(recipe.teacher.image_dir))
+    return SharedFilesOnly(options.executors[stage], roots)
 
 
 async def build(recipe: Recipe, root: Path, options: BuildOptions, services: Services | None = None,
@@ -171,7 +201,8 @@ async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOption
         from genevolve_graph.data.trajectories import run_trajectories
 
         run, url = await run_trajectories(recipe, root, checkpoint=options.checkpoint, max_samples=options.max_samples,
-                                          services=services.graph_services or None, **common)
+                                          services=services.graph_services or None, server=options.server,
+                                          executor=_on_server(options, recipe, "trajectories"), **common)
         return StageOutcome(stage, run, {"checkpoint": engine.recorded_checkpoint(root / "trajectories")})
     if stage == "filter":
         from genevolve_graph.data.filter import run_filter
@@ -181,7 +212,9 @@ async def run_stage(stage: str, recipe: Recipe, root: Path, options: BuildOption
     if stage == "render":
         from genevolve_graph.data.render import run_render
 
-        return StageOutcome(stage, await run_render(recipe, root, renderer=services.renderer, **common))
+        return StageOutcome(stage, await run_render(recipe, root, renderer=services.renderer, server=options.server,
+                                                    executor=_on_server(options, recipe, "render"),
+                                                    server_output_dir=options.server_output_dir, **common))
     if stage == "visual-filter":
         from genevolve_graph.data.visual_filter import run_visual_filter
 

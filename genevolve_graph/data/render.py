@@ -4,6 +4,11 @@ The seeded selection (``split.select_gt``) picks ``split.gt_fraction`` of the fi
 trajectories; the batch render stage renders their programs with the recipe's generator
 (any backend of the registry) into ``DIR/render/images/<id>.png``. A render failure is the
 renderer's, recorded as an infrastructure failure.
+
+With ``data build --server URL`` the renders are background runs of the render graph on that
+LangGraph Server (the executor of ``render --server``); the images are written there, and
+the visual filter and the split read them at each record's ``output_path`` (a disk this
+machine shares with the server, as with ``langgraph dev`` on the same machine).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ def render_context(recipe: Recipe, root: Path) -> AgentContext:
 
 
 async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progress: bool, renderer: Any = None,
-                     retry_infra: bool = False) -> engine.StageRun:
+                     retry_infra: bool = False, server: str = "", executor: Any = None,
+                     server_output_dir: str = "") -> engine.StageRun:
     path = root / "filter" / "results.jsonl"
     rows = engine.read_items(path, option="the filter stage's output (run --stages filter first)")
     kept = [row for row in rows if outcome("filter", row.data)[0] == KEPT]
@@ -34,4 +40,5 @@ async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progres
     return await engine.render_items(todo, render_context(recipe, root), out_dir=root / "render", concurrency=recipe.render.concurrency,
                                      resume=resume, progress=progress, input_path=str(path),
                                      settings={"recipe": recipe.name, "gt_fraction": recipe.split.gt_fraction, "split_seed": recipe.split.seed},
-                                     renderer=renderer, retry_infra=retry_infra)
+                                     renderer=renderer, retry_infra=retry_infra, server=server, executor=executor,
+                                     server_output_dir=server_output_dir)

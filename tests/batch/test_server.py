@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..studio.dev_server import langgraph_dev
+from ..studio.dev_server import langgraph_dev, server_folder as make_server_folder
 from .conftest import read_results, request_text, script_for, turns_by_row, write_jsonl
 from .test_kill_resume import recorded, wait_for
 
@@ -40,15 +40,7 @@ def interrupt_part_way(command: str, args: list[str], out: Path, env: dict[str, 
 def server_folder(tmp_path: Path) -> Path:
     """A langgraph.json naming this checkout's graph, in the test's folder, so that the dev
     server's state (``.langgraph_api``) stays there and no other test's threads come back."""
-    folder = tmp_path / "server"
-    folder.mkdir()
-    config = json.loads((ROOT / "langgraph.json").read_text())
-    config["dependencies"] = [str(ROOT)]
-    config["graphs"] = {name: str(ROOT / spec.removeprefix("./")) for name, spec in config["graphs"].items()}
-    if "checkpointer" in config:  # langgraph.json (the deployment config) leaves it to the server
-        config["checkpointer"]["path"] = str(ROOT / config["checkpointer"]["path"].removeprefix("./"))
-    (folder / "langgraph.json").write_text(json.dumps(config))
-    return folder
+    return make_server_folder(tmp_path / "server")
 
 
 def server_env(tmp_path: Path, policy_url: str) -> dict[str, str]:
