@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, overload
 
 from genevolve_graph.batch.engine import RESULTS_JSONL, StopController, open_run_folder, run_session
 from genevolve_graph.batch.local import LocalExecutor
-from genevolve_graph.batch.journal import JournalError, ResultJournal, fsync_dir, read_json, write_json_atomic, write_text_atomic
+from genevolve_graph.batch.journal import JournalError, ResultJournal, fsync_dir, read_json, write_json_atomic
 from genevolve_graph.batch.renders import RenderOptions, arun_renders, program_of
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
 from genevolve_graph.batch.rows import BatchRow, InputError, iter_rows_from_values, read_rows, row_key
@@ -95,17 +95,17 @@ class StoredItem(BatchRow):
             line = stream.read(self.length)
         try:
             data = json.loads(line.decode("utf-8").lstrip("\ufeff"))
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
         except ValueError:
-            raise InputError(f"{self.source} changed while this stage read it (item {self.key!r}); run the command again") from None
+            data = None
+        if not isinstance(data, dict):
+            raise InputError(f"{self.source} changed while this stage read it (item {self.key!r}); run the command again")
         if "id" not in data:  # a row without an id is known by its position in the file, as read_rows does
             data = {"id": int(self.key), **data}
         if row_key(data["id"]) != self.key:
             raise InputError(f"{self.source} changed while this stage read it (item {self.key!r}); run the command again")
         return {"id": self.key, **data} if self.id_first else data
 
-    def moved(self, position: int) -> "StoredItem":
+    def moved(self, position: int) -> StoredItem:
         """The same item at another position of a new stage's input (what ``make_item`` makes
         of a row: its id first), its fields still in the file."""
         return StoredItem(self.key, position, self.source, self.offset, self.length, id_first=True)

@@ -10,8 +10,9 @@ the result is the same on every run. The comparison runs in blocks of matrix pro
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 BLOCK = 1024
 """Texts embedded and compared at a time."""
