@@ -201,8 +201,25 @@ def measure(requests: int, per_cell: int, teacher_concurrency: int, workdir: Pat
         stages.append({"stage": name, "items": items, "wall": ended - begun, "batch": run.seconds if run is not None else 0.0,
                        "peak_rss_mib": peak, "complete": outcome.complete, "exit": outcome.exit_code})
     dedup = json.loads((root / "requests" / "dedup.json").read_text())
-    return {"requests": requests, "generated": dedup["generated"], "near_duplicates": len(dedup["dropped"]),
+    search = time_near_duplicates(root, embedder, recipe.dedup.threshold, dedup)
+    return {"requests": requests, "generated": dedup["generated"], "near_duplicates": len(dedup["dropped"]), "search_s": search,
             "whole_wall": whole, "stages": stages, "server": served, "split": json.loads((root / "split.json").read_text())}
+
+
+def time_near_duplicates(root: Path, embedder: str, threshold: float, dedup: dict[str, Any]) -> float:
+    """Seconds of the near-duplicate search alone (embedding included) over the build's
+    generated requests, checked to find what the build found."""
+    from genevolve_graph.data.dedup import load_embedder, near_duplicates
+
+    model = load_embedder(embedder)
+    texts = [row["question"] for line in (root / "requests" / "results.jsonl").read_text().splitlines() if line.strip()
+             for row in json.loads(line)["requests"]]
+    started = time.perf_counter()
+    found = near_duplicates(texts, model, threshold)
+    seconds = time.perf_counter() - started
+    if len(found) != len(dedup["dropped"]):
+        raise SystemExit(f"the near-duplicate search found {len(found)}, the build {len(dedup['dropped'])}")
+    return seconds
 
 
 def child(args: argparse.Namespace) -> None:
@@ -253,11 +270,13 @@ def main() -> None:
                                 "--teacher-concurrency", str(args.teacher_concurrency))
             results.append(row)
             batch = sum(s["batch"] for s in row["stages"])
-            print(f"{size:>6} requests ({row['generated']} generated, {row['near_duplicates']} near-duplicates): whole build {row['whole_wall']:.1f} s, "
+            print(f"{size:>6} requests ({row['generated']} generated, {row['near_duplicates']} near-duplicates found in {row['search_s']:.2f} s): "
+                  f"whole build {row['whole_wall']:.1f} s, "
                   f"stages' batch runs {batch:.1f} s, ratio {row['whole_wall'] / batch:.2f}; split {json.dumps({k: row['split'][k] for k in ('sft', 'rl', 'bench')})}; "
                   f"{row['server']['served']} requests served; load {os.getloadavg()[0]:.2f}", flush=True)
             for s in row["stages"]:
-                print(f"    {s['stage']:<13} {s['items']:>6} items  wall {s['wall']:7.1f} s  batch run {s['batch']:7.1f} s  "
+                unit = "cells" if s["stage"] == "requests" else "items"
+                print(f"    {s['stage']:<13} {s['items']:>6} {unit:<5}  wall {s['wall']:7.1f} s  batch run {s['batch']:7.1f} s  "
                       f"rest {s['wall'] - s['batch']:6.2f} s  peak RSS {s['peak_rss_mib']:6.0f} MiB"
                       + ("" if s["complete"] else f"  INCOMPLETE (exit {s['exit']})"), flush=True)
     small, large = results[0], results[-1]

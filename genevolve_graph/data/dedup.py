@@ -16,9 +16,9 @@ from typing import Any
 
 BLOCK = 1024
 """Texts embedded and compared at a time."""
-KEPT_CHUNK = 2048
+KEPT_CHUNK = 1024
 """Kept vectors one matrix product takes at a time (a block's products stay at
-``BLOCK x KEPT_CHUNK`` floats, 8 MiB, whatever the number of requests)."""
+``BLOCK x KEPT_CHUNK`` floats, 4 MiB, whatever the number of requests)."""
 
 
 def load_embedder(name_or_path: str) -> Any:
