@@ -201,4 +201,4 @@ def test_a_stage_input_that_changed_under_the_stage_is_an_error(tmp_path):
     items = engine.read_items(path, option="--test")
     _write_jsonl(path, [{"id": "b", "question": "q"}, {"id": "a", "question": "q"}])
     with pytest.raises(engine.InputError, match="changed while this stage read it"):
-        items[0].data
+        _ = items[0].data
