@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 PROMPT_FIELDS = ("question", "prompt")
 
@@ -85,7 +85,12 @@ def parse_text(text: str, path: Path, *, tolerate_torn_tail: bool = False) -> tu
 
 
 def rows_from_values(values: Iterable[tuple[int | None, int | None, Any]], path: Path, problems: list[str]) -> list[BatchRow]:
-    rows: list[BatchRow] = []
+    return list(iter_rows_from_values(values, path, problems))
+
+
+def iter_rows_from_values(values: Iterable[tuple[int | None, int | None, Any]], path: Path, problems: list[str]) -> Iterator[BatchRow]:
+    """The checked rows of ``values``, one at a time as each value is read (a reader that
+    streams a large file keeps one row in memory); problems are appended to ``problems``."""
     seen: dict[str, str] = {}
     for position, (line, item, value) in enumerate(values):
         where = _where(path, line, item)
@@ -108,8 +113,7 @@ def rows_from_values(values: Iterable[tuple[int | None, int | None, Any]], path:
             problems.append(f"{where}: duplicate id {data['id']!r} (first at {seen[key]}); every row needs its own id")
             continue
         seen[key] = where.removeprefix(f"{path} ")
-        rows.append(BatchRow(key=key, position=position, data=data))
-    return rows
+        yield BatchRow(key=key, position=position, data=data)
 
 
 def read_rows(path: Path, *, option: str = "--input", tolerate_torn_tail: bool = False) -> list[BatchRow]:

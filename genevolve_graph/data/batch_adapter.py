@@ -13,25 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, overload
 
 from genevolve_graph.batch.engine import RESULTS_JSONL, StopController, open_run_folder, run_session
 from genevolve_graph.batch.local import LocalExecutor
-from genevolve_graph.batch.journal import JournalError, read_json, write_json_atomic, write_text_atomic
+from genevolve_graph.batch.journal import JournalError, ResultJournal, fsync_dir, read_json, write_json_atomic
 from genevolve_graph.batch.renders import RenderOptions, arun_renders, program_of
 from genevolve_graph.batch.rollouts import RolloutOptions, arun_rollouts
-from genevolve_graph.batch.rows import BatchRow, InputError, read_rows, row_key
+from genevolve_graph.batch.rows import BatchRow, InputError, iter_rows_from_values, read_rows, row_key
+from genevolve_graph.util.file_modes import write_chunks_atomic
 from genevolve_graph.util.paths import file_stem
 
 Item = BatchRow
 """One unit of work: ``key`` (the id as text), ``position``, ``data`` (the record so far)."""
 
 __all__ = [
-    "InputError", "Item", "ItemStage", "JournalError", "StageRun", "recorded_checkpoint", "StopController", "file_stem", "make_item", "program_of",
-    "read_items", "read_json", "render_items", "row_key", "run_items", "teacher_rollouts", "write_json_atomic",
+    "InputError", "Item", "ItemStage", "JournalError", "StageRecords", "StageRun", "StoredItem", "recorded_checkpoint", "StopController",
+    "file_stem", "make_item", "move_item", "program_of", "read_items", "read_json", "render_items", "row_key", "run_items", "teacher_rollouts",
+    "write_json_atomic", "write_lines_atomic",
 ]
 
 
@@ -41,8 +45,10 @@ class StageRun:
 
     stage: str
     folder: Path
-    records: list[dict[str, Any]]
-    """Every recorded item of the stage (earlier sessions included), in input order."""
+    records: Sequence[dict[str, Any]]
+    """Every recorded item of the stage (earlier sessions included), in input order: a
+    :class:`StageRecords` that reads each record from ``results.jsonl`` when it is asked
+    for, so a stage of 10^5 items does not hold its records (``len`` costs nothing)."""
     total: int
     done_now: int
     seconds: float
@@ -71,23 +77,166 @@ def make_item(key: str, position: int, data: dict[str, Any]) -> Item:
     return BatchRow(key=row_key(key), position=position, data={"id": key, **data})
 
 
-def read_items(path: Path, *, option: str) -> list[Item]:
-    """The rows of a finished stage's JSONL (checked like batch input); none when the stage
-    ran with nothing to do (its folder has ``run.json`` but no results)."""
+class StoredItem(BatchRow):
+    """An item whose fields stay in the file it was read from (the previous stage's JSONL):
+    ``data`` reads and parses its line again at each use (the engine's check, the worker),
+    so a stage of 10^5 items holds keys and file offsets, not 10^5 records."""
+
+    def __init__(self, key: str, position: int, source: Path, offset: int, length: int, *, id_first: bool = False) -> None:
+        # BatchRow is a frozen dataclass: its fields are set as its own __init__ sets them
+        for name, value in (("key", key), ("position", position), ("source", source), ("offset", offset),
+                            ("length", length), ("id_first", id_first)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def data(self) -> dict[str, Any]:  # type: ignore[override]
+        with open(self.source, "rb") as stream:
+            stream.seek(self.offset)
+            line = stream.read(self.length)
+        try:
+            data = json.loads(line.decode("utf-8").lstrip("\ufeff"))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InputError(f"{self.source} changed while this stage read it (item {self.key!r}); run the command again")
+        if "id" not in data:  # a row without an id is known by its position in the file, as read_rows does
+            data = {"id": int(self.key), **data}
+        if row_key(data["id"]) != self.key:
+            raise InputError(f"{self.source} changed while this stage read it (item {self.key!r}); run the command again")
+        return {"id": self.key, **data} if self.id_first else data
+
+    def moved(self, position: int) -> StoredItem:
+        """The same item at another position of a new stage's input (what ``make_item`` makes
+        of a row: its id first), its fields still in the file."""
+        return StoredItem(self.key, position, self.source, self.offset, self.length, id_first=True)
+
+
+def move_item(row: Item, position: int) -> Item:
+    """``row`` at ``position`` of a new stage's input, as ``make_item`` makes it (its id
+    first); a :class:`StoredItem` stays in its file."""
+    if isinstance(row, StoredItem):
+        return row.moved(position)
+    return make_item(row.key, position, row.data)
+
+
+def read_items(path: Path, *, option: str, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[Item]:
+    """The rows of a finished stage's JSONL (checked like batch input), or only those whose
+    fields ``keep`` accepts; none when the stage ran with nothing to do (its folder has
+    ``run.json`` but no results).
+
+    The file is read one line at a time and each row is kept as a :class:`StoredItem` (its
+    key and where its line lies), so memory does not grow with the records' size."""
     path = Path(path)
     if not path.exists() and (path.parent / "run.json").exists():
         return []
-    if path.exists() and not path.read_text(encoding="utf-8").strip():
+    first = _first_text(path)
+    if first is None:
         return []
-    return read_rows(path, option=option)
+    if first == "[" or first == "":  # a JSON array (or a file that cannot be read): checked as batch input
+        rows = read_rows(path, option=option)
+        return [row for row in rows if keep is None or keep(row.data)]
+    problems: list[str] = []
+    where: list[tuple[int, int]] = []
+    items: list[Item] = []
+    # the lines are read lazily: when a row comes out of the check, its line is the last one read
+    for row in iter_rows_from_values(_values(path, option, problems, where), path, problems):
+        if keep is None or keep(row.data):
+            offset, length = where[-1]
+            items.append(StoredItem(row.key, row.position, path, offset, length))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''} in the file)" if len(problems) > 1 else ""
+        raise InputError(problems[0] + more)
+    return items
+
+
+def _first_text(path: Path) -> str | None:
+    """The first character of ``path`` that is not blank (``None``: only blanks; ``""``: a
+    file that cannot be read, left to ``read_rows`` to name)."""
+    try:
+        with open(path, encoding="utf-8-sig") as stream:
+            while True:
+                block = stream.read(65536)
+                if not block:
+                    return None
+                text = block.lstrip()
+                if text:
+                    return text[0]
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _values(path: Path, option: str, problems: list[str], where: list[tuple[int, int]]) -> Iterator[tuple[int | None, int | None, Any]]:
+    """``(line, None, value)`` per JSON line, as ``read_rows`` parses them; the offset and
+    length of the line just read is ``where[-1]`` (only the last one is kept)."""
+    offset = 0
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            start, size = offset, len(raw)
+            offset += size
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                start, raw = start + 3, raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path} is not UTF-8 text (byte {start + exc.start}); pass a JSONL or JSON file as {option}") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path} line {number}: not JSON ({exc.msg} at column {exc.colno}); each line must hold one JSON object")
+                continue
+            where[:] = [(start, len(raw))]
+            yield number, None, value
+
+
+class StageRecords(Sequence[dict[str, Any]]):
+    """A stage's recorded items in input order, read from its journal when asked for (one
+    record in memory at a time when iterated)."""
+
+    def __init__(self, journal: ResultJournal, keys: list[str]) -> None:
+        self.journal = journal
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self.journal.read(key) for key in self.keys[index]]
+        return self.journal.read(self.keys[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.keys:
+            return
+        with open(self.journal.path, "rb") as stream:
+            for key in self.keys:
+                entry = self.journal.entries[key]
+                stream.seek(entry.offset)
+                yield json.loads(stream.read(entry.length))
 
 
 def _from_report(report: Any) -> StageRun:
+    recorded = report.folder.records
     return StageRun(
-        stage=report.stage, folder=report.folder.path, records=report.stage_records, total=len(report.rows),
-        done_now=report.session.done, seconds=report.session.seconds, interrupted=report.interrupted,
+        stage=report.stage, folder=report.folder.path,
+        records=StageRecords(report.folder.journal, [row.key for row in report.rows if row.key in recorded]),
+        total=len(report.rows), done_now=report.session.done, seconds=report.session.seconds, interrupted=report.interrupted,
         fatal=report.fatal, summary=report.summary_lines(),
     )
+
+
+def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
+    """A text file written line by line through a temporary file, fsynced, then renamed
+    (``write_text_atomic`` without the whole text in memory)."""
+    write_chunks_atomic(path, (line.encode("utf-8") for line in lines), fsync=True)
+    fsync_dir(path.parent)
 
 
 @dataclass

@@ -22,8 +22,8 @@ STAGE = "data-filter"
 
 def kept_trajectories(root: Path) -> list[engine.Item]:
     path = root / "trajectories" / "results.jsonl"
-    rows = engine.read_items(path, option="the trajectories stage's output (run --stages trajectories first)")
-    return [row for row in rows if trajectory_outcome(row.data)[0] == KEPT]
+    return engine.read_items(path, option="the trajectories stage's output (run --stages trajectories first)",
+                             keep=lambda data: trajectory_outcome(data)[0] == KEPT)
 
 
 def make_worker(recipe: Recipe, client: Any):

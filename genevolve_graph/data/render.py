@@ -32,11 +32,11 @@ async def run_render(recipe: Recipe, root: Path, *, resume: bool | None, progres
                      retry_infra: bool = False, server: str = "", executor: Any = None,
                      server_output_dir: str = "") -> engine.StageRun:
     path = root / "filter" / "results.jsonl"
-    rows = engine.read_items(path, option="the filter stage's output (run --stages filter first)")
-    kept = [row for row in rows if outcome("filter", row.data)[0] == KEPT]
+    kept = engine.read_items(path, option="the filter stage's output (run --stages filter first)",
+                             keep=lambda data: outcome("filter", data)[0] == KEPT)
     selection = select_gt(recipe, root, [row.key for row in kept])
     chosen = set(selection["gt"])
-    todo = [engine.make_item(row.key, position, row.data) for position, row in enumerate(r for r in kept if r.key in chosen)]
+    todo = [engine.move_item(row, position) for position, row in enumerate(r for r in kept if r.key in chosen)]
     return await engine.render_items(todo, render_context(recipe, root), out_dir=root / "render", concurrency=recipe.render.concurrency,
                                      resume=resume, progress=progress, input_path=str(path),
                                      settings={"recipe": recipe.name, "gt_fraction": recipe.split.gt_fraction, "split_seed": recipe.split.seed},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,18 @@ class StageCounts:
                 "infra_error_total": sum(self.infra.values()), "pending": self.pending, **self.notes}
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file, read one line at a time (a report of 10^5 items holds
+    counts, not records)."""
     if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn tail of a running or killed stage
-                continue
-    return out
+        return
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:  # a torn tail of a running or killed stage
+                    continue
 
 
 def _planned(folder: Path) -> int | None:
@@ -55,11 +57,17 @@ def _planned(folder: Path) -> int | None:
     return len(json.loads(manifest.read_text(encoding="utf-8")).get("rows", []))
 
 
-def _tally(stage: str, records: list[dict[str, Any]], planned: int | None) -> StageCounts:
-    counts = StageCounts(stage, input=planned if planned is not None else len(records))
+def _tally(stage: str, records: Iterable[dict[str, Any]], planned: int | None,
+           also: Callable[[dict[str, Any]], None] | None = None) -> StageCounts:
+    """The outcome counts of ``records`` (read once; ``also`` sees each record too)."""
+    counts = StageCounts(stage)
     dropped: collections.Counter[str] = collections.Counter()
     infra: collections.Counter[str] = collections.Counter()
+    seen = 0
     for record in records:
+        seen += 1
+        if also is not None:
+            also(record)
         status, reason = outcome(stage, record)
         if status == KEPT:
             counts.kept += 1
@@ -67,9 +75,20 @@ def _tally(stage: str, records: list[dict[str, Any]], planned: int | None) -> St
             dropped[reason or "unspecified"] += 1
         else:
             infra[reason or "unspecified"] += 1
+    counts.input = planned if planned is not None else seen
     counts.dropped, counts.infra = dict(dropped.most_common()), dict(infra.most_common())
-    counts.pending = max(0, counts.input - len(records))
+    counts.pending = max(0, counts.input - seen)
     return counts
+
+
+def _check_counter(failures: collections.Counter[str]) -> Callable[[dict[str, Any]], None]:
+    """Counts each check a filter record failed (``""``: passed every check)."""
+    def count(record: dict[str, Any]) -> None:
+        failed = (record.get("filter") or {}).get("failed_checks")
+        failures.update(c for c in CHECKS if c in (failed or {}))
+        if not failed:
+            failures[""] += 1
+    return count
 
 
 def funnel(root: Path) -> dict[str, Any]:
@@ -77,17 +96,21 @@ def funnel(root: Path) -> dict[str, Any]:
     root = Path(root)
     stages: list[StageCounts] = []
     # requests
-    cells = _jsonl(root / "requests" / "results.jsonl")
-    req = StageCounts("requests", input=_planned(root / "requests") or len(cells))
-    generated = sum(len(c.get("requests") or []) for c in cells)
-    malformed = sum(len(c.get("malformed") or []) for c in cells)
-    infra = collections.Counter(c.get("requests_reason") or "expander_error" for c in cells if c.get("requests_status") == INFRA)
+    cells = generated = malformed = 0
+    infra: collections.Counter[str] = collections.Counter()
+    for cell in _jsonl(root / "requests" / "results.jsonl"):
+        cells += 1
+        generated += len(cell.get("requests") or [])
+        malformed += len(cell.get("malformed") or [])
+        if cell.get("requests_status") == INFRA:
+            infra[cell.get("requests_reason") or "expander_error"] += 1
+    req = StageCounts("requests", input=_planned(root / "requests") or cells)
     dedup = json.loads((root / "requests" / DEDUP_FILE).read_text()) if (root / "requests" / DEDUP_FILE).exists() else None
     near = len(dedup["dropped"]) if dedup else 0
-    req.kept = len(_jsonl(root / "requests" / REQUESTS_FILE)) if dedup else 0
+    req.kept = sum(1 for _ in _jsonl(root / "requests" / REQUESTS_FILE)) if dedup else 0
     req.dropped = {k: v for k, v in {"near_duplicate": near, "malformed_request": malformed}.items() if v}
     req.infra = {f"{k} (cells)": v for k, v in infra.items()}
-    req.pending = max(0, req.input - len(cells))
+    req.pending = max(0, req.input - cells)
     req.notes = {"cells": req.input, "generated": generated}
     stages.append(req)
     # per-item stages
@@ -95,11 +118,11 @@ def funnel(root: Path) -> dict[str, Any]:
         path = root / folder / "results.jsonl"
         if not path.exists() and not (root / folder / "run.json").exists():
             continue
-        counts = _tally(stage, _jsonl(path), _planned(root / folder))
+        failures: collections.Counter[str] = collections.Counter()
+        counts = _tally(stage, _jsonl(path), _planned(root / folder), _check_counter(failures) if stage == "filter" else None)
         if stage == "filter":
-            records = _jsonl(path)
-            counts.notes["check_failures"] = {c: sum(1 for r in records if c in ((r.get("filter") or {}).get("failed_checks") or {})) for c in CHECKS}
-            counts.notes["passed_checks"] = sum(1 for r in records if not ((r.get("filter") or {}).get("failed_checks")))
+            counts.notes["check_failures"] = {c: failures[c] for c in CHECKS}
+            counts.notes["passed_checks"] = failures[""]
         if stage == "render" and (root / "render" / SELECTION_FILE).exists():
             selection = json.loads((root / "render" / SELECTION_FILE).read_text())
             counts.notes["selected_for_gt"] = len(selection["gt"])

@@ -10,7 +10,9 @@ derived from the recipe (``eval_type``, ``category``, ``difficulty``).
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,31 +80,50 @@ async def run_requests(recipe: Recipe, root: Path, *, expander: Any, embedder: A
     return run
 
 
-def write_requests(recipe: Recipe, root: Path, cell_records: list[dict[str, Any]], embedder: Any) -> dict[str, Any]:
-    """De-duplicate the expanded requests and write ``requests.jsonl`` and ``dedup.json``."""
+def write_requests(recipe: Recipe, root: Path, cell_records: Sequence[dict[str, Any]], embedder: Any) -> dict[str, Any]:
+    """De-duplicate the expanded requests and write ``requests.jsonl`` and ``dedup.json``.
+
+    Two passes over the cell records (a :class:`~genevolve_graph.data.batch_adapter.StageRecords`
+    reads them from the journal one at a time): the questions go to the blocked
+    near-duplicate search, then the kept rows are written as they are read. Only the
+    indices of dropped requests (and of those they duplicate) are held."""
     from genevolve_graph.data.dedup import near_duplicates
 
-    rows = [row for record in cell_records for row in record.get("requests", [])]
     dropped: dict[int, tuple[int, float]] = {}
-    if recipe.dedup.enabled and rows:
-        dropped = near_duplicates([r["question"] for r in rows], embedder, recipe.dedup.threshold)
-    kept = [row for index, row in enumerate(rows) if index not in dropped]
+    if recipe.dedup.enabled:
+        dropped = near_duplicates((row["question"] for row in _request_rows(cell_records)), embedder, recipe.dedup.threshold)
+    named = set(dropped) | {j for j, _ in dropped.values()}
+    ids: dict[int, str] = {}
+    counts = {"generated": 0, "kept": 0}
+
+    def kept_lines() -> Iterator[str]:
+        for index, row in enumerate(_request_rows(cell_records)):
+            counts["generated"] += 1
+            if index in named:
+                ids[index] = row["id"]
+            if index not in dropped:
+                counts["kept"] += 1
+                yield json.dumps(row, ensure_ascii=False) + "\n"
+
     folder = root / "requests"
-    write_jsonl_atomic(folder / REQUESTS_FILE, kept)
+    engine.write_lines_atomic(folder / REQUESTS_FILE, kept_lines())
     summary = {
         "threshold": recipe.dedup.threshold if recipe.dedup.enabled else None,
         "model": recipe.dedup.model if recipe.dedup.enabled else None,
-        "generated": len(rows),
-        "kept": len(kept),
-        "dropped": [{"id": rows[i]["id"], "status": DROPPED, "reason": "near_duplicate", "duplicate_of": rows[j]["id"], "cosine": cos}
+        "generated": counts["generated"],
+        "kept": counts["kept"],
+        "dropped": [{"id": ids[i], "status": DROPPED, "reason": "near_duplicate", "duplicate_of": ids[j], "cosine": cos}
                     for i, (j, cos) in sorted(dropped.items())],
     }
     engine.write_json_atomic(folder / DEDUP_FILE, summary)
     return summary
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A whole JSONL file written through a temporary file and a rename."""
-    import json
+def _request_rows(cell_records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for record in cell_records:
+        yield from record.get("requests", [])
 
-    engine.write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """A whole JSONL file written through a temporary file and a rename, a line at a time."""
+    engine.write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

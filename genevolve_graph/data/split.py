@@ -23,9 +23,11 @@ and seed give the same split on any machine and after any resume.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,37 +67,46 @@ def select_gt(recipe: Recipe, root: Path, filtered: list[str]) -> dict[str, list
     return selection
 
 
-def _records(path: Path, option: str) -> list[dict[str, Any]]:
-    return [item.data for item in engine.read_items(path, option=option)]
+def _records(path: Path, option: str) -> Iterator[dict[str, Any]]:
+    """A finished stage's records, read one at a time (the stage's rows are kept as file offsets)."""
+    return (item.data for item in engine.read_items(path, option=option))
 
 
 def write_split(recipe: Recipe, root: Path, *, checkpoint: str) -> dict[str, Any]:
-    """Write ``sft/``, ``rl/`` and ``bench/`` and ``split.json``; returns the counts."""
+    """Write ``sft/``, ``rl/`` and ``bench/`` and ``split.json``; returns the counts.
+
+    The records are streamed: the filter stage gives only the thread of each SFT row, the
+    visual filter's kept renders are read once for their ids (the benchmark draw) and once
+    as they are written, so memory holds ids, not records."""
     selection = json.loads((root / "render" / SELECTION_FILE).read_text(encoding="utf-8"))
-    filtered = {r["id"] if isinstance(r["id"], str) else str(r["id"]): r
-                for r in _records(root / "filter" / "results.jsonl", "the filter stage's output")}
-    visual = [r for r in _records(root / "visual-filter" / "results.jsonl", "the visual-filter stage's output (run --stages visual-filter first)")
-              if outcome("visual-filter", r)[0] == KEPT]
-    kept_ids = [str(r["id"]) for r in visual]
+    wanted = set(selection["sft"])
+    threads: dict[str, str] = {}
+    for record in _records(root / "filter" / "results.jsonl", "the filter stage's output"):
+        ident = record["id"] if isinstance(record["id"], str) else str(record["id"])
+        if ident in wanted:
+            threads[ident] = record["thread_id"]
+    visual_option = "the visual-filter stage's output (run --stages visual-filter first)"
+    visual = engine.read_items(root / "visual-filter" / "results.jsonl", option=visual_option,
+                               keep=lambda data: outcome("visual-filter", data)[0] == KEPT)
+    kept_ids = [item.key for item in visual]
     bench_ids = set(take(kept_ids, recipe.split.bench_fraction, seed=recipe.split.seed, view="bench", size=recipe.split.bench_size))
-    sft_rows = [filtered[i] for i in selection["sft"] if i in filtered]
     counts: dict[str, Any] = {"seed": recipe.split.seed}
-    counts["sft"] = write_sft(root / "sft", sft_rows, checkpoint)
-    rl_rows = [r for r in visual if str(r["id"]) not in bench_ids]
-    bench_rows = [r for r in visual if str(r["id"]) in bench_ids]
-    counts["rl"] = write_rl(root / "rl", rl_rows)
-    counts["bench"] = write_bench(root / "bench", bench_rows)
-    counts["bench_by_eval_type"] = _by(bench_rows, "eval_type")
-    counts["rl_by_eval_type"] = _by(rl_rows, "eval_type")
+    counts["sft"] = write_sft(root / "sft", [threads[i] for i in selection["sft"] if i in threads], checkpoint)
+    rl_by: collections.Counter[str] = collections.Counter()
+    bench_by: collections.Counter[str] = collections.Counter()
+    counts["rl"] = write_rl(root / "rl", _counted((item.data for item in visual if item.key not in bench_ids), rl_by))
+    counts["bench"] = write_bench(root / "bench", _counted((item.data for item in visual if item.key in bench_ids), bench_by))
+    counts["bench_by_eval_type"] = dict(sorted(bench_by.items()))
+    counts["rl_by_eval_type"] = dict(sorted(rl_by.items()))
     engine.write_json_atomic(root / SPLIT_FILE, counts)
     return counts
 
 
-def _by(rows: list[dict[str, Any]], field: str) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _counted(rows: Iterable[dict[str, Any]], by: collections.Counter[str], field: str = "eval_type") -> Iterator[dict[str, Any]]:
+    """``rows`` as they are, counting each one's ``field`` into ``by``."""
     for row in rows:
-        out[str(row.get(field))] = out.get(str(row.get(field)), 0) + 1
-    return dict(sorted(out.items()))
+        by[str(row.get(field))] += 1
+        yield row
 
 
 def _fresh(folder: Path) -> Path:
@@ -115,7 +126,7 @@ def _publish(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_sft(folder: Path, rows: list[dict[str, Any]], checkpoint: str) -> int:
+def write_sft(folder: Path, threads: list[str], checkpoint: str) -> int:
     """The SFT view through the trace export (the same records ``export --format sft --thread ...`` writes)."""
     from genevolve_graph.persistence import open_checkpointer_sync
     from genevolve_graph.training.export import ExportReport, export_threads
@@ -123,7 +134,6 @@ def write_sft(folder: Path, rows: list[dict[str, Any]], checkpoint: str) -> int:
 
     tmp = _fresh(folder)
     report = ExportReport()
-    threads = [r["thread_id"] for r in rows]
     with open_checkpointer_sync(checkpoint) as saver, JsonlWriter(tmp / "train.jsonl") as writer:
         for record in export_threads(saver, thread_ids=threads, images_dir=tmp / "images", report=report):
             writer.write(record.to_json())
@@ -140,27 +150,29 @@ def _copy_image(row: dict[str, Any], images: Path) -> str:
     return f"images/{name}"
 
 
-def write_rl(folder: Path, rows: list[dict[str, Any]]) -> int:
+def write_rl(folder: Path, rows: Iterable[dict[str, Any]]) -> int:
     tmp = _fresh(folder)
-    lines = []
-    for row in rows:
-        out = {"id": row["id"], "prompt": row.get("question") or row.get("prompt"), "gt_image": _copy_image(row, tmp / "images"),
-               "eval_type": row.get("eval_type"), "category": row.get("category"), "difficulty": row.get("difficulty")}
-        out.update({k: row.get(k) for k in META_FIELDS if k in row})
-        lines.append(json.dumps(out, ensure_ascii=False) + "\n")
-    (tmp / "train.jsonl").write_text("".join(lines), encoding="utf-8")
+    written = 0
+    with open(tmp / "train.jsonl", "w", encoding="utf-8") as stream:
+        for row in rows:
+            out = {"id": row["id"], "prompt": row.get("question") or row.get("prompt"), "gt_image": _copy_image(row, tmp / "images"),
+                   "eval_type": row.get("eval_type"), "category": row.get("category"), "difficulty": row.get("difficulty")}
+            out.update({k: row.get(k) for k in META_FIELDS if k in row})
+            stream.write(json.dumps(out, ensure_ascii=False) + "\n")
+            written += 1
     _publish(tmp, folder)
-    return len(lines)
+    return written
 
 
-def write_bench(folder: Path, rows: list[dict[str, Any]]) -> int:
+def write_bench(folder: Path, rows: Iterable[dict[str, Any]]) -> int:
     tmp = _fresh(folder)
-    lines = []
-    for row in rows:
-        out = {"id": row["id"], "question": row.get("question") or row.get("prompt"), "gt_image": _copy_image(row, tmp / "images"),
-               "eval_type": row.get("eval_type"), "category": row.get("category"), "difficulty": row.get("difficulty"),
-               "hard_constraints": row.get("hard_constraints"), "cell": row.get("cell")}
-        lines.append(json.dumps(out, ensure_ascii=False) + "\n")
-    (tmp / "test.jsonl").write_text("".join(lines), encoding="utf-8")
+    written = 0
+    with open(tmp / "test.jsonl", "w", encoding="utf-8") as stream:
+        for row in rows:
+            out = {"id": row["id"], "question": row.get("question") or row.get("prompt"), "gt_image": _copy_image(row, tmp / "images"),
+                   "eval_type": row.get("eval_type"), "category": row.get("category"), "difficulty": row.get("difficulty"),
+                   "hard_constraints": row.get("hard_constraints"), "cell": row.get("cell")}
+            stream.write(json.dumps(out, ensure_ascii=False) + "\n")
+            written += 1
     _publish(tmp, folder)
-    return len(lines)
+    return written

@@ -40,8 +40,8 @@ async def run_visual_filter(recipe: Recipe, root: Path, *, client: Any, resume: 
     if recipe.visual_filter.enabled and client is None:
         raise RecipeError("the visual filter needs a judge: set visual_filter.judge or judge in the recipe (or visual_filter.enabled: false)")
     path = root / "render" / "results.jsonl"
-    rows = engine.read_items(path, option="the render stage's output (run --stages render first)")
-    items = [row for row in rows if outcome("render", row.data)[0] == KEPT]
+    items = engine.read_items(path, option="the render stage's output (run --stages render first)",
+                              keep=lambda data: outcome("render", data)[0] == KEPT)
     try:
         return await engine.run_items(
             STAGE, items, make_worker(recipe, client if recipe.visual_filter.enabled else None), out_dir=root / "visual-filter",
