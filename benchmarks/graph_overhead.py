@@ -17,7 +17,6 @@ its timings are inflated, so take the figures from a run without it.)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import json
 import os

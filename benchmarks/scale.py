@@ -29,7 +29,6 @@ Run: python benchmarks/scale.py [--sizes 1000 10000] [--full] [--rounds 2] [--la
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource

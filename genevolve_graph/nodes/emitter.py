@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 
-from genevolve_graph.core.context import AgentContext
 from genevolve_graph.nodes.binder import id_number, normalise_id
 from genevolve_graph.nodes.common import current_context
 from genevolve_graph.core.state import MAX_NOTE_CHARS, AgentState, Program, Reference

@@ -108,7 +108,7 @@ class ImageHostState:
 
 
 def image_host_app(state: ImageHostState) -> Any:
-    from fastapi import FastAPI, Request, Response
+    from fastapi import FastAPI, Response
     from fastapi.responses import RedirectResponse, StreamingResponse
 
     app = FastAPI()

@@ -35,7 +35,7 @@ from genevolve_graph.safety.imaging import UnsafeImageError, decode_image
 from genevolve_graph.tools.base import ImageHit, ImageSearchOutcome
 from genevolve_graph.net.netguard import BlockedURL, NetPolicy
 from genevolve_graph.tools.web_options import WebOptions
-from genevolve_graph.net.guarded_http import USER_AGENT, close_session, image_session
+from genevolve_graph.net.guarded_http import close_session, image_session
 from genevolve_graph.net.limits import OutboundLimits, ReplyTooLarge, aiohttp_chunks, read_body
 from genevolve_graph.util.file_modes import write_bytes_atomic
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from genevolve_graph import AgentContext, build_graph
+from genevolve_graph import AgentContext
 from genevolve_graph.persistence import open_checkpointer
 from genevolve_graph.policies.rules import analyse
 from genevolve_graph.agent.runner import run_with_saver

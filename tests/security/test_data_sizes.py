@@ -8,7 +8,6 @@ trajectory with an error and is not kept, so no later stage (``data build``'s st
 
 from __future__ import annotations
 
-import pytest
 
 from genevolve_graph import AgentContext
 from genevolve_graph.core.state import MAX_NOTE_CHARS, Reference

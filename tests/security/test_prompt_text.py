@@ -9,8 +9,6 @@ system turn, forge a user turn or a tool call.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
