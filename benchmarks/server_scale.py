@@ -122,7 +122,7 @@ def main() -> None:
 
     import batch_throughput as bt
 
-    from genevolve_graph.testing.langgraph_dev import langgraph_dev, server_folder
+    from genevolve_graph.testing.langgraph_dev import dev_env, langgraph_dev, server_folder
 
     small = max(1, args.rows // 10)
     workdir = Path(tempfile.mkdtemp(prefix="server-scale-"))
@@ -130,8 +130,7 @@ def main() -> None:
     policy = bt.ServerHandle(args.rows, args.rounds, args.latency_ms / 1000, "process")
     results: list[dict[str, Any]] = []
     try:
-        env = client_env()
-        env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", XDG_CACHE_HOME=str(workdir / "cache"), GENEVOLVE_ALLOWED_BASE_URLS=policy.base_url)
+        env = dev_env(workdir, policy.base_url)
         with langgraph_dev(server_folder(workdir / "server"), workdir / "dev.log", env, jobs=args.jobs or args.concurrency,
                            timeout=120) as server:
             for label, rows in ((f"server {small}", small), (f"server {args.rows}", args.rows)):

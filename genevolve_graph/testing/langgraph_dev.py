@@ -73,6 +73,22 @@ def server_folder(folder: Path, config: str = "langgraph.json", checkout: Path =
     return folder
 
 
+POLICY_VARIABLES = ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL")
+"""This shell's policy settings, which a dev server or client started here must not inherit."""
+
+
+def dev_env(scratch: Path, policy_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a dev server (and of the clients beside it) that runs this
+    checkout against the policy at ``policy_url``: offline, no analytics, its caches and its
+    trace database (``GENEVOLVE_TRACE_DB``, what ``langgraph.studio.json`` names) inside
+    ``scratch``, and only ``policy_url`` allowed as a caller's ``base_url``."""
+    env = {key: value for key, value in os.environ.items() if key not in POLICY_VARIABLES}
+    env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(CHECKOUT), XDG_CACHE_HOME=str(scratch / "cache"), GENEVOLVE_TRACE_DB=str(scratch / "server-trace.sqlite"),
+               GENEVOLVE_ALLOWED_BASE_URLS=policy_url, **extra)
+    return env
+
+
 @contextlib.contextmanager
 def langgraph_dev(root: Path, log_path: Path, env: dict[str, str], *, port: int | None = None, timeout: float = 60.0,
                   config: str = "langgraph.json", jobs: int | None = None) -> Iterator[DevServer]:

@@ -6,7 +6,6 @@ joined by the next session)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ..studio.dev_server import langgraph_dev, server_folder as make_server_folder
+from genevolve_graph.testing.langgraph_dev import dev_env
+
+from ..studio.dev_server import langgraph_dev
+from ..studio.dev_server import server_folder as make_server_folder
 from .conftest import read_results, request_text, script_for, turns_by_row, write_jsonl
 from .test_kill_resume import recorded, wait_for
 
@@ -44,11 +46,7 @@ def server_folder(tmp_path: Path) -> Path:
 
 
 def server_env(tmp_path: Path, policy_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL")}
-    env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"), GENEVOLVE_TRACE_DB=str(tmp_path / "server-trace.sqlite"),
-               GENEVOLVE_ALLOWED_BASE_URLS=policy_url)
-    return env
+    return dev_env(tmp_path, policy_url)
 
 
 @pytest.mark.slow

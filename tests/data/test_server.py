@@ -10,7 +10,6 @@ line naming the fix."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from genevolve_graph.data.recipes import bundled_recipe
+from genevolve_graph.testing.langgraph_dev import dev_env
 from genevolve_graph.testing.scripted_data import TEACHER
 from genevolve_graph.testing.scripted_openai import ScriptedChatServer
 
@@ -36,11 +36,7 @@ TEACHER_ROWS = 19  # the bundled recipe's requests, each one teacher trajectory 
 
 
 def server_env(tmp_path: Path, base_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GENEVOLVE_BASE_URL", "OPENAI_BASE_URL", "GENEVOLVE_MODEL")}
-    env.update(HF_HUB_OFFLINE="1", LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"), GENEVOLVE_TRACE_DB=str(tmp_path / "server-trace.sqlite"),
-               GENEVOLVE_ALLOWED_BASE_URLS=base_url)
-    return env
+    return dev_env(tmp_path, base_url)
 
 
 def teacher_turns(server) -> dict[str, list[int]]:
