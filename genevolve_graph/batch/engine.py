@@ -309,7 +309,7 @@ class RunFolder:
     def save_manifest(self) -> None:
         self.manifest["updated"] = now_iso()
         # one line: 'rows' can be long; URLs lose their credentials (the settings are already redacted)
-        write_json_atomic(self.path / MANIFEST, redact_value(self.manifest), indent=None)
+        write_json_atomic(self.path / MANIFEST, redacted_manifest(self.manifest), indent=None)
 
     def close_session(self, rows: list[BatchRow], session: "StageSession", controller: "StopController") -> None:
         """Record how the session ended and write ``results.json`` (skipped after a fatal
@@ -331,6 +331,17 @@ class RunFolder:
         ordered = sorted(self.records, key=lambda key: (key not in order, order.get(key, 0)))
         self.journal.write_array(target, ordered)  # streamed: one record in memory at a time
         return target
+
+
+def redacted_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with every URL in it redacted. The row list (``[position, id]`` per row:
+    100,000 entries at scale) is walked only when one of its ids holds a URL at all, so a
+    resume's start-up does not pay a recursive walk per row."""
+    rows = manifest.get("rows")
+    if not isinstance(rows, list) or any(type(entry) not in (list, tuple) or len(entry) != 2 or type(entry[0]) is not int
+                                         or type(entry[1]) is not str or "://" in entry[1] for entry in rows):
+        return redact_value(manifest)
+    return {key: rows if key == "rows" else redact_value(value) for key, value in manifest.items()}
 
 
 def open_run_folder(

