@@ -36,6 +36,7 @@ from httpx._decoders import SUPPORTED_DECODERS
 from httpx._utils import get_environment_proxies
 
 from genevolve_graph.safety.redaction import redact_url
+from genevolve_graph.util.causes import caused_by
 
 MAX_REPLY_ENV = "GENEVOLVE_MAX_REPLY_BYTES"
 DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -72,12 +73,7 @@ class DeadlineExceeded(OutboundLimitExceeded, TimeoutError):
 def limit_exceeded(exc: BaseException | None) -> OutboundLimitExceeded | None:
     """The :class:`OutboundLimitExceeded` that ``exc`` is or was caused by (SDKs wrap the
     errors a transport raises), or None."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OutboundLimitExceeded):
-            return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
+    return caused_by(exc, OutboundLimitExceeded)
 
 
 def env_max_reply_bytes(default: int = DEFAULT_MAX_REPLY_BYTES) -> int:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from genevolve_graph.util.causes import caused_by
+
 
 class MalformedReply(ValueError):
     """The endpoint answered 2xx with something that is not a chat completion."""
@@ -23,12 +25,7 @@ class MalformedReply(ValueError):
 def malformed_reply(exc: BaseException | None) -> MalformedReply | None:
     """The reply check's verdict when ``exc`` is it or was caused by it (the SDK may wrap
     errors raised by response hooks in ``APIConnectionError``)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, MalformedReply):
-            return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
+    return caused_by(exc, MalformedReply)
 
 
 def redact_endpoint(url: str) -> str:
