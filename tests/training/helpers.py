@@ -83,3 +83,15 @@ def tower_replies() -> list[list[str]]:
         ],
         [think("Quick.", format_answer({"gen_prompt": "a tower", "reference_images": []}))],
     ]
+
+
+TINY_RUN = dict(per_device_train_batch_size=3, num_generations=3, max_completion_length=1024, learning_rate=1e-2, logging_steps=1,
+                report_to="none", use_cpu=True, bf16=False, save_strategy="no", dataloader_num_workers=0, shuffle_dataset=False, seed=0)
+"""The settings every trainer test shares: one CPU group of three, no reports, no shuffling."""
+
+
+def tiny_sdl_config(output_dir: Path | str, **fields):
+    """An ``SDLConfig`` for a trainer test: ``TINY_RUN`` under the test's own ``fields``."""
+    from genevolve_graph.training.trainer import SDLConfig
+
+    return SDLConfig(output_dir=str(output_dir), **{**TINY_RUN, **fields})

@@ -17,9 +17,9 @@ from genevolve_graph.training.ablations import STANDARD
 from genevolve_graph.training.config import ConfigError
 from genevolve_graph.training.grpo_args import parse_grpo_args
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
-from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+from genevolve_graph.training.trainer import SDLGRPOTrainer
 
-from .helpers import FOX, fox_good, fox_poor, fox_skill, make_context
+from .helpers import FOX, fox_good, fox_poor, fox_skill, make_context, tiny_sdl_config
 
 
 def _config(tmp_path, ablations) -> object:
@@ -71,9 +71,7 @@ def test_each_standard_variant_runs_a_step(variant, tmp_path, tiny_tokenizer, gu
     script = ScriptedPolicyScript(tiny_tokenizer, {"red fox": [fox_good(), fox_poor(), fox_skill()]})
     rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(script))
     fields = {"sdl_coef": 0.5, "gate": 0.5, **STANDARD[variant]}
-    args = SDLConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=1024,
-                     max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
-                     dataloader_num_workers=0, shuffle_dataset=False, seed=0, **fields)
+    args = tiny_sdl_config(tmp_path / "out", max_steps=1, **fields)
     trainer = SDLGRPOTrainer(model=build_tiny_causal_lm(tiny_tokenizer), reward_funcs=_reward, args=args,
                              train_dataset=Dataset.from_list([{"prompt": request_prompt(FOX, ctx)}]), processing_class=tiny_tokenizer,
                              rollout_func=rollout, experience_buffer=guide_buffer)

@@ -21,7 +21,7 @@ from genevolve_graph.training.generation import CompletionsGenerator
 from genevolve_graph.training.generation.colocate import ColocatedVLLMGenerator
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
 
-from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tower_replies
+from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tiny_sdl_config, tower_replies
 
 
 def _user_image(colour=(20, 120, 220), size=(40, 24)) -> str:
@@ -128,7 +128,7 @@ def test_sleep_mode_keeps_trl_bookkeeping_so_evaluation_never_samples_discarded_
     from genevolve_graph.generators.preview import PreviewRenderer
     from genevolve_graph.training.evaluation import KScoreEvalCallback
     from genevolve_graph.training.rewards import GenEvolveRewards
-    from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+    from genevolve_graph.training.trainer import SDLGRPOTrainer
 
     from .judges import JudgeScript, judge_server
 
@@ -143,10 +143,8 @@ def test_sleep_mode_keeps_trl_bookkeeping_so_evaluation_never_samples_discarded_
     with judge_server(judge) as server:
         client = JudgeClient(server.base_url, "scripted-judge", max_retries=0)
         rewards = GenEvolveRewards(renderer=PreviewRenderer(), image_judge=client, text_judge=client, image_dir=tmp_path / "renders")
-        args = SDLConfig(
-            output_dir=str(tmp_path / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=1024,
-            max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
-            dataloader_num_workers=0, reward_weights=[0.5, 0.5], shuffle_dataset=False, seed=0, sdl_coef=0.0,
+        args = tiny_sdl_config(
+            tmp_path / "out", max_steps=1, reward_weights=[0.5, 0.5], sdl_coef=0.0,
             use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=True,
             vllm_importance_sampling_correction=False,  # the scripted log-probs are not the tiny model's: keep every row in the loss
         )

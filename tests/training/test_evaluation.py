@@ -17,9 +17,9 @@ from genevolve_graph.experience.embedders import SentenceEmbedder
 from genevolve_graph.training.evaluation import KScoreEvalCallback
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
-from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+from genevolve_graph.training.trainer import SDLGRPOTrainer
 
-from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tower_replies
+from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tiny_sdl_config, tower_replies
 from .judges import JudgeScript, judge_server
 
 
@@ -34,10 +34,8 @@ def test_kscore_is_evaluated_on_held_out_prompts_every_n_steps(tmp_path, tiny_to
     with judge_server(judge) as server:
         client = JudgeClient(server.base_url, "scripted-judge", max_retries=0)
         rewards = GenEvolveRewards(renderer=PreviewRenderer(), image_judge=client, text_judge=client, image_dir=tmp_path / "renders")
-        args = SDLConfig(
-            output_dir=str(tmp_path / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=1024,
-            max_steps=2, learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False, save_strategy="no",
-            dataloader_num_workers=0, reward_weights=[0.5, 0.5], shuffle_dataset=False, seed=0, sdl_coef=0.0,
+        args = tiny_sdl_config(
+            tmp_path / "out", max_steps=2, reward_weights=[0.5, 0.5], sdl_coef=0.0,
         )
         rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(script))
         callback = KScoreEvalCallback(held_out, rollout=rollout, rewards=rewards, every=1)

@@ -28,9 +28,9 @@ from genevolve_graph.training.generation import CompletionsGenerator
 from genevolve_graph.training.distill import GuideDistiller
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
-from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+from genevolve_graph.training.trainer import SDLGRPOTrainer
 
-from .helpers import DATA, FOX, fox_good, fox_poor, fox_skill, make_context
+from .helpers import DATA, FOX, fox_good, fox_poor, fox_skill, make_context, tiny_sdl_config
 from .judges import JudgeScript, judge_server
 
 
@@ -59,11 +59,8 @@ def _one_fox_step(tmp: Path, tokenizer, embedder, *, renderer: Any, rollout: Gen
     with judge_server(judge) as server:
         client = JudgeClient(server.base_url, "scripted-judge", max_retries=0)
         rewards = GenEvolveRewards(renderer=renderer, image_judge=client, text_judge=client, image_dir=tmp / "renders")
-        args = SDLConfig(
-            output_dir=str(tmp / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=1024,
-            max_steps=1, learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False,
-            save_strategy="no", dataloader_num_workers=0, reward_weights=[0.5, 0.5], shuffle_dataset=False, seed=0,
-            sdl_coef=1.0, gate=0.5, delta_min=0.2, buffer_dir=str(tmp / "buffer"),
+        args = tiny_sdl_config(
+            tmp / "out", max_steps=1, reward_weights=[0.5, 0.5], sdl_coef=1.0, gate=0.5, delta_min=0.2, buffer_dir=str(tmp / "buffer"),
         )
         buffer = ExperienceBuffer(SentenceEmbedder(embedder, name="tiny"), gate=args.gate, path=args.buffer_dir)
         dataset = Dataset.from_list([{"prompt": request_prompt(FOX, ctx), "gt_image": str(DATA / "images" / "cat.png")}])

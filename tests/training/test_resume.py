@@ -20,9 +20,9 @@ from genevolve_graph.training.checkpoints import CheckpointError, resolve_checkp
 from genevolve_graph.training.distill import GuideDistiller
 from genevolve_graph.training.rewards import GenEvolveRewards
 from genevolve_graph.training.rollout import GenEvolveRollout, request_prompt
-from genevolve_graph.training.trainer import SDLConfig, SDLGRPOTrainer
+from genevolve_graph.training.trainer import SDLGRPOTrainer
 
-from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tower_replies
+from .helpers import DATA, FOX, TOWER, fox_good, fox_poor, fox_skill, make_context, tiny_sdl_config, tower_replies
 from .judges import JudgeScript, judge_server
 
 
@@ -34,11 +34,9 @@ def _run(tmp: Path, tokenizer, embedder, *, max_steps: int, resume: str | None =
     with judge_server(judge) as server:
         client = JudgeClient(server.base_url, "scripted-judge", max_retries=0)
         rewards = GenEvolveRewards(renderer=PreviewRenderer(), image_judge=client, text_judge=client, image_dir=tmp / "renders")
-        args = SDLConfig(
-            output_dir=str(tmp / "out"), per_device_train_batch_size=3, num_generations=3, max_completion_length=1024,
-            max_steps=max_steps, learning_rate=1e-2, logging_steps=1, report_to="none", use_cpu=True, bf16=False,
-            save_strategy="steps", save_steps=1, dataloader_num_workers=0, reward_weights=[0.5, 0.5], shuffle_dataset=False,
-            seed=0, sdl_coef=1.0, gate=0.5, delta_min=0.2, buffer_dir=str(tmp / "buffer"),
+        args = tiny_sdl_config(
+            tmp / "out", max_steps=max_steps, save_strategy="steps", save_steps=1, reward_weights=[0.5, 0.5], sdl_coef=1.0,
+            gate=0.5, delta_min=0.2, buffer_dir=str(tmp / "buffer"),
         )
         buffer = ExperienceBuffer(SentenceEmbedder(embedder, name="tiny"), gate=args.gate, path=args.buffer_dir)
         rollout = GenEvolveRollout(ctx, generator=ScriptedTokenGenerator(script))
